@@ -1,0 +1,631 @@
+//! Builds the objects a Webhook's receiver needs, from a validated spec. Pure: the
+//! reconciler applies what these functions return.
+
+use std::collections::BTreeMap;
+
+use hookwarden_receiver::config::{
+    CONFIG_FILE_NAME, DEFAULT_METRICS_PORT, DEFAULT_PORT, ForwardConfig, ReceiverConfig,
+    SinksConfig, WebhookIdentity,
+};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::crd::Webhook;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::validate::ValidSpec;
+
+/// Where the receiver finds its config file.
+pub const CONFIG_DIR: &str = "/etc/hookwarden";
+/// Where the receiver finds its signing secrets, one directory per secret.
+pub const SECRETS_DIR: &str = "/var/run/hookwarden/secrets";
+/// The non-root user the receiver runs as (the distroless `nonroot` user).
+pub const RECEIVER_UID: i64 = 65532;
+
+/// Operator-wide settings of receivers.
+#[derive(Clone, Debug)]
+pub struct ReceiverDefaults {
+    pub image: String,
+    pub image_pull_policy: String,
+}
+
+/// Everything applied for one Webhook (the generated Secret is handled apart: it is created
+/// once and never re-applied).
+#[derive(Clone, Debug)]
+pub struct Children {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub config: ConfigMap,
+    pub sink: Option<ConfigMap>,
+    pub deployment: Deployment,
+    pub service: Service,
+}
+
+/// Identity of the Webhook the children belong to.
+struct Owner {
+    name: String,
+    namespace: String,
+    owner_ref: OwnerReference,
+    uid: String,
+}
+
+fn owner(webhook: &Webhook) -> Result<Owner> {
+    let name = webhook
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let namespace = webhook
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let uid = webhook
+        .metadata
+        .uid
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    let owner_ref = webhook
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    Ok(Owner {
+        name,
+        namespace,
+        owner_ref,
+        uid,
+    })
+}
+
+fn meta(owner: &Owner, name: String, role: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(owner.namespace.clone()),
+        labels: Some(names::labels(&owner.name, role)),
+        owner_references: Some(vec![owner.owner_ref.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The receiver's config file, as the receiver crate defines it.
+pub fn receiver_config(webhook: &Webhook, spec: &ValidSpec) -> Result<ReceiverConfig> {
+    let o = owner(webhook)?;
+    Ok(ReceiverConfig {
+        webhook: WebhookIdentity {
+            name: o.name,
+            namespace: o.namespace,
+            uid: o.uid,
+        },
+        listen: std::net::SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+        metrics_listen: std::net::SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT)),
+        path: spec.path.clone(),
+        provider: spec.provider,
+        event_types: spec.event_types.clone(),
+        secret_files: vec![format!("{SECRETS_DIR}/0/{}", names::GENERATED_SECRET_KEY).into()],
+        sinks: SinksConfig {
+            events: spec.events,
+            config_map: spec.config_map.clone(),
+            forward: spec.forward.clone().map(|url| ForwardConfig { url }),
+        },
+    })
+}
+
+/// Builds every child of `webhook`.
+pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -> Result<Children> {
+    let o = owner(webhook)?;
+    let receiver_name = names::receiver(&o.name);
+    let config_yaml = receiver_config(webhook, spec)?
+        .to_yaml()
+        .map_err(|e| Error::Render(e.to_string()))?;
+    let config_hash = hash(&config_yaml);
+
+    let service_account = ServiceAccount {
+        metadata: meta(&o, receiver_name.clone(), "receiver"),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    };
+
+    let mut rules = vec![PolicyRule {
+        api_groups: Some(vec!["events.k8s.io".into()]),
+        resources: Some(vec!["events".into()]),
+        verbs: vec!["create".into(), "patch".into()],
+        ..PolicyRule::default()
+    }];
+    if let Some(cm) = &spec.config_map {
+        rules.push(PolicyRule {
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![cm.name.clone()]),
+            verbs: vec!["get".into(), "update".into(), "patch".into()],
+            ..PolicyRule::default()
+        });
+    }
+    let role = Role {
+        metadata: meta(&o, receiver_name.clone(), "receiver"),
+        rules: Some(rules),
+    };
+    let role_binding = RoleBinding {
+        metadata: meta(&o, receiver_name.clone(), "receiver"),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: receiver_name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: receiver_name.clone(),
+            namespace: Some(o.namespace.clone()),
+            ..Subject::default()
+        }]),
+    };
+
+    let config = ConfigMap {
+        metadata: meta(&o, names::receiver_config(&o.name), "config"),
+        data: Some(BTreeMap::from([(
+            CONFIG_FILE_NAME.to_string(),
+            config_yaml,
+        )])),
+        ..ConfigMap::default()
+    };
+
+    // The sink carries no data here: the receiver owns its content, and server-side apply
+    // leaves fields this manager does not set alone.
+    let sink = spec.config_map.as_ref().map(|cm| ConfigMap {
+        metadata: meta(&o, cm.name.clone(), "sink"),
+        ..ConfigMap::default()
+    });
+
+    let deployment = deployment(webhook, &o, spec, defaults, &receiver_name, &config_hash);
+
+    let service = Service {
+        metadata: meta(&o, receiver_name.clone(), "receiver"),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(names::selector_labels(&o.name)),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target_port: Some(IntOrString::String("http".into())),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("metrics".into()),
+                    port: i32::from(DEFAULT_METRICS_PORT),
+                    target_port: Some(IntOrString::String("metrics".into())),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    Ok(Children {
+        service_account,
+        role,
+        role_binding,
+        config,
+        sink,
+        deployment,
+        service,
+    })
+}
+
+fn deployment(
+    webhook: &Webhook,
+    o: &Owner,
+    spec: &ValidSpec,
+    defaults: &ReceiverDefaults,
+    receiver_name: &str,
+    config_hash: &str,
+) -> Deployment {
+    let settings = webhook.spec.receiver.clone().unwrap_or_default();
+    let mut pod_labels = settings.pod_labels.clone().unwrap_or_default();
+    pod_labels.extend(names::labels(&o.name, "receiver"));
+    let mut pod_annotations = settings.pod_annotations.clone().unwrap_or_default();
+    pod_annotations.insert(names::CONFIG_HASH_ANNOTATION.into(), config_hash.into());
+
+    let http_probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+
+    let container = Container {
+        name: "receiver".into(),
+        image: Some(
+            settings
+                .image
+                .clone()
+                .unwrap_or_else(|| defaults.image.clone()),
+        ),
+        image_pull_policy: Some(defaults.image_pull_policy.clone()),
+        args: Some(vec![
+            "run".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE_NAME}"),
+            "--log-format".into(),
+            "json".into(),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: i32::from(DEFAULT_PORT),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: i32::from(DEFAULT_METRICS_PORT),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        resources: Some(settings.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "secret-0".into(),
+                mount_path: format!("{SECRETS_DIR}/0"),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+
+    // Only a receiver that writes to the API server gets a token.
+    let needs_api = spec.events || spec.config_map.is_some();
+    Deployment {
+        metadata: meta(o, receiver_name.into(), "receiver"),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(names::selector_labels(&o.name)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(receiver_name.into()),
+                    automount_service_account_token: Some(needs_api),
+                    containers: vec![container],
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RECEIVER_UID),
+                        run_as_group: Some(RECEIVER_UID),
+                        fs_group: Some(RECEIVER_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: names::receiver_config(&o.name),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "secret-0".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(spec.secret.name().into()),
+                                items: Some(vec![KeyToPath {
+                                    key: spec.secret.key().into(),
+                                    path: names::GENERATED_SECRET_KEY.into(),
+                                    ..KeyToPath::default()
+                                }]),
+                                default_mode: Some(0o440),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                    ]),
+                    node_selector: settings.node_selector.clone(),
+                    tolerations: settings.tolerations.clone(),
+                    affinity: settings.affinity.clone(),
+                    priority_class_name: settings.priority_class_name.clone(),
+                    image_pull_secrets: settings.image_pull_secrets.clone(),
+                    termination_grace_period_seconds: Some(30),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), Quantity("10m".into())),
+            ("memory".into(), Quantity("16Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The Secret a generated signing secret is stored in. Created once, never re-applied.
+pub fn generated_secret(webhook: &Webhook, name: &str, value: &str) -> Result<Secret> {
+    let o = owner(webhook)?;
+    Ok(Secret {
+        metadata: meta(&o, name.into(), "secret"),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            names::GENERATED_SECRET_KEY.to_string(),
+            ByteString(value.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    })
+}
+
+/// The in-cluster URL of a Webhook's receiver.
+pub fn url(webhook: &Webhook, spec: &ValidSpec) -> Option<String> {
+    let name = webhook.metadata.name.as_deref()?;
+    let ns = webhook.metadata.namespace.as_deref()?;
+    Some(format!(
+        "http://{}.{ns}.svc{}",
+        names::receiver(name),
+        spec.path
+    ))
+}
+
+fn hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    hex::encode(&digest[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ConfigMapSink, ReceiverSettings, SecretKeyRef, Sinks, WebhookSpec};
+    use crate::validate::validate;
+    use hookwarden_receiver::config::ConfigMapMode;
+
+    fn defaults() -> ReceiverDefaults {
+        ReceiverDefaults {
+            image: "hookwarden-receiver:test".into(),
+            image_pull_policy: "IfNotPresent".into(),
+        }
+    }
+
+    fn webhook(spec: WebhookSpec) -> Webhook {
+        let mut w = Webhook::new("opal", spec);
+        w.metadata.namespace = Some("team-a".into());
+        w.metadata.uid = Some("1234".into());
+        w
+    }
+
+    fn opal() -> WebhookSpec {
+        WebhookSpec {
+            path: "/opal".into(),
+            provider: "opal".into(),
+            event_types: vec![],
+            secret_ref: None,
+            sinks: Some(Sinks {
+                events: Some(true),
+                config_map: Some(ConfigMapSink {
+                    name: "opal-access".into(),
+                    mode: None,
+                }),
+                forward: None,
+            }),
+            receiver: None,
+        }
+    }
+
+    fn build_for(spec: WebhookSpec) -> Children {
+        let w = webhook(spec);
+        let v = validate("opal", &w.spec).unwrap();
+        build(&w, &v, &defaults()).unwrap()
+    }
+
+    #[test]
+    fn every_child_is_owned_and_labelled() {
+        let c = build_for(opal());
+        let metas = [
+            &c.service_account.metadata,
+            &c.role.metadata,
+            &c.role_binding.metadata,
+            &c.config.metadata,
+            &c.sink.as_ref().unwrap().metadata,
+            &c.deployment.metadata,
+            &c.service.metadata,
+        ];
+        for m in metas {
+            let owners = m.owner_references.as_ref().unwrap();
+            assert_eq!(owners.len(), 1);
+            assert_eq!(owners[0].kind, "Webhook");
+            assert_eq!(owners[0].uid, "1234");
+            assert_eq!(owners[0].controller, Some(true));
+            let labels = m.labels.as_ref().unwrap();
+            assert_eq!(
+                labels["app.kubernetes.io/managed-by"],
+                "hookwarden-operator"
+            );
+            assert_eq!(labels["app.kubernetes.io/instance"], "opal");
+            assert_eq!(m.namespace.as_deref(), Some("team-a"));
+        }
+        assert_eq!(c.deployment.metadata.name.as_deref(), Some("opal-receiver"));
+        assert!(
+            c.sink.as_ref().unwrap().data.is_none(),
+            "the operator must not own sink data"
+        );
+    }
+
+    #[test]
+    fn role_is_least_privilege() {
+        let c = build_for(opal());
+        let rules = c.role.rules.unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[0].api_groups.as_deref(),
+            Some(&["events.k8s.io".to_string()][..])
+        );
+        assert_eq!(rules[0].verbs, ["create", "patch"]);
+        assert_eq!(
+            rules[1].resources.as_deref(),
+            Some(&["configmaps".to_string()][..])
+        );
+        assert_eq!(
+            rules[1].resource_names.as_deref(),
+            Some(&["opal-access".to_string()][..])
+        );
+        assert_eq!(rules[1].verbs, ["get", "update", "patch"]);
+        for r in &rules {
+            assert!(
+                !r.verbs
+                    .iter()
+                    .any(|v| v == "*" || v == "list" || v == "delete")
+            );
+        }
+        // without a ConfigMap sink, no ConfigMap access at all
+        let mut spec = opal();
+        spec.sinks = None;
+        assert_eq!(build_for(spec).role.rules.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn pod_is_locked_down() {
+        let c = build_for(opal());
+        let pod = c.deployment.spec.unwrap().template.spec.unwrap();
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let sc = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+        assert_eq!(pod.service_account_name.as_deref(), Some("opal-receiver"));
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("hookwarden-receiver:test")
+        );
+    }
+
+    #[test]
+    fn config_is_the_receivers_own_type_and_names_no_secret() {
+        let c = build_for(opal());
+        let yaml = &c.config.data.unwrap()[CONFIG_FILE_NAME];
+        let parsed = ReceiverConfig::from_yaml(yaml).unwrap();
+        assert_eq!(parsed.path, "/opal");
+        assert_eq!(parsed.webhook.uid, "1234");
+        assert_eq!(parsed.sinks.config_map.unwrap().mode, ConfigMapMode::State);
+        assert_eq!(
+            parsed.secret_files,
+            [std::path::PathBuf::from(
+                "/var/run/hookwarden/secrets/0/secret"
+            )]
+        );
+    }
+
+    #[test]
+    fn secret_volume_maps_the_referenced_key() {
+        let mut spec = opal();
+        spec.secret_ref = Some(SecretKeyRef {
+            name: "opal-creds".into(),
+            key: "signing-secret".into(),
+        });
+        let c = build_for(spec);
+        let pod = c.deployment.spec.unwrap().template.spec.unwrap();
+        let vol = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "secret-0")
+            .unwrap();
+        let s = vol.secret.unwrap();
+        assert_eq!(s.secret_name.as_deref(), Some("opal-creds"));
+        assert_eq!(s.items.unwrap()[0].key, "signing-secret");
+    }
+
+    #[test]
+    fn config_hash_rolls_pods_only_when_config_changes() {
+        let hash_of = |spec: WebhookSpec| {
+            let d = build_for(spec).deployment;
+            d.spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[names::CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let a = hash_of(opal());
+        assert_eq!(a, hash_of(opal()));
+        let mut changed = opal();
+        changed.event_types = vec!["USER_ADDED_TO_GROUP".into()];
+        assert_ne!(a, hash_of(changed));
+        // replicas do not touch the config
+        let mut scaled = opal();
+        scaled.receiver = Some(ReceiverSettings {
+            replicas: Some(3),
+            ..ReceiverSettings::default()
+        });
+        assert_eq!(a, hash_of(scaled));
+    }
+
+    #[test]
+    fn url_points_at_the_service() {
+        let w = webhook(opal());
+        let v = validate("opal", &w.spec).unwrap();
+        assert_eq!(url(&w, &v).unwrap(), "http://opal-receiver.team-a.svc/opal");
+    }
+}

@@ -1,0 +1,178 @@
+//! Singleton rules of the senders (../shared/seeds): Opal allows one webhook per
+//! organization, Membrane one per event type. Within a namespace, the older Webhook keeps
+//! its claim; a newer one that overlaps is in conflict. Pure.
+
+use hookwarden_receiver::config::Provider;
+
+use crate::crd::Webhook;
+use crate::validate::{ValidSpec, validate};
+
+/// Why a Webhook cannot run: an older Webhook holds the same claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The older Webhook's name.
+    pub other: String,
+    /// A message for the status condition.
+    pub message: String,
+}
+
+/// Finds the Webhook that `me` (already validated as `spec`) conflicts with, among the
+/// Webhooks in `others` (any namespace; `me` itself may be among them).
+pub fn find_conflict<'a>(
+    me: &Webhook,
+    spec: &ValidSpec,
+    others: impl IntoIterator<Item = &'a Webhook>,
+) -> Option<Conflict> {
+    if !matches!(spec.provider, Provider::Opal | Provider::Membrane) {
+        return None;
+    }
+    let my_key = age_key(me);
+    let mut winners: Vec<(AgeKey, Conflict)> = others
+        .into_iter()
+        .filter(|o| o.metadata.namespace == me.metadata.namespace)
+        .filter(|o| o.metadata.uid != me.metadata.uid)
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .filter(|o| age_key(o) < my_key)
+        .filter_map(|o| {
+            let name = o.metadata.name.clone().unwrap_or_default();
+            // An invalid Webhook runs no receiver, so it claims nothing.
+            let theirs = validate(&name, &o.spec).ok()?;
+            let message = overlap(spec, &theirs, &name)?;
+            Some((
+                age_key(o),
+                Conflict {
+                    other: name,
+                    message,
+                },
+            ))
+        })
+        .collect();
+    winners.sort_by(|a, b| a.0.cmp(&b.0));
+    winners.into_iter().next().map(|(_, c)| c)
+}
+
+fn overlap(mine: &ValidSpec, theirs: &ValidSpec, their_name: &str) -> Option<String> {
+    match (mine.provider, theirs.provider) {
+        (Provider::Opal, Provider::Opal) => Some(format!(
+            "Webhook {their_name:?} already receives Opal's webhook in this namespace; \
+             Opal sends one webhook per organization. Delete one of the two"
+        )),
+        (Provider::Membrane, Provider::Membrane) => {
+            let theirs_claimed = theirs.claimed_event_types();
+            let shared: Vec<&str> = mine
+                .claimed_event_types()
+                .into_iter()
+                .filter(|t| theirs_claimed.contains(t))
+                .collect();
+            (!shared.is_empty()).then(|| {
+                format!(
+                    "Webhook {their_name:?} already receives Membrane event type(s) {} in this \
+                     namespace; Membrane sends one webhook per event type. Narrow spec.eventTypes \
+                     or delete one of the two",
+                    shared.join(", ")
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Older first: creation time, then name, so that the order is total and stable.
+type AgeKey = (Option<k8s_openapi::jiff::Timestamp>, String);
+
+fn age_key(w: &Webhook) -> AgeKey {
+    (
+        w.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        w.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::WebhookSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn wh(name: &str, provider: &str, types: &[&str], created: i64) -> Webhook {
+        let mut w = Webhook::new(
+            name,
+            WebhookSpec {
+                path: format!("/{name}"),
+                provider: provider.into(),
+                event_types: types.iter().map(|s| s.to_string()).collect(),
+                secret_ref: None,
+                sinks: None,
+                receiver: None,
+            },
+        );
+        w.metadata.namespace = Some("ns".into());
+        w.metadata.uid = Some(format!("uid-{name}"));
+        w.metadata.creation_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + created).unwrap(),
+        ));
+        w
+    }
+
+    fn conflict_of(me: &Webhook, all: &[Webhook]) -> Option<Conflict> {
+        let spec = validate(me.metadata.name.as_deref().unwrap(), &me.spec).unwrap();
+        find_conflict(me, &spec, all)
+    }
+
+    #[test]
+    fn second_opal_conflicts_first_does_not() {
+        let a = wh("a", "opal", &[], 1);
+        let b = wh("b", "opal", &[], 2);
+        let all = [a.clone(), b.clone()];
+        assert_eq!(conflict_of(&a, &all), None);
+        let c = conflict_of(&b, &all).unwrap();
+        assert_eq!(c.other, "a");
+        assert!(c.message.contains("one webhook per organization"));
+    }
+
+    #[test]
+    fn same_second_is_broken_by_name() {
+        let a = wh("a", "opal", &[], 1);
+        let b = wh("b", "opal", &[], 1);
+        let all = [b.clone(), a.clone()];
+        assert_eq!(conflict_of(&a, &all), None);
+        assert_eq!(conflict_of(&b, &all).unwrap().other, "a");
+    }
+
+    #[test]
+    fn membrane_conflicts_only_on_shared_event_types() {
+        let a = wh("a", "membrane", &["org-created"], 1);
+        let b = wh("b", "membrane", &["user-invited-to-org"], 2);
+        let c = wh("c", "membrane", &[], 3);
+        let all = [a.clone(), b.clone(), c.clone()];
+        assert_eq!(conflict_of(&b, &all), None);
+        let conflict = conflict_of(&c, &all).unwrap();
+        assert_eq!(conflict.other, "a");
+        assert!(
+            conflict.message.contains("org-created"),
+            "{}",
+            conflict.message
+        );
+    }
+
+    #[test]
+    fn other_namespaces_deleted_and_invalid_webhooks_do_not_count() {
+        let mut a = wh("a", "opal", &[], 1);
+        a.metadata.namespace = Some("elsewhere".into());
+        let mut d = wh("d", "opal", &[], 2);
+        d.metadata.deletion_timestamp = d.metadata.creation_timestamp.clone();
+        let mut i = wh("i", "opal", &[], 3);
+        i.spec.path = "bad".into();
+        let me = wh("me", "opal", &[], 4);
+        assert_eq!(conflict_of(&me, &[a, d, i, me.clone()]), None);
+    }
+
+    #[test]
+    fn other_providers_never_conflict() {
+        let a = wh("a", "github", &[], 1);
+        let b = wh("b", "github", &[], 2);
+        assert_eq!(conflict_of(&b, &[a, b.clone()]), None);
+        let o = wh("o", "opal", &[], 1);
+        let m = wh("m", "membrane", &[], 2);
+        assert_eq!(conflict_of(&m, &[o, m.clone()]), None);
+    }
+}

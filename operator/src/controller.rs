@@ -1,0 +1,444 @@
+//! The Webhook controller: read -> validate -> check conflicts and the Secret -> build
+//! children -> apply -> write status. Decisions live in pure modules (`validate`,
+//! `conflict`, `children`, `status`); this module does the I/O.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{debug, info, warn};
+
+use crate::children::{self, ReceiverDefaults};
+use crate::conflict::find_conflict;
+use crate::crd::Webhook;
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, ReadyLabels};
+use crate::names;
+use crate::secret;
+use crate::status::{self, Readiness, Reason};
+use crate::validate::{SecretSource, ValidSpec, validate};
+
+/// How often a healthy Webhook is reconciled even without a change.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How often a Webhook waiting for its Secret looks again.
+const SECRET_RETRY: Duration = Duration::from_secs(10);
+
+/// Operator-wide settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    pub receiver: ReceiverDefaults,
+    /// Name of this replica, for Events.
+    pub instance: Option<String>,
+}
+
+/// What every reconciliation shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub config: Config,
+    /// Every Webhook the controller sees, for conflict checks.
+    pub webhooks: Store<Webhook>,
+    /// Consecutive failures per Webhook, for backoff.
+    failures: Mutex<HashMap<ObjectRef<Webhook>, u32>>,
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = config.namespace.clone();
+    let webhooks: Api<Webhook> = scoped(&client, ns.as_deref());
+    let managed = watcher::Config::default().labels(&names::managed_selector());
+    let controller = Controller::new(webhooks.clone(), watcher::Config::default());
+    let store = controller.store();
+    let reporter = Reporter {
+        controller: names::FIELD_MANAGER.into(),
+        instance: config.instance.clone(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        metrics,
+        config,
+        webhooks: store.clone(),
+        failures: Mutex::new(HashMap::new()),
+    });
+    info!(
+        namespace = ns.as_deref().unwrap_or("<all>"),
+        "controller starting"
+    );
+    controller
+        .owns(
+            scoped::<Deployment>(&client, ns.as_deref()),
+            managed.clone(),
+        )
+        .owns(scoped::<Service>(&client, ns.as_deref()), managed.clone())
+        .owns(scoped::<ConfigMap>(&client, ns.as_deref()), managed.clone())
+        .owns(
+            scoped::<ServiceAccount>(&client, ns.as_deref()),
+            managed.clone(),
+        )
+        .owns(scoped::<Role>(&client, ns.as_deref()), managed.clone())
+        .owns(scoped::<RoleBinding>(&client, ns.as_deref()), managed)
+        // A Webhook's conflicts depend on its neighbours: when one changes or goes away,
+        // the others of the same sender in its namespace are looked at again.
+        .watches(
+            webhooks,
+            watcher::Config::default(),
+            move |changed: Webhook| neighbours(&store, &changed),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => {
+                    debug!(webhook = %obj.name, namespace = ?obj.namespace, "reconciled")
+                }
+                Err(error) => debug!(%error, "reconcile loop"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+fn neighbours(store: &Store<Webhook>, changed: &Webhook) -> Vec<ObjectRef<Webhook>> {
+    store
+        .state()
+        .iter()
+        .filter(|w| w.metadata.namespace == changed.metadata.namespace)
+        .filter(|w| w.metadata.uid != changed.metadata.uid)
+        .filter(|w| w.spec.provider == changed.spec.provider)
+        .map(|w| ObjectRef::from_obj(w.as_ref()))
+        .collect()
+}
+
+async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_inner(&webhook, &ctx).await;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.metric_label(),
+    };
+    ctx.metrics.record(label, started.elapsed());
+    if result.is_ok()
+        && let Ok(mut failures) = ctx.failures.lock()
+    {
+        failures.remove(&ObjectRef::from_obj(webhook.as_ref()));
+    }
+    result
+}
+
+/// Retries with exponential backoff, 5 s doubling up to 5 minutes.
+fn error_policy(webhook: Arc<Webhook>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(webhook.as_ref());
+    let attempt = match ctx.failures.lock() {
+        Ok(mut failures) => {
+            let n = failures.entry(key).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = Duration::from_secs(5u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)))
+        .min(Duration::from_secs(300));
+    warn!(
+        %error,
+        webhook = %webhook.name_any(),
+        namespace = ?webhook.namespace(),
+        attempt,
+        retry_in_s = delay.as_secs(),
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// The outcome of checking the signing Secret.
+enum SecretCheck {
+    Ready { generated: Option<String> },
+    Missing(String),
+}
+
+async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
+    if webhook.metadata.deletion_timestamp.is_some() {
+        // Children go with the Webhook through their owner references.
+        return Ok(Action::await_change());
+    }
+    let name = webhook.name_any();
+    let namespace = webhook
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let previous_secret = webhook.status.as_ref().and_then(|s| s.secret_name.clone());
+
+    let spec = match validate(&name, &webhook.spec) {
+        Ok(spec) => spec,
+        Err(message) => {
+            let readiness = Readiness::new(Reason::InvalidSpec, message);
+            write_status(ctx, webhook, &readiness, None, previous_secret).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let all = ctx.webhooks.state();
+    if let Some(conflict) = find_conflict(webhook, &spec, all.iter().map(|w| w.as_ref())) {
+        let readiness = Readiness::new(Reason::Conflict, conflict.message);
+        write_status(ctx, webhook, &readiness, None, previous_secret).await?;
+        return Ok(Action::await_change());
+    }
+
+    let generated = match check_secret(ctx, webhook, &namespace, &spec).await? {
+        SecretCheck::Ready { generated } => generated,
+        SecretCheck::Missing(message) => {
+            let readiness = Readiness::new(Reason::SecretNotFound, message);
+            write_status(ctx, webhook, &readiness, None, previous_secret).await?;
+            return Ok(Action::requeue(SECRET_RETRY));
+        }
+    };
+
+    let children = children::build(webhook, &spec, &ctx.config.receiver)?;
+    apply(ctx, &namespace, &children.service_account).await?;
+    apply(ctx, &namespace, &children.role).await?;
+    apply(ctx, &namespace, &children.role_binding).await?;
+    apply(ctx, &namespace, &children.config).await?;
+    if let Some(sink) = &children.sink {
+        apply(ctx, &namespace, sink).await?;
+    }
+    remove_stale_sinks(ctx, webhook, &namespace, &spec).await?;
+    apply(ctx, &namespace, &children.service).await?;
+    let deployment = apply(ctx, &namespace, &children.deployment).await?;
+
+    let readiness = status::deployment_readiness(&deployment);
+    write_status(
+        ctx,
+        webhook,
+        &readiness,
+        children::url(webhook, &spec),
+        generated,
+    )
+    .await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Checks that the referenced Secret and key exist, or makes sure the generated one does.
+async fn check_secret(
+    ctx: &Context,
+    webhook: &Webhook,
+    namespace: &str,
+    spec: &ValidSpec,
+) -> Result<SecretCheck> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = spec.secret.name();
+    let key = spec.secret.key();
+    let existing = secrets.get_opt(name).await?;
+    let generated = match (&spec.secret, existing) {
+        (SecretSource::Referenced { .. }, None) => {
+            return Ok(SecretCheck::Missing(format!(
+                "Secret {name:?} (spec.secretRef.name) does not exist in namespace {namespace:?}; create it with the signing secret under key {key:?}"
+            )));
+        }
+        (SecretSource::Referenced { .. }, Some(found))
+        | (SecretSource::Generated { .. }, Some(found)) => {
+            if !has_key(&found, key) {
+                return Ok(SecretCheck::Missing(format!(
+                    "Secret {name:?} has no key {key:?}; add the signing secret under that key"
+                )));
+            }
+            matches!(spec.secret, SecretSource::Generated { .. }).then(|| name.to_string())
+        }
+        (SecretSource::Generated { .. }, None) => {
+            let value = secret::generate(spec.provider)?;
+            let object = children::generated_secret(webhook, name, &value)?;
+            match secrets.create(&PostParams::default(), &object).await {
+                Ok(_) => {
+                    info!(webhook = %webhook.name_any(), namespace, secret = name, "generated signing secret")
+                }
+                // Another replica or an earlier attempt won the race: keep theirs.
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            Some(name.to_string())
+        }
+    };
+    Ok(SecretCheck::Ready { generated })
+}
+
+fn has_key(secret: &Secret, key: &str) -> bool {
+    let in_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .is_some_and(|v| !v.0.is_empty());
+    let in_string_data = secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .is_some_and(|v| !v.is_empty());
+    in_data || in_string_data
+}
+
+/// Server-side applies `object` under the operator's field manager.
+async fn apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = object
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let params = PatchParams::apply(names::FIELD_MANAGER).force();
+    Ok(api.patch(&name, &params, &Patch::Apply(object)).await?)
+}
+
+/// Deletes sink ConfigMaps this Webhook owns but no longer names.
+async fn remove_stale_sinks(
+    ctx: &Context,
+    webhook: &Webhook,
+    namespace: &str,
+    spec: &ValidSpec,
+) -> Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{}={},{}=sink",
+        names::WEBHOOK_LABEL,
+        webhook.name_any(),
+        names::ROLE_LABEL
+    );
+    let wanted = spec.config_map.as_ref().map(|c| c.name.as_str());
+    for cm in api.list(&ListParams::default().labels(&selector)).await? {
+        let owned = cm
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == webhook.metadata.uid.as_ref() && o.controller == Some(true));
+        let cm_name = cm.name_any();
+        if owned && Some(cm_name.as_str()) != wanted {
+            info!(webhook = %webhook.name_any(), namespace, configmap = %cm_name, "deleting sink ConfigMap no longer in spec");
+            match api.delete(&cm_name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the status through the status subresource when it changed, and publishes an
+/// Event when the `Ready` reason changes.
+async fn write_status(
+    ctx: &Context,
+    webhook: &Webhook,
+    readiness: &Readiness,
+    url: Option<String>,
+    secret_name: Option<String>,
+) -> Result<()> {
+    let previous = webhook.status.as_ref();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let next = status::next_status(
+        previous,
+        readiness,
+        webhook.metadata.generation,
+        url,
+        secret_name,
+        now,
+    );
+    if previous == Some(&next) {
+        return Ok(());
+    }
+    let name = webhook.name_any();
+    let namespace = webhook
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let api: Api<Webhook> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": Webhook::api_version(&()),
+        "kind": Webhook::kind(&()),
+        "status": next,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(names::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+
+    let previous_reason = webhook.ready_condition().map(|c| c.reason.as_str());
+    if previous_reason != Some(readiness.reason.as_str()) {
+        ctx.metrics
+            .outcomes
+            .get_or_create(&ReadyLabels {
+                reason: readiness.reason.as_str().into(),
+            })
+            .inc();
+        let ready = readiness.reason.is_ready();
+        if ready {
+            info!(webhook = %name, namespace = %namespace, reason = readiness.reason.as_str(), "webhook ready");
+        } else {
+            warn!(webhook = %name, namespace = %namespace, reason = readiness.reason.as_str(), message = %readiness.message, "webhook not ready");
+        }
+        let event = Event {
+            type_: if ready || readiness.reason == Reason::ReceiverUnavailable {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: readiness.reason.as_str().into(),
+            note: Some(truncate(&readiness.message, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &webhook.object_ref(&())).await {
+            // An Event is a courtesy: failing to publish one must not fail the reconcile.
+            warn!(%error, webhook = %name, namespace = %namespace, "cannot publish Event");
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}

@@ -1,0 +1,185 @@
+//! The `Webhook` custom resource (`webhooks.hookwarden.io/v1alpha1`). Types only, no I/O.
+
+use std::collections::BTreeMap;
+
+use hookwarden_receiver::config::{ConfigMapMode, Provider};
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A webhook endpoint: where deliveries arrive, how their signatures are verified, and where
+/// verified deliveries are recorded. The operator runs receiver pods for it.
+#[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[kube(
+    group = "hookwarden.io",
+    version = "v1alpha1",
+    kind = "Webhook",
+    plural = "webhooks",
+    namespaced,
+    shortname = "wh",
+    category = "hookwarden",
+    doc = "A webhook endpoint that hookwarden receives, verifies and records deliveries on.",
+    status = "WebhookStatus",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
+    printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.path"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","priority":1,"jsonPath":".status.url"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// The request path deliveries arrive on, e.g. `/opal`. Starts with `/`; letters,
+    /// digits and `-._~!$&'()+,;=:@%/` only.
+    pub path: String,
+
+    /// The sender's signature scheme and payload format.
+    #[schemars(schema_with = "provider_schema")]
+    pub provider: String,
+
+    /// The event types accepted (Opal's `USER_ADDED_TO_RESOURCE`, Membrane's `org-created`,
+    /// ...). Empty accepts every type. A delivery of another type is acknowledged and
+    /// counted, not recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_types: Vec<String>,
+
+    /// The Secret key holding the signing secret. When omitted, the operator generates a
+    /// random secret into a Secret it owns (named in `status.secretName`) and never
+    /// regenerates it while that Secret exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+
+    /// Where verified deliveries are recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sinks: Option<Sinks>,
+
+    /// Settings of the receiver pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<ReceiverSettings>,
+}
+
+fn provider_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+    schemars::json_schema!({
+        "type": "string",
+        "enum": names,
+        "description": "The sender's signature scheme and payload format.",
+    })
+}
+
+/// A key of a Secret in the Webhook's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    pub name: String,
+    /// The key inside the Secret whose value is the signing secret.
+    pub key: String,
+}
+
+/// Where verified deliveries go. Without `sinks`, each event becomes a Kubernetes Event.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Sinks {
+    /// Record each received event as an `events.k8s.io/v1` Event regarding this Webhook.
+    /// Default: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<bool>,
+    /// Apply deliveries to a ConfigMap the operator creates in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapSink>,
+    /// POST each verified delivery's raw body to this URL (e.g. an application in the
+    /// same pod); its 2xx is the acknowledgement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardSink>,
+}
+
+/// A ConfigMap sink.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct ConfigMapSink {
+    /// The ConfigMap's name. The operator creates it; the receiver may only read and
+    /// update this one ConfigMap.
+    pub name: String,
+    /// `state` (Opal and Membrane: a materialised view), `latest` (last payload per event
+    /// type) or `log` (the last deliveries). Default: `state` for Opal and Membrane,
+    /// `latest` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ConfigMapMode>,
+}
+
+/// A forward sink.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ForwardSink {
+    /// An `http://` or `https://` URL.
+    pub url: String,
+}
+
+/// Settings of the receiver Deployment.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiverSettings {
+    /// Number of receiver pods. Default: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Compute resources of the receiver container. Default: requests 10m CPU and
+    /// 16Mi memory, limit 64Mi memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node labels the receiver pods must run on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations of the receiver pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Affinity of the receiver pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Priority class of the receiver pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Extra labels on the receiver pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_labels: Option<BTreeMap<String, String>>,
+    /// Extra annotations on the receiver pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_annotations: Option<BTreeMap<String, String>>,
+    /// Pull secrets for the receiver image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    /// Receiver image, overriding the operator's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// What the operator observed. Written only through the status subresource.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookStatus {
+    /// `Ready` tells whether the receiver can take deliveries, and if not, why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The in-cluster URL deliveries are received on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The Secret the operator generated the signing secret into (when `secretRef` is
+    /// omitted). Its value is never shown here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+impl Webhook {
+    /// The `Ready` condition, if the operator has written one.
+    pub fn ready_condition(&self) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::status::READY)
+    }
+}

@@ -1,0 +1,178 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use hookwarden_operator::children::ReceiverDefaults;
+use hookwarden_operator::controller::{self, Config};
+use hookwarden_operator::leader::{self, LeaseConfig};
+use hookwarden_operator::metrics::{self, Health, Metrics};
+use hookwarden_receiver::telemetry::{self, LogFormat};
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "hookwarden-operator",
+    version,
+    about = "Runs hookwarden receivers for Webhook resources"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reconcile Webhooks until SIGTERM.
+    Run(RunArgs),
+    /// Print the Webhook CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "HOOKWARDEN_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// The receiver image the operator deploys.
+    #[arg(long, env = "HOOKWARDEN_RECEIVER_IMAGE", default_value = concat!("ghcr.io/hookwarden/hookwarden-receiver:", env!("CARGO_PKG_VERSION")))]
+    receiver_image: String,
+    /// Pull policy of the receiver image.
+    #[arg(
+        long,
+        env = "HOOKWARDEN_RECEIVER_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    receiver_image_pull_policy: String,
+    /// Elect a leader among replicas through a Lease (disable only for a single local run).
+    #[arg(long, env = "HOOKWARDEN_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "hookwarden-operator")]
+    lease_name: String,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "hookwarden-system")]
+    lease_namespace: String,
+    /// This replica's identity in the election and in Events.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "HOOKWARDEN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "HOOKWARDEN_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", hookwarden_operator::crd_yaml()?);
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, "info,kube_lease_manager=warn");
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot configure a Kubernetes client")?;
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "hookwarden-operator".into());
+
+    let metrics = Arc::new(Metrics::default());
+    let started = Arc::new(AtomicBool::new(false));
+    let health = Health {
+        metrics: metrics.clone(),
+        started: started.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, metrics::app(health)).await {
+            error!(%error, "metrics server stopped");
+        }
+    });
+
+    client
+        .apiserver_version()
+        .await
+        .context("cannot reach the Kubernetes API server")?;
+    started.store(true, Ordering::Relaxed);
+
+    let config = Config {
+        namespace: args.namespace.clone(),
+        receiver: ReceiverDefaults {
+            image: args.receiver_image.clone(),
+            image_pull_policy: args.receiver_image_pull_policy.clone(),
+        },
+        instance: Some(identity.clone()),
+    };
+
+    if !args.leader_elect {
+        info!("leader election disabled");
+        controller::run(client, config, metrics, shutdown_signal()).await;
+        return Ok(());
+    }
+
+    let lease = LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args.lease_namespace.clone(),
+        identity,
+    };
+    let mut channel = leader::join(client.clone(), &lease).await?;
+    tokio::select! {
+        leading = leader::until_leading(&mut channel) => {
+            if !leading {
+                anyhow::bail!("leader election ended before this replica could lead");
+            }
+        }
+        _ = shutdown_signal() => return Ok(()),
+    }
+    info!("leading: starting the controller");
+    metrics.leader.set(1);
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let watch_channel = channel.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = leader::until_lost(watch_channel) => lost_flag.store(true, Ordering::Relaxed),
+            _ = shutdown_signal() => {}
+        }
+    };
+    controller::run(client, config, metrics.clone(), stop).await;
+    metrics.leader.set(0);
+    // Dropping the channel releases the Lease so that another replica takes over at once.
+    drop(channel);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    if lost.load(Ordering::Relaxed) {
+        anyhow::bail!(
+            "lost the leader Lease; exiting so that a fresh replica rejoins the election"
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    info!("shutdown requested");
+}

@@ -1,0 +1,103 @@
+//! Names and labels of the objects the operator creates for a Webhook. Pure.
+
+use std::collections::BTreeMap;
+
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "hookwarden-operator";
+/// `app.kubernetes.io/managed-by` of every child.
+pub const MANAGED_BY: &str = "hookwarden-operator";
+/// Label naming the Webhook a child belongs to.
+pub const WEBHOOK_LABEL: &str = "hookwarden.io/webhook";
+/// Label telling which part of a receiver a child is (`receiver`, `config`, `sink`, `secret`).
+pub const ROLE_LABEL: &str = "hookwarden.io/role";
+/// The key of a generated signing Secret.
+pub const GENERATED_SECRET_KEY: &str = "secret";
+/// Pod-template annotation carrying the hash of the receiver config.
+pub const CONFIG_HASH_ANNOTATION: &str = "hookwarden.io/config-hash";
+
+const RECEIVER_SUFFIX: &str = "-receiver";
+const CONFIG_SUFFIX: &str = "-receiver-config";
+const SECRET_SUFFIX: &str = "-signing-secret";
+
+/// Deployment, Service, ServiceAccount, Role and RoleBinding of a Webhook's receiver.
+pub fn receiver(webhook: &str) -> String {
+    format!("{webhook}{RECEIVER_SUFFIX}")
+}
+
+/// The ConfigMap holding the rendered receiver config.
+pub fn receiver_config(webhook: &str) -> String {
+    format!("{webhook}{CONFIG_SUFFIX}")
+}
+
+/// The Secret a generated signing secret lives in.
+pub fn generated_secret(webhook: &str) -> String {
+    format!("{webhook}{SECRET_SUFFIX}")
+}
+
+/// A Webhook's name must give valid child names: a Service name is a DNS-1035 label of at
+/// most 63 characters.
+pub fn check_webhook_name(name: &str) -> Result<(), String> {
+    let max = 63 - CONFIG_SUFFIX.len().max(RECEIVER_SUFFIX.len());
+    if name.len() > max {
+        return Err(format!(
+            "the Webhook name {name:?} is {} characters long; at most {max}, so that the receiver's Service name fits",
+            name.len()
+        ));
+    }
+    let starts_with_letter = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    let valid = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !starts_with_letter || !valid {
+        return Err(format!(
+            "the Webhook name {name:?} must start with a letter and contain only lowercase letters, digits and '-', so that it can name the receiver's Service"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a DNS-1123 subdomain (names of Secrets, ConfigMaps, ...).
+pub fn check_dns_subdomain(field: &str, value: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if value.is_empty() || value.len() > 253 || !value.split('.').all(label_ok) {
+        return Err(format!(
+            "{field} {value:?} is not a valid name (lowercase letters, digits, '-' and '.', at most 253)"
+        ));
+    }
+    Ok(())
+}
+
+/// Labels that select a Webhook's receiver pods. Never change: a Deployment's selector is
+/// immutable.
+pub fn selector_labels(webhook: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".into(),
+            "hookwarden-receiver".into(),
+        ),
+        ("app.kubernetes.io/instance".into(), webhook.into()),
+    ])
+}
+
+/// Labels of every child of a Webhook; `role` says which part it is.
+pub fn labels(webhook: &str, role: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(webhook);
+    l.insert("app.kubernetes.io/component".into(), "receiver".into());
+    l.insert("app.kubernetes.io/part-of".into(), "hookwarden".into());
+    l.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
+    l.insert(WEBHOOK_LABEL.into(), webhook.into());
+    l.insert(ROLE_LABEL.into(), role.into());
+    l
+}
+
+/// The label selector that finds every child the operator manages.
+pub fn managed_selector() -> String {
+    format!("app.kubernetes.io/managed-by={MANAGED_BY}")
+}

@@ -1,0 +1,207 @@
+//! The Webhook's status: the `Ready` condition and what it is computed from. Pure.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::WebhookStatus;
+
+/// The condition type telling whether the receiver can take deliveries.
+pub const READY: &str = "Ready";
+
+/// Why a Webhook is, or is not, ready. The variant name is the condition's reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Children applied and the receiver Deployment has available replicas.
+    ReceiverAvailable,
+    /// Children applied; waiting for the receiver Deployment to have available replicas.
+    ReceiverUnavailable,
+    /// The spec cannot be acted on; the message says what to fix.
+    InvalidSpec,
+    /// An older Webhook holds the same sender claim.
+    Conflict,
+    /// The referenced Secret, or its key, does not exist.
+    SecretNotFound,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ReceiverAvailable => "ReceiverAvailable",
+            Reason::ReceiverUnavailable => "ReceiverUnavailable",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::Conflict => "Conflict",
+            Reason::SecretNotFound => "SecretNotFound",
+        }
+    }
+
+    pub fn is_ready(self) -> bool {
+        self == Reason::ReceiverAvailable
+    }
+}
+
+/// The `Ready` verdict of one reconciliation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Readiness {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Readiness {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Readiness of a receiver Deployment as the API server last reported it.
+pub fn deployment_readiness(deployment: &Deployment) -> Readiness {
+    let name = deployment.metadata.name.as_deref().unwrap_or_default();
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let available = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    if available > 0 {
+        Readiness::new(
+            Reason::ReceiverAvailable,
+            format!("receiver Deployment {name} has {available}/{desired} replicas available"),
+        )
+    } else if desired == 0 {
+        Readiness::new(
+            Reason::ReceiverUnavailable,
+            format!("receiver Deployment {name} is scaled to 0 replicas (spec.receiver.replicas)"),
+        )
+    } else {
+        Readiness::new(
+            Reason::ReceiverUnavailable,
+            format!("waiting for receiver Deployment {name}: 0/{desired} replicas available"),
+        )
+    }
+}
+
+/// The `Ready` condition for `readiness`, keeping the previous transition time when the
+/// condition's status did not change.
+pub fn ready_condition(
+    previous: Option<&Condition>,
+    readiness: &Readiness,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    let status = if readiness.reason.is_ready() {
+        "True"
+    } else {
+        "False"
+    };
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => now,
+    };
+    Condition {
+        type_: READY.into(),
+        status: status.into(),
+        reason: readiness.reason.as_str().into(),
+        message: readiness.message.clone(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The whole status to write after a reconciliation.
+pub fn next_status(
+    previous: Option<&WebhookStatus>,
+    readiness: &Readiness,
+    generation: Option<i64>,
+    url: Option<String>,
+    secret_name: Option<String>,
+    now: Time,
+) -> WebhookStatus {
+    let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let mut conditions: Vec<Condition> = previous
+        .map(|s| {
+            s.conditions
+                .iter()
+                .filter(|c| c.type_ != READY)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    conditions.insert(
+        0,
+        ready_condition(previous_ready, readiness, generation, now),
+    );
+    WebhookStatus {
+        conditions,
+        observed_generation: generation,
+        url,
+        secret_name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+
+    fn t(s: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
+    }
+
+    fn deployment(replicas: i32, available: Option<i32>) -> Deployment {
+        Deployment {
+            metadata: kube::api::ObjectMeta {
+                name: Some("w-receiver".into()),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                available_replicas: available,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn readiness_comes_from_available_replicas() {
+        let r = deployment_readiness(&deployment(2, None));
+        assert_eq!(r.reason, Reason::ReceiverUnavailable);
+        assert!(r.message.contains("0/2"), "{}", r.message);
+        let r = deployment_readiness(&deployment(2, Some(1)));
+        assert_eq!(r.reason, Reason::ReceiverAvailable);
+        assert!(r.message.contains("1/2"), "{}", r.message);
+        let r = deployment_readiness(&deployment(0, None));
+        assert!(r.message.contains("scaled to 0"), "{}", r.message);
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_changes() {
+        let waiting = Readiness::new(Reason::ReceiverUnavailable, "waiting");
+        let invalid = Readiness::new(Reason::InvalidSpec, "bad path");
+        let ready = Readiness::new(Reason::ReceiverAvailable, "ok");
+        let s1 = next_status(None, &waiting, Some(1), None, None, t(10));
+        assert_eq!(s1.conditions[0].last_transition_time, t(10));
+        assert_eq!(s1.conditions[0].status, "False");
+        // False -> False with another reason: same transition time, new reason
+        let s2 = next_status(Some(&s1), &invalid, Some(2), None, None, t(20));
+        assert_eq!(s2.conditions[0].last_transition_time, t(10));
+        assert_eq!(s2.conditions[0].reason, "InvalidSpec");
+        assert_eq!(s2.conditions[0].observed_generation, Some(2));
+        // False -> True
+        let s3 = next_status(Some(&s2), &ready, Some(2), Some("u".into()), None, t(30));
+        assert_eq!(s3.conditions[0].last_transition_time, t(30));
+        assert_eq!(s3.conditions[0].status, "True");
+        assert_eq!(s3.conditions.len(), 1);
+        // unchanged inputs give an identical status, so nothing needs writing
+        let s4 = next_status(Some(&s3), &ready, Some(2), Some("u".into()), None, t(40));
+        assert_eq!(s3, s4);
+    }
+}

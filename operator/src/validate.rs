@@ -1,0 +1,453 @@
+//! Checks a Webhook's spec and resolves its defaults. Pure: no I/O.
+//!
+//! The CRD schema already rejects unknown providers at admission; everything it cannot
+//! express (path syntax, names the children derive from, event type spelling, sink
+//! combinations) is checked here, and a failure becomes `Ready=False`, reason
+//! `InvalidSpec`, with a message that says what to fix.
+
+use hookwarden_receiver::config::{ConfigMapMode, ConfigMapSinkConfig, Provider};
+
+use crate::crd::WebhookSpec;
+use crate::names;
+
+/// Event types Opal sends (../shared/seeds: Opal webhooks).
+pub const OPAL_EVENT_TYPES: [&str; 6] = [
+    "USER_ADDED_TO_RESOURCE",
+    "USER_REMOVED_FROM_RESOURCE",
+    "USER_ADDED_TO_GROUP",
+    "USER_REMOVED_FROM_GROUP",
+    "RESOURCE_ADDED_TO_GROUP",
+    "RESOURCE_REMOVED_FROM_GROUP",
+];
+
+/// Event types Membrane sends (../shared/seeds: Membrane system webhooks).
+pub const MEMBRANE_EVENT_TYPES: [&str; 3] =
+    ["user-invited-to-org", "org-access-requested", "org-created"];
+
+/// Paths the receiver serves itself.
+const RESERVED_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Where the signing secret comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A Secret the user manages.
+    Referenced { name: String, key: String },
+    /// A Secret the operator generates and owns.
+    Generated { name: String },
+}
+
+impl SecretSource {
+    pub fn name(&self) -> &str {
+        match self {
+            SecretSource::Referenced { name, .. } | SecretSource::Generated { name } => name,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        match self {
+            SecretSource::Referenced { key, .. } => key,
+            SecretSource::Generated { .. } => names::GENERATED_SECRET_KEY,
+        }
+    }
+}
+
+/// A spec that passed validation, with every default resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidSpec {
+    pub path: String,
+    pub provider: Provider,
+    pub event_types: Vec<String>,
+    pub secret: SecretSource,
+    pub events: bool,
+    pub config_map: Option<ConfigMapSinkConfig>,
+    pub forward: Option<String>,
+    pub replicas: i32,
+}
+
+impl ValidSpec {
+    /// The event types this Webhook claims from its sender: its own list, or every type
+    /// the sender has when the list is empty.
+    pub fn claimed_event_types(&self) -> Vec<&str> {
+        if self.event_types.is_empty() {
+            known_event_types(self.provider).to_vec()
+        } else {
+            self.event_types.iter().map(String::as_str).collect()
+        }
+    }
+}
+
+/// The event types a provider is known to send; empty when any type may arrive.
+pub fn known_event_types(provider: Provider) -> &'static [&'static str] {
+    match provider {
+        Provider::Opal => &OPAL_EVENT_TYPES,
+        Provider::Membrane => &MEMBRANE_EVENT_TYPES,
+        _ => &[],
+    }
+}
+
+/// Validates `spec` of the Webhook named `name`. The error lists every problem found,
+/// each with what to do about it.
+pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
+    let mut problems = Vec::new();
+
+    if let Err(p) = names::check_webhook_name(name) {
+        problems.push(p);
+    }
+    if let Err(p) = check_path(&spec.path) {
+        problems.push(p);
+    }
+    let provider = Provider::parse(&spec.provider);
+    if provider.is_none() {
+        let known: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+        problems.push(format!(
+            "spec.provider {:?} is not known; use one of: {}",
+            spec.provider,
+            known.join(", ")
+        ));
+    }
+
+    let mut event_types: Vec<String> = Vec::new();
+    for t in &spec.event_types {
+        if t.trim().is_empty() {
+            problems.push("spec.eventTypes must not contain an empty entry".into());
+        } else if event_types.contains(t) {
+            problems.push(format!("spec.eventTypes lists {t:?} twice"));
+        } else {
+            event_types.push(t.clone());
+        }
+    }
+    if let Some(p) = provider {
+        let known = known_event_types(p);
+        if !known.is_empty() {
+            for t in &event_types {
+                if !known.contains(&t.as_str()) {
+                    problems.push(format!(
+                        "spec.eventTypes: {p} does not send {t:?}; it sends {}",
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+
+    let secret = match &spec.secret_ref {
+        None => SecretSource::Generated {
+            name: names::generated_secret(name),
+        },
+        Some(r) => {
+            if let Err(p) = names::check_dns_subdomain("spec.secretRef.name", &r.name) {
+                problems.push(p);
+            }
+            if let Err(p) = check_secret_key(&r.key) {
+                problems.push(p);
+            }
+            SecretSource::Referenced {
+                name: r.name.clone(),
+                key: r.key.clone(),
+            }
+        }
+    };
+
+    let sinks = spec.sinks.clone().unwrap_or_default();
+    let events = sinks.events.unwrap_or(true);
+    let config_map = sinks.config_map.map(|cm| {
+        if let Err(p) = names::check_dns_subdomain("spec.sinks.configMap.name", &cm.name) {
+            problems.push(p);
+        }
+        let stateful = matches!(provider, Some(Provider::Opal | Provider::Membrane));
+        let mode = cm.mode.unwrap_or(if stateful {
+            ConfigMapMode::State
+        } else {
+            ConfigMapMode::Latest
+        });
+        if mode == ConfigMapMode::State && !stateful && provider.is_some() {
+            problems.push(format!(
+                "spec.sinks.configMap.mode \"state\" needs provider opal or membrane; \
+                 use \"latest\" or \"log\" for {}",
+                spec.provider
+            ));
+        }
+        if cm.name == names::receiver_config(name) {
+            problems.push(format!(
+                "spec.sinks.configMap.name {:?} is the receiver's own config; choose another name",
+                cm.name
+            ));
+        }
+        ConfigMapSinkConfig {
+            name: cm.name,
+            mode,
+        }
+    });
+    let forward = sinks.forward.map(|f| {
+        if !(f.url.starts_with("http://") || f.url.starts_with("https://"))
+            || f.url.contains(char::is_whitespace)
+        {
+            problems.push(format!(
+                "spec.sinks.forward.url {:?} must be an http:// or https:// URL",
+                f.url
+            ));
+        }
+        f.url
+    });
+    if !events && config_map.is_none() && forward.is_none() {
+        problems.push(
+            "spec.sinks records deliveries nowhere; enable events, or set configMap or forward"
+                .into(),
+        );
+    }
+
+    let settings = spec.receiver.clone().unwrap_or_default();
+    let replicas = settings.replicas.unwrap_or(1);
+    if replicas < 0 {
+        problems.push(format!(
+            "spec.receiver.replicas must be 0 or more, not {replicas}"
+        ));
+    }
+
+    match (provider, problems.is_empty()) {
+        (Some(provider), true) => Ok(ValidSpec {
+            path: spec.path.clone(),
+            provider,
+            event_types,
+            secret,
+            events,
+            config_map,
+            forward,
+            replicas,
+        }),
+        _ => Err(problems.join("; ")),
+    }
+}
+
+fn check_path(path: &str) -> Result<(), String> {
+    const ALLOWED: &str = "-._~!$&'()+,;=:@%/";
+    let fix = "use an absolute path such as /opal";
+    if !path.starts_with('/') {
+        return Err(format!("spec.path {path:?} must start with '/'; {fix}"));
+    }
+    if path.len() > 256 {
+        return Err(format!(
+            "spec.path is {} characters long; at most 256",
+            path.len()
+        ));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ALLOWED.contains(*c)))
+    {
+        return Err(format!(
+            "spec.path {path:?} contains {c:?}; {fix} (letters, digits and {ALLOWED} only)"
+        ));
+    }
+    if path.contains("//") || path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!(
+            "spec.path {path:?} has an empty, '.' or '..' segment; {fix}"
+        ));
+    }
+    if path == "/" || RESERVED_PATHS.contains(&path) {
+        return Err(format!(
+            "spec.path {path:?} is reserved by the receiver; {fix}"
+        ));
+    }
+    Ok(())
+}
+
+fn check_secret_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err(
+            "spec.secretRef.key is empty; name the key of the Secret that holds the signing secret"
+                .into(),
+        );
+    }
+    let valid = key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(format!(
+            "spec.secretRef.key {key:?} is not a valid Secret key (letters, digits, '-', '_', '.')"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ConfigMapSink, ForwardSink, SecretKeyRef, Sinks};
+
+    fn spec(provider: &str, path: &str) -> WebhookSpec {
+        WebhookSpec {
+            path: path.into(),
+            provider: provider.into(),
+            event_types: vec![],
+            secret_ref: None,
+            sinks: None,
+            receiver: None,
+        }
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let v = validate("opal", &spec("opal", "/opal")).unwrap();
+        assert_eq!(v.provider, Provider::Opal);
+        assert_eq!(
+            v.secret,
+            SecretSource::Generated {
+                name: "opal-signing-secret".into()
+            }
+        );
+        assert!(v.events);
+        assert_eq!(v.replicas, 1);
+        assert_eq!(v.claimed_event_types().len(), 6);
+    }
+
+    #[test]
+    fn bad_paths_are_explained() {
+        for (path, needle) in [
+            ("opal", "must start with '/'"),
+            ("/a b", "contains ' '"),
+            ("/a{id}", "contains '{'"),
+            ("/a/*", "contains '*'"),
+            ("/a//b", "empty, '.' or '..'"),
+            ("/a/../b", "empty, '.' or '..'"),
+            ("/healthz", "reserved"),
+            ("/", "reserved"),
+        ] {
+            let err = validate("w", &spec("github", path)).unwrap_err();
+            assert!(err.contains(needle), "{path}: {err}");
+        }
+        assert!(validate("w", &spec("github", "/hooks/git-hub_1.0~x")).is_ok());
+    }
+
+    #[test]
+    fn unknown_provider_lists_the_known_ones() {
+        let err = validate("w", &spec("paypal", "/p")).unwrap_err();
+        assert!(err.contains("\"paypal\" is not known"), "{err}");
+        assert!(err.contains("standard-webhooks"), "{err}");
+    }
+
+    #[test]
+    fn empty_or_bad_secret_key() {
+        let mut s = spec("membrane", "/m");
+        s.secret_ref = Some(SecretKeyRef {
+            name: "m".into(),
+            key: "".into(),
+        });
+        assert!(
+            validate("w", &s)
+                .unwrap_err()
+                .contains("spec.secretRef.key is empty")
+        );
+        s.secret_ref = Some(SecretKeyRef {
+            name: "m".into(),
+            key: "a/b".into(),
+        });
+        assert!(
+            validate("w", &s)
+                .unwrap_err()
+                .contains("not a valid Secret key")
+        );
+        s.secret_ref = Some(SecretKeyRef {
+            name: "Bad_Name".into(),
+            key: "k".into(),
+        });
+        assert!(
+            validate("w", &s)
+                .unwrap_err()
+                .contains("spec.secretRef.name")
+        );
+    }
+
+    #[test]
+    fn event_types_are_checked_against_the_sender() {
+        let mut s = spec("membrane", "/m");
+        s.event_types = vec!["org-created".into(), "org-deleted".into()];
+        let err = validate("w", &s).unwrap_err();
+        assert!(err.contains("does not send \"org-deleted\""), "{err}");
+        s.event_types = vec!["org-created".into(), "org-created".into()];
+        assert!(validate("w", &s).unwrap_err().contains("twice"));
+        s.event_types = vec!["org-created".into()];
+        assert_eq!(
+            validate("w", &s).unwrap().claimed_event_types(),
+            ["org-created"]
+        );
+        // other senders' types are free-form
+        let mut g = spec("github", "/g");
+        g.event_types = vec!["push".into()];
+        assert!(validate("w", &g).is_ok());
+    }
+
+    #[test]
+    fn sinks_are_checked() {
+        let mut s = spec("github", "/g");
+        s.sinks = Some(Sinks {
+            events: Some(false),
+            config_map: None,
+            forward: None,
+        });
+        assert!(
+            validate("w", &s)
+                .unwrap_err()
+                .contains("records deliveries nowhere")
+        );
+        s.sinks = Some(Sinks {
+            events: Some(false),
+            config_map: Some(ConfigMapSink {
+                name: "gh".into(),
+                mode: Some(ConfigMapMode::State),
+            }),
+            forward: None,
+        });
+        assert!(
+            validate("w", &s)
+                .unwrap_err()
+                .contains("needs provider opal or membrane")
+        );
+        s.sinks = Some(Sinks {
+            events: None,
+            config_map: Some(ConfigMapSink {
+                name: "gh".into(),
+                mode: None,
+            }),
+            forward: Some(ForwardSink {
+                url: "ftp://x".into(),
+            }),
+        });
+        assert!(
+            validate("w", &s)
+                .unwrap_err()
+                .contains("http:// or https://")
+        );
+        s.sinks.as_mut().unwrap().forward = None;
+        let v = validate("w", &s).unwrap();
+        assert_eq!(v.config_map.unwrap().mode, ConfigMapMode::Latest);
+    }
+
+    #[test]
+    fn webhook_names_must_fit_child_names() {
+        let long = "a".repeat(60);
+        assert!(
+            validate(&long, &spec("github", "/g"))
+                .unwrap_err()
+                .contains("at most")
+        );
+        assert!(
+            validate("1abc", &spec("github", "/g"))
+                .unwrap_err()
+                .contains("start with a letter")
+        );
+        assert!(validate("a.b", &spec("github", "/g")).is_err());
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let mut s = spec("paypal", "nope");
+        s.secret_ref = Some(SecretKeyRef {
+            name: "x".into(),
+            key: "".into(),
+        });
+        let err = validate("w", &s).unwrap_err();
+        assert!(err.matches("; ").count() >= 2, "{err}");
+    }
+}

@@ -1,0 +1,278 @@
+//! The receiver's configuration file.
+//!
+//! This type is the contract between the operator and the receiver: the operator renders
+//! it into the receiver's ConfigMap (see `hookwarden-operator`'s `children` module), the
+//! receiver reads it with `hookwarden-receiver run --config FILE`. Signing secrets are never
+//! part of it: the configuration names the files (mounted Secrets) that hold them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The file name the operator uses inside the receiver's config ConfigMap.
+pub const CONFIG_FILE_NAME: &str = "receiver.yaml";
+/// The port the receiver serves deliveries and health checks on, unless configured.
+pub const DEFAULT_PORT: u16 = 8080;
+/// The port the receiver serves Prometheus metrics on, unless configured.
+pub const DEFAULT_METRICS_PORT: u16 = 9090;
+
+/// A sender's signature scheme and payload format.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// Opal access-change webhooks: `X-Opal-Signature` over `v0:<timestamp>:<body>`.
+    Opal,
+    /// Membrane system webhooks: `X-Signature` over the body.
+    Membrane,
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex>`.
+    Github,
+    /// Slack: `X-Slack-Signature: v0=<hex>` over `v0:<timestamp>:<body>`.
+    Slack,
+    /// Stripe: `Stripe-Signature: t=<ts>,v1=<hex>`.
+    Stripe,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    StandardWebhooks,
+    /// Shopify: `X-Shopify-Hmac-Sha256` (base64).
+    Shopify,
+    /// GitLab: `X-Gitlab-Token` compared in constant time.
+    Gitlab,
+    /// Any HMAC layout, configured per Webhook.
+    GenericHmac,
+}
+
+impl Provider {
+    /// Every provider, in the order the documentation lists them.
+    pub const ALL: [Provider; 9] = [
+        Provider::Opal,
+        Provider::Membrane,
+        Provider::Github,
+        Provider::Slack,
+        Provider::Stripe,
+        Provider::StandardWebhooks,
+        Provider::Shopify,
+        Provider::Gitlab,
+        Provider::GenericHmac,
+    ];
+
+    /// The name used in a Webhook's `spec.provider` and in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Opal => "opal",
+            Provider::Membrane => "membrane",
+            Provider::Github => "github",
+            Provider::Slack => "slack",
+            Provider::Stripe => "stripe",
+            Provider::StandardWebhooks => "standard-webhooks",
+            Provider::Shopify => "shopify",
+            Provider::Gitlab => "gitlab",
+            Provider::GenericHmac => "generic-hmac",
+        }
+    }
+
+    /// Parses a provider name; `None` for a name hookwarden does not know.
+    pub fn parse(name: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How deliveries are written into a sink ConfigMap.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigMapMode {
+    /// A materialised view of the sender's state (Opal access, Membrane organisations).
+    #[default]
+    State,
+    /// The last payload per event type.
+    Latest,
+    /// The last deliveries, bounded.
+    Log,
+}
+
+/// The Webhook object a receiver works for; Events it records regard this object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookIdentity {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+}
+
+/// Where verified deliveries go.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Record each event as an `events.k8s.io/v1` Event regarding the Webhook.
+    #[serde(default)]
+    pub events: bool,
+    /// Apply deliveries to this ConfigMap (in the Webhook's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapSinkConfig>,
+    /// POST the verified raw body to this URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardConfig>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapSinkConfig {
+    pub name: String,
+    pub mode: ConfigMapMode,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForwardConfig {
+    pub url: String,
+}
+
+/// The whole configuration file of one receiver.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiverConfig {
+    pub webhook: WebhookIdentity,
+    /// Address deliveries and health checks are served on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address Prometheus metrics are served on.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    /// The request path deliveries arrive on, e.g. `/opal`.
+    pub path: String,
+    pub provider: Provider,
+    /// Accepted event types; empty accepts all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_types: Vec<String>,
+    /// Files holding the active signing secrets (one secret per file, mounted from Secrets).
+    /// A delivery verified by any of them is accepted, which is how secrets are rotated.
+    pub secret_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub sinks: SinksConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT))
+}
+
+impl ReceiverConfig {
+    /// Parses a configuration document (YAML, which includes JSON).
+    pub fn from_yaml(text: &str) -> Result<Self> {
+        let config: ReceiverConfig =
+            serde_saphyr::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Renders the configuration as the YAML document the receiver reads.
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_saphyr::to_string(self).map_err(|e| Error::Config(e.to_string()))
+    }
+
+    fn check(&self) -> Result<()> {
+        if !self.path.starts_with('/') {
+            return Err(Error::Config(format!(
+                "path {:?} must start with '/'",
+                self.path
+            )));
+        }
+        if self.secret_files.is_empty() {
+            return Err(Error::Config(
+                "secretFiles must name at least one file".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ReceiverConfig {
+        ReceiverConfig {
+            webhook: WebhookIdentity {
+                name: "opal".into(),
+                namespace: "team-a".into(),
+                uid: "0b0c".into(),
+            },
+            listen: default_listen(),
+            metrics_listen: default_metrics_listen(),
+            path: "/opal".into(),
+            provider: Provider::Opal,
+            event_types: vec!["USER_ADDED_TO_RESOURCE".into()],
+            secret_files: vec!["/var/run/hookwarden/secrets/0/secret".into()],
+            sinks: SinksConfig {
+                events: true,
+                config_map: Some(ConfigMapSinkConfig {
+                    name: "opal-state".into(),
+                    mode: ConfigMapMode::State,
+                }),
+                forward: None,
+            },
+        }
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let config = sample();
+        let yaml = config.to_yaml().unwrap();
+        assert!(yaml.contains("provider: opal"), "{yaml}");
+        assert_eq!(ReceiverConfig::from_yaml(&yaml).unwrap(), config);
+    }
+
+    #[test]
+    fn defaults_listen_addresses() {
+        let yaml = "webhook: {name: a, namespace: b, uid: c}\npath: /a\nprovider: membrane\nsecretFiles: [/s]\n";
+        let config = ReceiverConfig::from_yaml(yaml).unwrap();
+        assert_eq!(config.listen.port(), DEFAULT_PORT);
+        assert_eq!(config.metrics_listen.port(), DEFAULT_METRICS_PORT);
+        assert!(!config.sinks.events);
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_values() {
+        let base =
+            "webhook: {name: a, namespace: b, uid: c}\nprovider: membrane\nsecretFiles: [/s]\n";
+        let err = ReceiverConfig::from_yaml(&format!("{base}path: /a\nsurprise: 1\n")).unwrap_err();
+        assert!(err.to_string().contains("surprise"), "{err}");
+        let err = ReceiverConfig::from_yaml(&format!("{base}path: nope\n")).unwrap_err();
+        assert!(err.to_string().contains("must start with '/'"), "{err}");
+        let err = ReceiverConfig::from_yaml(
+            "webhook: {name: a, namespace: b, uid: c}\npath: /a\nprovider: paypal\nsecretFiles: [/s]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("paypal"), "{err}");
+    }
+
+    #[test]
+    fn provider_names_round_trip() {
+        for p in Provider::ALL {
+            assert_eq!(Provider::parse(p.as_str()), Some(p));
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.as_str()));
+        }
+        assert_eq!(Provider::parse("Opal"), None);
+    }
+}

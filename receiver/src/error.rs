@@ -1,0 +1,37 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the receiver.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid receiver config: {0}")]
+    Config(String),
+    #[error("cannot read secret file {path}: {reason}")]
+    SecretFile { path: PathBuf, reason: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl Error {
+    /// A short, stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::ReadConfig { .. } => "read_config",
+            Error::Config(_) => "config",
+            Error::SecretFile { .. } => "secret_file",
+            Error::Listen { .. } => "listen",
+            Error::Serve(_) => "serve",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,12 @@
+//! hookwarden's receiver: verifies signed webhook deliveries and records them in Kubernetes.
+//!
+//! `config` is the file format the operator renders; `server` is the HTTP surface;
+//! `secrets` reads the signing secrets from mounted files.
+
+pub mod config;
+pub mod error;
+pub mod secrets;
+pub mod server;
+pub mod telemetry;
+
+pub use error::{Error, Result};
