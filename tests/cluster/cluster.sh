@@ -50,6 +50,8 @@ vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.ke
 DOCKER=/usr/bin/docker   # Debian's CLI, the engine's own version (not a newer one earlier in PATH)
 
 log() { echo "cluster: $*" >&2; }
+set -E
+trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 
 install_packages() {
   local missing=""
@@ -196,11 +198,11 @@ certs() {
   (
     cd "$pki"
     openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 365 -subj "/CN=hookwarden-test-ca" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:%s,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' "$ip" >apiserver.ext
+    printf 'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:%s,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$ip" >apiserver.ext
     openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 365 -extfile apiserver.ext 2>/dev/null
     # the API server's client certificate for the kubelet's API (logs, exec, port-forward)
-    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >client.ext
     openssl req -newkey rsa:2048 -nodes -keyout apiserver-kubelet-client.key -out apiserver-kubelet-client.csr \
       -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
     openssl x509 -req -in apiserver-kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
@@ -273,7 +275,7 @@ EOF
   "cniVersion": "0.4.0",
   "name": "$CNI_NET",
   "plugins": [
-    {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+    {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
      "ipam": {"type": "host-local", "dataDir": "$ROOT/cni/ipam",
               "ranges": [[{"subnet": "$POD_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "portmap", "capabilities": {"portMappings": true}}
@@ -398,6 +400,7 @@ stray_pids() {
     [ "$p" = $$ ] && continue
     exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
     case $exe in
+      "$BIN"/kubectl) continue ;;  # a client's, not ours
       "$BIN"/* | /usr/bin/etcd | /usr/bin/containerd | /usr/bin/containerd-shim* | /usr/sbin/dockerd | /usr/sbin/runc) ;;
       *) continue ;;
     esac
@@ -418,28 +421,45 @@ remove_cgroups() {
   done
 }
 
+# delete the rules of table $1 that jump to one of the chains $2 or carry our CNI network's
+# comment, then the chains
+drop_chains() {
+  local t=$1 chains=$2 ours="name: \\\"$CNI_NET\\\"" rule c
+  iptables -w -t "$t" -S 2>/dev/null | while read -r rule; do
+    case $rule in -A*) ;; *) continue ;; esac
+    case $rule in *"$ours"*) echo "$rule"; continue ;; esac
+    for c in $chains; do
+      case " $rule " in *" -j $c "* | *" -g $c "*) echo "$rule"; break ;; esac
+    done
+  done | while read -r rule; do
+    eval "iptables -w -t $t -D ${rule#-A }" 2>/dev/null || true
+  done
+  for c in $chains; do iptables -w -t "$t" -F "$c" 2>/dev/null || true; done
+  for c in $chains; do iptables -w -t "$t" -X "$c" 2>/dev/null || true; done
+}
+
 clean_iptables() {
   # kube-proxy's rules
   if [ -x "$BIN/kube-proxy" ]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
-  # the kubelet's (KUBE-MARK-DROP, KUBE-MARK-MASQ, KUBE-POSTROUTING, KUBE-FIREWALL, canaries)
-  # and those the CNI portmap plugin made for our network
-  local t chains c
+  # the kubelet's chains (KUBE-FIREWALL, KUBE-MARK-DROP, KUBE-MARK-MASQ, KUBE-POSTROUTING,
+  # canaries), and the bridge (ipMasq) and portmap plugins' per-pod chains and rules for our
+  # network: the containers went without a CNI DEL
+  local t rules chains ours="name: \\\"$CNI_NET\\\""
   for t in filter nat mangle; do
-    chains=$(iptables -w -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}')
-    chains="$chains $(iptables -w -t "$t" -S 2>/dev/null | grep -F "name: \\\"$CNI_NET\\\"" | awk '$1 == "-A" {print $2}' | grep '^CNI-DN-' | sort -u || true)"
-    [ -n "${chains// /}" ] || continue
-    # rules jumping to them, and rules commented with our network's name
-    iptables -w -t "$t" -S 2>/dev/null | while read -r rule; do
-      for c in $chains; do
-        case " $rule " in *" -j $c "* | *" -g $c "*) echo "$rule"; break ;; esac
-      done
-      case $rule in -A*"name: \\\"$CNI_NET\\\""*) echo "$rule" ;; esac
-    done | sort -u | while read -r rule; do
-      eval "iptables -w -t $t -D ${rule#-A }" 2>/dev/null || true
-    done
-    for c in $chains; do iptables -w -t "$t" -F "$c" 2>/dev/null || true; done
-    for c in $chains; do iptables -w -t "$t" -X "$c" 2>/dev/null || true; done
+    rules=$(iptables -w -t "$t" -S 2>/dev/null) || continue
+    chains=$({
+      awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}' <<<"$rules"
+      OURS=$ours awk 'index($0, ENVIRON["OURS"]) {
+        if ($1 == "-A" && $2 ~ /^CNI-/ && $2 !~ /^CNI-HOSTPORT-/) print $2
+        for (i = 1; i < NF; i++) if (($i == "-j" || $i == "-g") && $(i + 1) ~ /^CNI-/ && $(i + 1) !~ /^CNI-HOSTPORT-/) print $(i + 1)
+      }' <<<"$rules"
+    } | sort -u | tr '\n' ' ')
+    if [ -n "${chains// /}" ] || grep -qF "$ours" <<<"$rules"; then drop_chains "$t" "$chains"; fi
   done
+  # portmap's shared chains, once no other network's rules are left in them
+  if iptables -w -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 && [ "$(iptables -w -t nat -S CNI-HOSTPORT-DNAT | grep -c '^-A')" = 0 ]; then
+    drop_chains nat "$(iptables -w -t nat -S | awk '$1 == "-N" && $2 ~ /^CNI-HOSTPORT-/ {print $2}' | tr '\n' ' ')"
+  fi
 }
 
 restore_sysctls() {
@@ -533,7 +553,7 @@ case "${1:-up}" in
   build) build ;;
   up) lock; up ;;
   down) lock; down ;;
-  status) status ;;
+  status) status || exit 1 ;;
   env) echo "export KUBECONFIG=$KUBECONFIG DOCKER_HOST=$DOCKER_HOST" ;;
   *) echo "usage: $0 build|up|down|status|env" >&2; exit 2 ;;
 esac

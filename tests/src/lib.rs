@@ -1,1 +1,326 @@
-//! placeholder
+//! Helpers for hookwarden's end-to-end tests.
+//!
+//! The tests run against the project's own single-node Kubernetes (`tests/cluster/`),
+//! started by `make e2e` / `make test`, with the operator deployed from the shipped
+//! manifests and running under its own ServiceAccount. The test process itself talks to
+//! the API server as the cluster admin, only to set up scenarios and observe results.
+//! Each test works in a namespace of its own, deleted when the test ends.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failure is a test failure
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+use hookwarden_operator::crd::Webhook;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The namespace the operator is installed in.
+pub const OPERATOR_NAMESPACE: &str = "hookwarden-system";
+/// How long a test waits for the cluster to converge before failing.
+pub const CONVERGE: Duration = Duration::from_secs(180);
+
+/// An admin client for the test cluster, from `KUBECONFIG`.
+pub async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: run these tests with `make e2e` (or `make test`), which starts \
+         the project's Kubernetes and installs the operator"
+    );
+    Client::try_default()
+        .await
+        .expect("cannot build a client from KUBECONFIG")
+}
+
+/// A namespace for one test, deleted when dropped (also when the test panics).
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let mut suffix = [0u8; 3];
+        getrandom::fill(&mut suffix).expect("random");
+        let name = format!("hw-{prefix}-{}", hex::encode(suffix));
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("hookwarden.io/e2e".to_string(), "true".to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        // Pods need the namespace's default ServiceAccount to exist.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        eventually(
+            "default ServiceAccount exists",
+            Duration::from_secs(60),
+            || {
+                let sa = sa.clone();
+                async move {
+                    sa.get_opt("default")
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|_| ())
+                        .ok_or("missing")
+                }
+            },
+        )
+        .await;
+        TestNamespace { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Creates or updates `object` in this namespace, as a user's `kubectl apply` would.
+    pub async fn apply<K>(&self, object: &K) -> K
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Serialize
+            + DeserializeOwned
+            + Clone
+            + Debug,
+    {
+        let name = object.meta().name.clone().expect("object needs a name");
+        self.api::<K>()
+            .patch(
+                &name,
+                &PatchParams::apply("e2e-user").force(),
+                &Patch::Apply(object),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply {} {name}: {e}", K::kind(&())))
+    }
+
+    /// Applies a Webhook given as YAML.
+    pub async fn apply_webhook(&self, yaml: &str) -> Webhook {
+        let mut webhook: Webhook = serde_saphyr::from_str(yaml).expect("test Webhook YAML");
+        webhook.metadata.namespace = Some(self.name.clone());
+        self.apply(&webhook).await
+    }
+
+    pub async fn delete<K>(&self, name: &str)
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + DeserializeOwned
+            + Clone
+            + Debug,
+    {
+        self.api::<K>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {} {name}: {e}", K::kind(&())));
+    }
+
+    /// Waits until the Webhook's `Ready` condition has `status` and `reason`; returns it.
+    pub async fn webhook_ready(&self, name: &str, status: &str, reason: &str) -> Webhook {
+        let api = self.api::<Webhook>();
+        eventually(
+            &format!(
+                "Webhook {}/{name} Ready={status} reason={reason}",
+                self.name
+            ),
+            CONVERGE,
+            || {
+                let api = api.clone();
+                async move {
+                    let w = api.get(name).await.map_err(|e| e.to_string())?;
+                    match w.ready_condition() {
+                        Some(c) if c.status == status && c.reason == reason => Ok(w.clone()),
+                        Some(c) => Err(format!(
+                            "Ready={} reason={} message={}",
+                            c.status, c.reason, c.message
+                        )),
+                        None => Err("no Ready condition yet".into()),
+                    }
+                }
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("HOOKWARDEN_KEEP_NAMESPACES").is_some() {
+            eprintln!("keeping namespace {}", self.name);
+            return;
+        }
+        let _ = std::process::Command::new("kubectl")
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Polls `check` until it succeeds or `timeout` passes; on timeout, panics with `what` and
+/// the last failure, so that a failing test says what it waited for and what it saw.
+pub async fn eventually<T, E, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    E: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => {
+                if tokio::time::Instant::now() >= deadline {
+                    panic!("timed out after {timeout:?} waiting for {what}; last seen: {last:?}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Asserts that `check` keeps succeeding for `duration` (something must NOT happen).
+pub async fn consistently<E, F, Fut>(what: &str, duration: Duration, mut check: F)
+where
+    E: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let deadline = tokio::time::Instant::now() + duration;
+    while tokio::time::Instant::now() < deadline {
+        if let Err(e) = check().await {
+            panic!("{what} stopped holding: {e:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The logs of every operator pod, concatenated.
+pub async fn operator_logs(client: &Client) -> String {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let list = pods
+        .list(
+            &kube::api::ListParams::default().labels("app.kubernetes.io/name=hookwarden-operator"),
+        )
+        .await
+        .expect("list operator pods");
+    let mut all = String::new();
+    for pod in list {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if let Ok(text) = pods.logs(&name, &kube::api::LogParams::default()).await {
+            all.push_str(&text);
+        }
+    }
+    all
+}
+
+/// Runs `kubectl` with the test cluster's KUBECONFIG; returns (success, stdout + stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A plain HTTP/1.1 GET of `path` on `host:port`; returns the status code and body.
+pub async fn http_get(host: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, text.clone()))?;
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Ok((code, body))
+}
+
+/// Events (events.k8s.io/v1) in `namespace` regarding the object named `name`.
+pub async fn events_regarding(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    api.list(&kube::api::ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// Asks the API server whether `user` may do `verb` on `resource` (SubjectAccessReview).
+pub async fn can(
+    client: &Client,
+    user: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.into()),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                namespace: namespace.map(Into::into),
+                name: name.map(Into::into),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview");
+    answer.status.map(|s| s.allowed).unwrap_or(false)
+}

@@ -1,0 +1,48 @@
+# hookwarden. `make test` and `make demo` do all set-up themselves on a fresh machine.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all build test lint unit e2e demo crds cluster-up cluster-down cluster-status images install clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+## Every test: formatting, lints, unit tests, then the end-to-end tests on the project's
+## own Kubernetes (built from Debian's packages on first use, cached afterwards).
+test: lint unit e2e
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --exclude hookwarden-tests
+
+e2e:
+	tests/e2e.sh
+
+## The local cluster with hookwarden and the example Webhooks; stays up for you to explore.
+demo:
+	tests/demo.sh
+
+## Regenerate crds/ from the Rust types (a unit test fails when it is stale).
+crds:
+	$(CARGO) run -q -p hookwarden-operator -- crd > crds/webhooks.hookwarden.io.yaml
+
+cluster-up:
+	tests/cluster/cluster.sh up
+
+cluster-down:
+	tests/cluster/cluster.sh down
+
+cluster-status:
+	tests/cluster/cluster.sh status
+
+## Build the binaries and images and (re)install hookwarden into the running cluster.
+install:
+	tests/install.sh
+
+clean:
+	$(CARGO) clean

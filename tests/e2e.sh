@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# End-to-end tests: start the project's Kubernetes, install hookwarden as shipped, run the
+# tests in tests/tests/, and stop the cluster afterwards (KEEP_CLUSTER=1 keeps it running).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(tests/cluster/cluster.sh env)"
+if [ "${KEEP_CLUSTER:-0}" != 1 ]; then
+  trap 'echo "e2e: stopping the cluster" >&2; tests/cluster/cluster.sh down' EXIT
+fi
+tests/cluster/cluster.sh up
+tests/install.sh
+status=0
+# Tests share one operator; each works in its own namespace.
+cargo test -p hookwarden-tests --test operator -- --test-threads="${E2E_THREADS:-4}" || status=$?
+# Deletes an operator pod, so it runs alone.
+cargo test -p hookwarden-tests --test leader || status=$?
+if [ "$status" != 0 ]; then
+  echo "e2e: FAILED; operator logs follow" >&2
+  kubectl -n hookwarden-system logs -l app.kubernetes.io/name=hookwarden-operator --tail=80 --prefix >&2 || true
+fi
+exit "$status"

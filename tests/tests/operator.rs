@@ -1,0 +1,748 @@
+//! The operator against the real API server: children, readiness, drift, deletion,
+//! missing Secrets, invalid specs, conflicts, secrecy and least privilege.
+//! Run with `make e2e`; each test has a namespace of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hookwarden_operator::crd::Webhook;
+use hookwarden_receiver::config::{CONFIG_FILE_NAME, Provider, ReceiverConfig};
+use hookwarden_tests::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+
+const SHORT: Duration = Duration::from_secs(10);
+
+fn controlled_by(meta: &ObjectMeta, webhook: &Webhook) -> bool {
+    meta.owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|o| {
+            o.kind == "Webhook"
+                && Some(&o.uid) == webhook.metadata.uid.as_ref()
+                && o.controller == Some(true)
+        })
+}
+
+async fn get<K>(ns: &TestNamespace, name: &str) -> Option<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    ns.api::<K>().get_opt(name).await.expect("get")
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Vec<u8> {
+    secret.data.as_ref().unwrap()[key].0.clone()
+}
+
+#[tokio::test]
+async fn opal_webhook_gets_every_child_and_becomes_ready() {
+    let ns = TestNamespace::new("children").await;
+    ns.apply_webhook(
+        r#"
+apiVersion: hookwarden.io/v1alpha1
+kind: Webhook
+metadata: {name: opal}
+spec:
+  path: /opal
+  provider: opal
+  sinks:
+    configMap: {name: opal-access}
+"#,
+    )
+    .await;
+    let webhook = ns.webhook_ready("opal", "True", "ReceiverAvailable").await;
+    let status = webhook.status.clone().unwrap();
+    assert_eq!(status.observed_generation, webhook.metadata.generation);
+    assert_eq!(
+        status.conditions[0].observed_generation,
+        webhook.metadata.generation
+    );
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("http://opal-receiver.{}.svc/opal", ns.name).as_str())
+    );
+    assert_eq!(status.secret_name.as_deref(), Some("opal-signing-secret"));
+
+    // The generated signing secret: long, random, owned by the Webhook.
+    let secret: Secret = get(&ns, "opal-signing-secret")
+        .await
+        .expect("generated Secret");
+    assert!(controlled_by(&secret.metadata, &webhook));
+    assert!(secret_value(&secret, "secret").len() >= 32);
+
+    // Identity and least-privilege RBAC.
+    let sa: ServiceAccount = get(&ns, "opal-receiver").await.expect("ServiceAccount");
+    assert!(controlled_by(&sa.metadata, &webhook));
+    let role: Role = get(&ns, "opal-receiver").await.expect("Role");
+    assert!(controlled_by(&role.metadata, &webhook));
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules[0].api_groups.as_deref().unwrap(), ["events.k8s.io"]);
+    assert_eq!(rules[0].verbs, ["create", "patch"]);
+    assert_eq!(rules[1].resource_names.as_deref().unwrap(), ["opal-access"]);
+    assert_eq!(rules[1].verbs, ["get", "update", "patch"]);
+    let binding: RoleBinding = get(&ns, "opal-receiver").await.expect("RoleBinding");
+    assert_eq!(binding.role_ref.name, "opal-receiver");
+    assert_eq!(binding.subjects.unwrap()[0].name, "opal-receiver");
+
+    // The rendered config is the receiver's own type.
+    let config: ConfigMap = get(&ns, "opal-receiver-config")
+        .await
+        .expect("config ConfigMap");
+    assert!(controlled_by(&config.metadata, &webhook));
+    let parsed = ReceiverConfig::from_yaml(&config.data.unwrap()[CONFIG_FILE_NAME]).unwrap();
+    assert_eq!(parsed.provider, Provider::Opal);
+    assert_eq!(parsed.path, "/opal");
+    assert_eq!(parsed.webhook.uid, webhook.metadata.uid.clone().unwrap());
+    assert_eq!(parsed.sinks.config_map.unwrap().name, "opal-access");
+
+    // The sink ConfigMap exists for the receiver to write.
+    let sink: ConfigMap = get(&ns, "opal-access").await.expect("sink ConfigMap");
+    assert!(controlled_by(&sink.metadata, &webhook));
+
+    // A locked-down Deployment whose pods really run.
+    let deployment: Deployment = get(&ns, "opal-receiver").await.expect("Deployment");
+    assert!(controlled_by(&deployment.metadata, &webhook));
+    assert!(deployment.status.unwrap().available_replicas.unwrap_or(0) >= 1);
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=opal"))
+        .await
+        .unwrap();
+    let pod = pods.items.first().expect("a receiver pod");
+    assert_eq!(
+        pod.status.as_ref().unwrap().phase.as_deref(),
+        Some("Running")
+    );
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("opal-receiver"));
+    let psc = spec.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    let sc = spec.containers[0].security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref().unwrap(),
+        ["ALL"]
+    );
+
+    // The Service routes to the receiver: ask it through the ClusterIP, as a client would.
+    let service: Service = get(&ns, "opal-receiver").await.expect("Service");
+    assert!(controlled_by(&service.metadata, &webhook));
+    let endpoints: Endpoints = get(&ns, "opal-receiver").await.expect("Endpoints");
+    assert!(
+        endpoints.subsets.unwrap_or_default().iter().any(|s| !s
+            .addresses
+            .clone()
+            .unwrap_or_default()
+            .is_empty()),
+        "the Service has no ready endpoints"
+    );
+    let ip = service.spec.unwrap().cluster_ip.unwrap();
+    let (code, body) = eventually("receiver /readyz through its Service", SHORT * 3, || {
+        let ip = ip.clone();
+        async move { http_get(&ip, 80, "/readyz").await }
+    })
+    .await;
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+
+    // `kubectl get wh` shows what a user looks for.
+    let (ok, out) = kubectl(&["get", "wh", "-n", &ns.name]);
+    assert!(ok, "{out}");
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "PROVIDER", "PATH", "READY", "AGE"]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["opal", "opal", "/opal", "True"]);
+}
+
+#[tokio::test]
+async fn generated_secret_is_never_regenerated_nor_shown_and_config_changes_roll_pods() {
+    let ns = TestNamespace::new("secret").await;
+    let yaml = |types: &str| {
+        format!(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: membrane}}\n\
+             spec: {{path: /membrane, provider: membrane, eventTypes: {types}}}\n"
+        )
+    };
+    ns.apply_webhook(&yaml("[]")).await;
+    ns.webhook_ready("membrane", "True", "ReceiverAvailable")
+        .await;
+    let secret: Secret = get(&ns, "membrane-signing-secret").await.unwrap();
+    let value = secret_value(&secret, "secret");
+    let hash_of = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["hookwarden.io/config-hash"]
+            .clone()
+    };
+    let before: Deployment = get(&ns, "membrane-receiver").await.unwrap();
+    let old_pods: Vec<String> = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=membrane"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+
+    // A spec change re-renders the config, which rolls the pods; the secret stays.
+    let changed = ns.apply_webhook(&yaml("[org-created]")).await;
+    let webhook = eventually("status observes the new generation", CONVERGE, || {
+        let api = ns.api::<Webhook>();
+        let generation = changed.metadata.generation;
+        async move {
+            let w = api.get("membrane").await.map_err(|e| e.to_string())?;
+            let status = w.status.clone().ok_or("no status")?;
+            let ready = w.ready_condition().map(|c| c.status.clone());
+            if status.observed_generation == generation && ready.as_deref() == Some("True") {
+                Ok(w)
+            } else {
+                Err(format!(
+                    "observed {:?}, ready {ready:?}",
+                    status.observed_generation
+                ))
+            }
+        }
+    })
+    .await;
+    let after: Deployment = get(&ns, "membrane-receiver").await.unwrap();
+    assert_ne!(
+        hash_of(&before),
+        hash_of(&after),
+        "config change must roll the pods"
+    );
+    let config: ConfigMap = get(&ns, "membrane-receiver-config").await.unwrap();
+    let parsed = ReceiverConfig::from_yaml(&config.data.unwrap()[CONFIG_FILE_NAME]).unwrap();
+    assert_eq!(parsed.event_types, ["org-created"]);
+    eventually("the old receiver pods are replaced", CONVERGE, || {
+        let api = ns.api::<Pod>();
+        let old_pods = old_pods.clone();
+        async move {
+            let pods = api
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=membrane"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let names: Vec<String> = pods.items.iter().map(|p| p.name_any()).collect();
+            let running_new = pods.items.iter().any(|p| {
+                !old_pods.contains(&p.name_any())
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            });
+            if running_new {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        }
+    })
+    .await;
+    let again: Secret = get(&ns, "membrane-signing-secret").await.unwrap();
+    assert_eq!(
+        secret_value(&again, "secret"),
+        value,
+        "the generated secret must never change"
+    );
+    assert_eq!(again.metadata.uid, secret.metadata.uid);
+
+    // The secret appears nowhere: status, Events, operator logs.
+    let text = String::from_utf8(value).unwrap();
+    let status = serde_json::to_string(&webhook.status).unwrap();
+    assert!(!status.contains(&text));
+    let events = events_regarding(&ns.client, &ns.name, "membrane").await;
+    assert!(
+        !events.is_empty(),
+        "the operator publishes Events about the Webhook"
+    );
+    for e in &events {
+        assert!(!serde_json::to_string(e).unwrap().contains(&text));
+    }
+    let logs = operator_logs(&ns.client).await;
+    assert!(
+        logs.contains(&ns.name),
+        "operator logs should mention the namespace it worked on"
+    );
+    assert!(
+        !logs.contains(&text),
+        "the signing secret appeared in the operator's logs"
+    );
+    // Logs are structured JSON lines.
+    let line = logs.lines().find(|l| l.contains(&ns.name)).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    assert!(
+        parsed.get("level").is_some() && parsed.get("message").is_some(),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn drift_is_corrected() {
+    let ns = TestNamespace::new("drift").await;
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: gh}\n\
+         spec: {path: /github, provider: github}\n",
+    )
+    .await;
+    ns.webhook_ready("gh", "True", "ReceiverAvailable").await;
+    let original_role: Role = get(&ns, "gh-receiver").await.unwrap();
+    let original_service: Service = get(&ns, "gh-receiver").await.unwrap();
+
+    // Deleted by hand: comes back.
+    ns.delete::<Service>("gh-receiver").await;
+    ns.delete::<ConfigMap>("gh-receiver-config").await;
+    eventually("Service and config recreated", CONVERGE, || async {
+        let svc: Option<Service> = get(&ns, "gh-receiver").await;
+        let cm: Option<ConfigMap> = get(&ns, "gh-receiver-config").await;
+        match (svc, cm) {
+            (Some(s), Some(_)) if s.metadata.uid != original_service.metadata.uid => Ok(()),
+            other => Err(format!(
+                "service/config: {:?}",
+                (other.0.is_some(), other.1.is_some())
+            )),
+        }
+    })
+    .await;
+
+    // Edited by hand: put back.
+    let widen = serde_json::json!({"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]});
+    ns.api::<Role>()
+        .patch(
+            "gh-receiver",
+            &PatchParams::default(),
+            &Patch::Merge(&widen),
+        )
+        .await
+        .unwrap();
+    ns.api::<Deployment>()
+        .patch(
+            "gh-receiver",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    eventually("Role rules and replicas restored", CONVERGE, || async {
+        let role: Role = get(&ns, "gh-receiver").await.ok_or("no role")?;
+        let d: Deployment = get(&ns, "gh-receiver").await.ok_or("no deployment")?;
+        let replicas = d.spec.unwrap().replicas;
+        if role.rules == original_role.rules && replicas == Some(1) {
+            Ok(())
+        } else {
+            Err(format!("rules {:?} replicas {replicas:?}", role.rules))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_the_webhook_removes_its_children() {
+    let ns = TestNamespace::new("delete").await;
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: gone}\n\
+         spec: {path: /gone, provider: opal, sinks: {configMap: {name: gone-state}}}\n",
+    )
+    .await;
+    ns.webhook_ready("gone", "True", "ReceiverAvailable").await;
+    ns.delete::<Webhook>("gone").await;
+    eventually("every child is garbage-collected", CONVERGE, || async {
+        let left = [
+            get::<Deployment>(&ns, "gone-receiver").await.is_some(),
+            get::<Service>(&ns, "gone-receiver").await.is_some(),
+            get::<ServiceAccount>(&ns, "gone-receiver").await.is_some(),
+            get::<Role>(&ns, "gone-receiver").await.is_some(),
+            get::<RoleBinding>(&ns, "gone-receiver").await.is_some(),
+            get::<ConfigMap>(&ns, "gone-receiver-config")
+                .await
+                .is_some(),
+            get::<ConfigMap>(&ns, "gone-state").await.is_some(),
+            get::<Secret>(&ns, "gone-signing-secret").await.is_some(),
+        ];
+        if left.iter().any(|l| *l) {
+            Err(left)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn missing_secret_is_reported_and_recovers_without_user_action() {
+    let ns = TestNamespace::new("nosecret").await;
+    let applied = ns
+        .apply_webhook(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: mb}\n\
+             spec: {path: /membrane, provider: membrane, secretRef: {name: mb-creds, key: token}}\n",
+        )
+        .await;
+    let w = ns.webhook_ready("mb", "False", "SecretNotFound").await;
+    let message = w.ready_condition().unwrap().message.clone();
+    assert!(
+        message.contains("\"mb-creds\"") && message.contains("does not exist"),
+        "{message}"
+    );
+    let events = eventually("a Warning Event SecretNotFound", SHORT * 3, || async {
+        let events = events_regarding(&ns.client, &ns.name, "mb").await;
+        if events.iter().any(|e| {
+            e.reason.as_deref() == Some("SecretNotFound") && e.type_.as_deref() == Some("Warning")
+        }) {
+            Ok(events)
+        } else {
+            Err(events.iter().map(|e| e.reason.clone()).collect::<Vec<_>>())
+        }
+    })
+    .await;
+    assert!(!events.is_empty());
+    assert!(
+        get::<Deployment>(&ns, "mb-receiver").await.is_none(),
+        "no receiver without its secret"
+    );
+
+    // The Secret appears, but without the key.
+    let mut secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("mb-creds".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "other".to_string(),
+            ByteString(b"x".to_vec()),
+        )])),
+        ..Secret::default()
+    };
+    ns.apply(&secret).await;
+    eventually("the message names the missing key", CONVERGE, || async {
+        let w: Webhook = ns
+            .api::<Webhook>()
+            .get("mb")
+            .await
+            .map_err(|e| e.to_string())?;
+        let m = w
+            .ready_condition()
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        if m.contains("has no key \"token\"") {
+            Ok(())
+        } else {
+            Err(m)
+        }
+    })
+    .await;
+
+    // The key appears: Ready, and the user never touched the Webhook.
+    secret.data = Some(BTreeMap::from([(
+        "token".to_string(),
+        ByteString(b"s3cret-token".to_vec()),
+    )]));
+    ns.apply(&secret).await;
+    let ready = ns.webhook_ready("mb", "True", "ReceiverAvailable").await;
+    assert_eq!(ready.metadata.generation, applied.metadata.generation);
+    let d: Deployment = get(&ns, "mb-receiver").await.unwrap();
+    let volumes = d.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+    let source = volumes.iter().find_map(|v| v.secret.clone()).unwrap();
+    assert_eq!(source.secret_name.as_deref(), Some("mb-creds"));
+    assert_eq!(source.items.unwrap()[0].key, "token");
+    assert!(
+        ready.status.unwrap().secret_name.is_none(),
+        "nothing was generated"
+    );
+    let logs = operator_logs(&ns.client).await;
+    assert!(!logs.contains("s3cret-token"));
+}
+
+#[tokio::test]
+async fn invalid_specs_are_explained_and_cause_no_churn() {
+    let ns = TestNamespace::new("invalid").await;
+
+    // A bad path: explained, nothing created.
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: badpath}\n\
+         spec: {path: opal, provider: opal}\n",
+    )
+    .await;
+    let w = ns.webhook_ready("badpath", "False", "InvalidSpec").await;
+    let message = &w.ready_condition().unwrap().message;
+    assert!(
+        message.contains("spec.path \"opal\" must start with '/'"),
+        "{message}"
+    );
+    assert!(get::<Deployment>(&ns, "badpath-receiver").await.is_none());
+    assert!(get::<Secret>(&ns, "badpath-signing-secret").await.is_none());
+    eventually("a Warning Event InvalidSpec", SHORT * 3, || async {
+        let events = events_regarding(&ns.client, &ns.name, "badpath").await;
+        events
+            .iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("InvalidSpec") && e.type_.as_deref() == Some("Warning")
+            })
+            .map(|_| ())
+            .ok_or(events.len())
+    })
+    .await;
+
+    // An empty secret key.
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: nokey}\n\
+         spec: {path: /m, provider: membrane, secretRef: {name: creds, key: \"\"}}\n",
+    )
+    .await;
+    let w = ns.webhook_ready("nokey", "False", "InvalidSpec").await;
+    assert!(
+        w.ready_condition()
+            .unwrap()
+            .message
+            .contains("spec.secretRef.key is empty")
+    );
+
+    // An unknown provider never gets in: the API server rejects it with the known ones.
+    let (ok, out) = kubectl_apply_stdin(
+        &ns.name,
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: pp}\nspec: {path: /pp, provider: paypal}\n",
+    );
+    assert!(!ok, "an unknown provider must be rejected: {out}");
+    assert!(out.contains("paypal") && out.contains("\"opal\""), "{out}");
+
+    // A working Webhook made invalid keeps its children untouched.
+    let good = "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: good}\n\
+                spec: {path: /good, provider: github}\n";
+    ns.apply_webhook(good).await;
+    ns.webhook_ready("good", "True", "ReceiverAvailable").await;
+    let versions = || async {
+        let d: Deployment = get(&ns, "good-receiver").await.unwrap();
+        let s: Service = get(&ns, "good-receiver").await.unwrap();
+        let c: ConfigMap = get(&ns, "good-receiver-config").await.unwrap();
+        (
+            d.resource_version(),
+            s.resource_version(),
+            c.resource_version(),
+        )
+    };
+    // Let the Deployment settle (status updates change its resourceVersion).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = versions().await;
+    ns.apply_webhook(&good.replace("/good", "/bad path")).await;
+    let w = ns.webhook_ready("good", "False", "InvalidSpec").await;
+    assert!(
+        w.ready_condition()
+            .unwrap()
+            .message
+            .contains("contains ' '")
+    );
+    consistently(
+        "children untouched while the spec is invalid",
+        SHORT,
+        || async {
+            let now = versions().await;
+            if now == before {
+                Ok(())
+            } else {
+                Err(format!("{before:?} -> {now:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+fn kubectl_apply_stdin(namespace: &str, yaml: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .args(["apply", "-n", namespace, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn conflicts_leave_the_older_webhook_working() {
+    let ns = TestNamespace::new("conflict").await;
+    let opal = |name: &str| {
+        format!(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\n\
+             spec: {{path: /{name}, provider: opal}}\n"
+        )
+    };
+    ns.apply_webhook(&opal("first")).await;
+    ns.webhook_ready("first", "True", "ReceiverAvailable").await;
+    // Creation timestamps have a one-second resolution.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ns.apply_webhook(&opal("second")).await;
+    let second = ns.webhook_ready("second", "False", "Conflict").await;
+    let message = &second.ready_condition().unwrap().message;
+    assert!(
+        message.contains("\"first\"") && message.contains("one webhook per organization"),
+        "{message}"
+    );
+    assert!(get::<Deployment>(&ns, "second-receiver").await.is_none());
+    let first: Webhook = ns.api::<Webhook>().get("first").await.unwrap();
+    assert_eq!(
+        first.ready_condition().unwrap().status,
+        "True",
+        "the older one keeps working"
+    );
+
+    // Membrane: one webhook per event type.
+    let membrane = |name: &str, types: &str| {
+        format!(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\n\
+             spec: {{path: /{name}, provider: membrane, eventTypes: {types}}}\n"
+        )
+    };
+    ns.apply_webhook(&membrane("m-created", "[org-created]"))
+        .await;
+    ns.apply_webhook(&membrane("m-invited", "[user-invited-to-org]"))
+        .await;
+    ns.webhook_ready("m-created", "True", "ReceiverAvailable")
+        .await;
+    ns.webhook_ready("m-invited", "True", "ReceiverAvailable")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ns.apply_webhook(&membrane("m-all", "[]")).await;
+    let all = ns.webhook_ready("m-all", "False", "Conflict").await;
+    let message = &all.ready_condition().unwrap().message;
+    assert!(message.contains("one webhook per event type"), "{message}");
+
+    // The older one goes away: the newer one takes over without being touched.
+    ns.delete::<Webhook>("first").await;
+    ns.webhook_ready("second", "True", "ReceiverAvailable")
+        .await;
+}
+
+#[tokio::test]
+async fn receiver_and_operator_hold_only_what_they_need() {
+    let ns = TestNamespace::new("rbac").await;
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: opal}\n\
+         spec: {path: /opal, provider: opal, sinks: {configMap: {name: opal-access}}}\n",
+    )
+    .await;
+    ns.webhook_ready("opal", "True", "ReceiverAvailable").await;
+    let c = &ns.client;
+    let n = Some(ns.name.as_str());
+    let receiver = format!("system:serviceaccount:{}:opal-receiver", ns.name);
+    let r = receiver.as_str();
+    assert!(can(c, r, "create", "events.k8s.io", "events", n, None).await);
+    assert!(can(c, r, "patch", "events.k8s.io", "events", n, None).await);
+    for verb in ["get", "update", "patch"] {
+        assert!(
+            can(c, r, verb, "", "configmaps", n, Some("opal-access")).await,
+            "{verb} sink"
+        );
+    }
+    assert!(!can(c, r, "delete", "", "configmaps", n, Some("opal-access")).await);
+    assert!(
+        !can(
+            c,
+            r,
+            "get",
+            "",
+            "configmaps",
+            n,
+            Some("opal-receiver-config")
+        )
+        .await
+    );
+    assert!(!can(c, r, "list", "", "configmaps", n, None).await);
+    assert!(!can(c, r, "create", "", "configmaps", n, None).await);
+    assert!(!can(c, r, "get", "", "secrets", n, Some("opal-signing-secret")).await);
+    assert!(
+        !can(
+            c,
+            r,
+            "create",
+            "events.k8s.io",
+            "events",
+            Some("default"),
+            None
+        )
+        .await
+    );
+    assert!(!can(c, r, "get", "hookwarden.io", "webhooks", n, Some("opal")).await);
+
+    // The operator writes status, never a user's spec, and never reads Secrets in bulk.
+    let op = "system:serviceaccount:hookwarden-system:hookwarden-operator";
+    assert!(
+        can(
+            c,
+            op,
+            "patch",
+            "hookwarden.io",
+            "webhooks/status",
+            n,
+            Some("opal")
+        )
+        .await
+    );
+    assert!(
+        !can(
+            c,
+            op,
+            "update",
+            "hookwarden.io",
+            "webhooks",
+            n,
+            Some("opal")
+        )
+        .await
+    );
+    assert!(!can(c, op, "patch", "hookwarden.io", "webhooks", n, Some("opal")).await);
+    assert!(!can(c, op, "list", "", "secrets", n, None).await);
+    assert!(
+        !can(
+            c,
+            op,
+            "update",
+            "",
+            "secrets",
+            n,
+            Some("opal-signing-secret")
+        )
+        .await
+    );
+    assert!(!can(c, op, "delete", "", "nodes", None, None).await);
+
+    // And it really runs as that identity.
+    let pods: kube::Api<Pod> = kube::Api::namespaced(c.clone(), OPERATOR_NAMESPACE);
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=hookwarden-operator"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 2);
+    for pod in list {
+        assert_eq!(
+            pod.spec.unwrap().service_account_name.as_deref(),
+            Some("hookwarden-operator")
+        );
+    }
+}
