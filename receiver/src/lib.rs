@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod secrets;
 pub mod server;
+pub mod signature;
 pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -380,7 +380,7 @@ up() {
   wait_for kubelet 60 "node $NODE to register" kubectl get node "$NODE"
   start kube-proxy "$BIN/kube-proxy" --kubeconfig="$KUBECONFIG" --hostname-override="$NODE" --proxy-mode=iptables \
     --cluster-cidr="$CLUSTER_CIDR" --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 \
-    --conntrack-tcp-timeout-close-wait=0 --oom-score-adj=0 \
+    --conntrack-tcp-timeout-close-wait=0 --oom-score-adj=0 --iptables-min-sync-period=0 \
     --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256
   wait_for kubelet 90 "node $NODE to be Ready" node_ready
   log "node $NODE Ready"
@@ -508,7 +508,12 @@ down_locked() {
   if [ -f "$ROOT/host-paths.created" ]; then
     while read -r p; do
       case $p in
-        /run/containerd) rmdir /run/containerd/s /run/containerd 2>/dev/null || true ;;  # only if empty
+        /run/containerd)
+          # shim sockets nothing listens on (shims that were killed), then the directories if empty
+          for f in /run/containerd/s/*; do
+            if [ -S "$f" ] && ! grep -qF " $f" /proc/net/unix; then rm -f "$f"; fi
+          done
+          rmdir /run/containerd/s /run/containerd 2>/dev/null || true ;;
         /*) rm -rf "$p" ;;
       esac
     done <"$ROOT/host-paths.created"

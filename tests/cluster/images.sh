@@ -5,9 +5,10 @@
 #   DIR holds the built binaries hookwarden-operator and hookwarden-receiver (e.g. target/debug).
 #
 #   1. hookwarden/base:local   FROM scratch + the glibc shared libraries the two binaries load
-#                              (from ldd, plus the dynamic loader), /etc/passwd and /etc/group
-#                              with user nonroot (65532:65532), /etc/nsswitch.conf, the host's
-#                              CA bundle, an empty /tmp: a stand-in for distroless/cc.
+#                              (from ldd, plus the dynamic loader; none for static binaries),
+#                              /etc/passwd and /etc/group with user nonroot (65532:65532),
+#                              /etc/nsswitch.conf, the host's CA bundle, /home/nonroot and an
+#                              empty /tmp: a local stand-in for gcr.io/distroless/cc-debian12.
 #   2. hookwarden-operator:$IMAGE_TAG and hookwarden-receiver:$IMAGE_TAG (default tag: dev) from
 #      operator/Dockerfile and receiver/Dockerfile with --build-arg BASE=hookwarden/base:local.
 #
@@ -24,7 +25,7 @@ BINS="hookwarden-operator hookwarden-receiver"
 
 log() { echo "images: $*" >&2; }
 
-DIR=$(cd "$DIR" && pwd)
+DIR=$(cd "$DIR" 2>/dev/null && pwd) || { log "$1: no such directory"; exit 1; }
 for b in $BINS; do [ -x "$DIR/$b" ] || { log "$DIR/$b: no such executable"; exit 1; }; done
 eval "$("$HERE/cluster.sh" env)"
 # Debian's docker CLI matches the engine; the legacy builder needs no BuildKit or buildx.
@@ -40,15 +41,19 @@ trap 'rm -rf "$work"' EXIT
 root=$work/base/rootfs
 mkdir -p "$root/etc" "$root/tmp"
 chmod 1777 "$root/tmp"
+libs=""
 for b in $BINS; do
-  if ldd "$DIR/$b" 2>&1 | grep -q 'not found'; then log "$b: $(ldd "$DIR/$b" | grep 'not found')"; exit 1; fi
+  out=$(LC_ALL=C ldd "$DIR/$b" 2>&1) || true
+  case $out in *"not a dynamic executable"* | *"statically linked"*) continue ;; esac
+  if grep -q 'not found' <<<"$out"; then log "$b: $(grep 'not found' <<<"$out" | tr -s ' \t\n' ' ')"; exit 1; fi
   # "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" and "/lib64/ld-linux-x86-64.so.2 (0x...)"
-  ldd "$DIR/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'
-done | sort -u | while read -r lib; do
+  libs="$libs $(awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' <<<"$out")"
+done
+for lib in $(tr ' ' '\n' <<<"$libs" | sort -u); do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
-[ -e "$root/lib64/ld-linux-x86-64.so.2" ] || [ -n "$(ls "$root"/lib*/ld-linux* 2>/dev/null)" ] || { log "no dynamic loader found by ldd"; exit 1; }
+if [ -n "${libs// /}" ] && ! ls "$root"/lib*/ld-linux* >/dev/null 2>&1; then log "ldd named no dynamic loader"; exit 1; fi
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' > "$root/etc/group"
 printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"

@@ -1,0 +1,789 @@
+//! Signature schemes: how each sender signs a delivery, and the check of one delivery
+//! against the active secrets. Pure: headers, raw body, secrets and the clock go in, a
+//! verdict comes out. Every comparison of a signature is constant-time
+//! (`Mac::verify_slice`), and a malformed header is rejected, never "fixed up".
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Provider;
+use crate::secrets::Secret;
+
+/// Default replay window: deliveries signed more than this far in the past or future are
+/// refused.
+pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
+
+/// HMAC hash functions.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+    /// Only when asked for by name: SHA-1 HMAC is still sound, but senders should move on.
+    Sha1,
+}
+
+/// How a signature is written in its header.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    Hex,
+    Base64,
+}
+
+/// A sender that signs with an HMAC in some other layout.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenericHmac {
+    /// The header carrying the signature, e.g. `X-Signature`.
+    pub header: String,
+    pub algorithm: Algorithm,
+    pub encoding: Encoding,
+    /// A prefix before the signature in the header, e.g. `sha256=`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// A header carrying the signing time in Unix seconds; when set, deliveries outside the
+    /// replay window are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_header: Option<String>,
+    /// What is signed. `{body}` is the raw body, `{timestamp}` the timestamp header's value,
+    /// `{header:Name}` any header's value. Default `{body}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// Why a delivery was refused. Messages name the header and the problem, never a secret
+/// or an expected signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("missing header {0}")]
+    MissingHeader(String),
+    #[error("malformed header {header}: {reason}")]
+    MalformedHeader {
+        header: String,
+        reason: &'static str,
+    },
+    #[error("timestamp outside the replay window of {tolerance_secs} s")]
+    StaleTimestamp { tolerance_secs: i64 },
+    #[error("signature does not match")]
+    BadSignature,
+    #[error("no signing secret is available")]
+    NoSecret,
+}
+
+impl Rejection {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Rejection::MissingHeader(_) => "missing_header",
+            Rejection::MalformedHeader { .. } => "malformed_header",
+            Rejection::StaleTimestamp { .. } => "stale_timestamp",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::NoSecret => "no_secret",
+        }
+    }
+}
+
+/// What verification established about a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The sender's delivery id, where the scheme has one.
+    pub delivery_id: Option<String>,
+    /// The signed timestamp, where the scheme has one.
+    pub timestamp: Option<i64>,
+}
+
+/// The scheme of one Webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheme {
+    pub provider: Provider,
+    pub tolerance_secs: i64,
+    pub generic: Option<GenericHmac>,
+}
+
+impl Scheme {
+    pub fn new(provider: Provider) -> Self {
+        Scheme {
+            provider,
+            tolerance_secs: DEFAULT_TOLERANCE_SECS,
+            generic: None,
+        }
+    }
+
+    /// Checks `body` and `headers` against each secret; accepted when any secret verifies.
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        secrets: &[Secret],
+        now: i64,
+    ) -> Result<Verified, Rejection> {
+        if secrets.is_empty() {
+            return Err(Rejection::NoSecret);
+        }
+        let check = self.parse(headers)?;
+        if let Some(ts) = check.timestamp {
+            if (now - ts).abs() > self.tolerance_secs {
+                return Err(Rejection::StaleTimestamp {
+                    tolerance_secs: self.tolerance_secs,
+                });
+            }
+        }
+        for secret in secrets {
+            if check.matches(secret, body)? {
+                return Ok(Verified {
+                    delivery_id: check.delivery_id.clone(),
+                    timestamp: check.timestamp,
+                });
+            }
+        }
+        Err(Rejection::BadSignature)
+    }
+
+    /// Reads the scheme's headers into what must be checked.
+    fn parse(&self, headers: &HeaderMap) -> Result<Check, Rejection> {
+        use Provider::*;
+        let plain = |algorithm, header: &str, encoding, prefix: &str| -> Result<Check, Rejection> {
+            let value = header_str(headers, header)?;
+            let sig = strip(value, prefix, header)?;
+            Ok(Check::hmac(
+                algorithm,
+                vec![decode(sig, encoding, header)?],
+                Layout::Body,
+            ))
+        };
+        match self.provider {
+            Membrane => plain(Algorithm::Sha256, "x-signature", Encoding::Hex, ""),
+            Github => plain(
+                Algorithm::Sha256,
+                "x-hub-signature-256",
+                Encoding::Hex,
+                "sha256=",
+            ),
+            Shopify => plain(
+                Algorithm::Sha256,
+                "x-shopify-hmac-sha256",
+                Encoding::Base64,
+                "",
+            ),
+            Opal | Slack => {
+                let (sig_h, ts_h, prefix) = if self.provider == Opal {
+                    ("x-opal-signature", "x-opal-request-timestamp", "")
+                } else {
+                    ("x-slack-signature", "x-slack-request-timestamp", "v0=")
+                };
+                let ts_raw = header_str(headers, ts_h)?;
+                let ts = parse_ts(ts_raw, ts_h)?;
+                let sig = strip(header_str(headers, sig_h)?, prefix, sig_h)?;
+                let mut c = Check::hmac(
+                    Algorithm::Sha256,
+                    vec![decode(sig, Encoding::Hex, sig_h)?],
+                    Layout::Prefixed(format!("v0:{ts_raw}:").into_bytes()),
+                );
+                c.timestamp = Some(ts);
+                Ok(c)
+            }
+            Stripe => parse_stripe(headers),
+            StandardWebhooks => parse_standard(headers),
+            Gitlab => {
+                let token = header_str(headers, "x-gitlab-token")?;
+                Ok(Check {
+                    kind: CheckKind::Token(token.as_bytes().to_vec()),
+                    delivery_id: headers
+                        .get("x-gitlab-event-uuid")
+                        .and_then(|v| v.to_str().ok())
+                        .map(String::from),
+                    timestamp: None,
+                })
+            }
+            GenericHmac => {
+                let g = self.generic.as_ref().ok_or(Rejection::NoSecret)?;
+                parse_generic(g, headers)
+            }
+        }
+    }
+}
+
+/// What is signed, around the body.
+#[derive(Debug, Clone)]
+enum Layout {
+    Body,
+    /// A prefix, then the body.
+    Prefixed(Vec<u8>),
+    /// Generic template parts; `None` stands for the body.
+    Parts(Vec<Option<Vec<u8>>>),
+}
+
+#[derive(Debug, Clone)]
+enum CheckKind {
+    Hmac {
+        algorithm: Algorithm,
+        candidates: Vec<Vec<u8>>,
+        layout: Layout,
+        /// Standard Webhooks keys are `whsec_` + base64 of the real key.
+        whsec: bool,
+    },
+    Token(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+struct Check {
+    kind: CheckKind,
+    delivery_id: Option<String>,
+    timestamp: Option<i64>,
+}
+
+impl Check {
+    fn hmac(algorithm: Algorithm, candidates: Vec<Vec<u8>>, layout: Layout) -> Self {
+        Check {
+            kind: CheckKind::Hmac {
+                algorithm,
+                candidates,
+                layout,
+                whsec: false,
+            },
+            delivery_id: None,
+            timestamp: None,
+        }
+    }
+
+    fn matches(&self, secret: &Secret, body: &[u8]) -> Result<bool, Rejection> {
+        match &self.kind {
+            CheckKind::Token(token) => Ok(constant_time_eq(token, secret.expose())),
+            CheckKind::Hmac {
+                algorithm,
+                candidates,
+                layout,
+                whsec,
+            } => {
+                let decoded;
+                let key = if *whsec {
+                    decoded = whsec_key(secret.expose());
+                    match &decoded {
+                        Some(k) => k.as_slice(),
+                        None => return Ok(false),
+                    }
+                } else {
+                    secret.expose()
+                };
+                let parts: Vec<&[u8]> = match layout {
+                    Layout::Body => vec![body],
+                    Layout::Prefixed(p) => vec![p, body],
+                    Layout::Parts(parts) => {
+                        parts.iter().map(|p| p.as_deref().unwrap_or(body)).collect()
+                    }
+                };
+                Ok(candidates
+                    .iter()
+                    .any(|c| verify_hmac(*algorithm, key, &parts, c)))
+            }
+        }
+    }
+}
+
+fn whsec_key(secret: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(secret).ok()?;
+    B64.decode(text.strip_prefix("whsec_").unwrap_or(text)).ok()
+}
+
+/// Computes the HMAC of `parts` (concatenated) with `key`.
+pub fn hmac(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        // HMAC accepts keys of any length.
+        let mut mac = <M as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().to_vec()
+    }
+    match algorithm {
+        Algorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, parts),
+        Algorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, parts),
+        Algorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, parts),
+    }
+}
+
+/// Constant-time check of `expected` against the HMAC of `parts`.
+pub fn verify_hmac(algorithm: Algorithm, key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
+    fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
+        let Ok(mut mac) = <M as KeyInit>::new_from_slice(key) else {
+            return false;
+        };
+        for p in parts {
+            mac.update(p);
+        }
+        mac.verify_slice(expected).is_ok()
+    }
+    match algorithm {
+        Algorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, parts, expected),
+        Algorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, parts, expected),
+        Algorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, parts, expected),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Compare HMACs of both under a fixed key: constant-time in content, and lengths leak
+    // nothing useful.
+    let ka = hmac(Algorithm::Sha256, b"hookwarden-token-compare", &[a]);
+    verify_hmac(Algorithm::Sha256, b"hookwarden-token-compare", &[b], &ka)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection> {
+    let mut values = headers.get_all(name).iter();
+    let value = values
+        .next()
+        .ok_or_else(|| Rejection::MissingHeader(name.to_string()))?;
+    if values.next().is_some() {
+        return Err(Rejection::MalformedHeader {
+            header: name.into(),
+            reason: "sent more than once",
+        });
+    }
+    value.to_str().map_err(|_| Rejection::MalformedHeader {
+        header: name.into(),
+        reason: "not visible ASCII",
+    })
+}
+
+fn strip<'a>(value: &'a str, prefix: &str, header: &str) -> Result<&'a str, Rejection> {
+    value
+        .strip_prefix(prefix)
+        .ok_or_else(|| Rejection::MalformedHeader {
+            header: header.into(),
+            reason: "missing the expected prefix",
+        })
+}
+
+fn decode(sig: &str, encoding: Encoding, header: &str) -> Result<Vec<u8>, Rejection> {
+    let bad = |reason| Rejection::MalformedHeader {
+        header: header.into(),
+        reason,
+    };
+    if sig.is_empty() {
+        return Err(bad("empty signature"));
+    }
+    match encoding {
+        Encoding::Hex => {
+            // Lowercase or uppercase hex, nothing else (no whitespace, no 0x).
+            hex::decode(sig).map_err(|_| bad("not hexadecimal"))
+        }
+        Encoding::Base64 => B64.decode(sig).map_err(|_| bad("not base64")),
+    }
+}
+
+fn parse_ts(raw: &str, header: &str) -> Result<i64, Rejection> {
+    if raw.is_empty() || raw.len() > 12 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Rejection::MalformedHeader {
+            header: header.into(),
+            reason: "not a Unix timestamp in seconds",
+        });
+    }
+    raw.parse().map_err(|_| Rejection::MalformedHeader {
+        header: header.into(),
+        reason: "not a Unix timestamp in seconds",
+    })
+}
+
+fn parse_stripe(headers: &HeaderMap) -> Result<Check, Rejection> {
+    const H: &str = "stripe-signature";
+    let value = header_str(headers, H)?;
+    let mut ts_raw = None;
+    let mut candidates = Vec::new();
+    for item in value.split(',') {
+        let (k, v) = item.split_once('=').ok_or(Rejection::MalformedHeader {
+            header: H.into(),
+            reason: "items must be key=value",
+        })?;
+        match k.trim() {
+            "t" if ts_raw.is_none() => ts_raw = Some(v.trim()),
+            "t" => {
+                return Err(Rejection::MalformedHeader {
+                    header: H.into(),
+                    reason: "more than one t",
+                });
+            }
+            "v1" => candidates.push(decode(v.trim(), Encoding::Hex, H)?),
+            _ => {} // other schemes (v0, ...) are ignored, as Stripe's libraries do
+        }
+    }
+    let ts_raw = ts_raw.ok_or(Rejection::MalformedHeader {
+        header: H.into(),
+        reason: "no t= timestamp",
+    })?;
+    if candidates.is_empty() {
+        return Err(Rejection::MalformedHeader {
+            header: H.into(),
+            reason: "no v1 signature",
+        });
+    }
+    let ts = parse_ts(ts_raw, H)?;
+    let mut c = Check::hmac(
+        Algorithm::Sha256,
+        candidates,
+        Layout::Prefixed(format!("{ts_raw}.").into_bytes()),
+    );
+    c.timestamp = Some(ts);
+    Ok(c)
+}
+
+fn parse_standard(headers: &HeaderMap) -> Result<Check, Rejection> {
+    let id = header_str(headers, "webhook-id")?;
+    let ts_raw = header_str(headers, "webhook-timestamp")?;
+    let ts = parse_ts(ts_raw, "webhook-timestamp")?;
+    let value = header_str(headers, "webhook-signature")?;
+    let mut candidates = Vec::new();
+    for item in value.split(' ').filter(|s| !s.is_empty()) {
+        let (version, sig) = item.split_once(',').ok_or(Rejection::MalformedHeader {
+            header: "webhook-signature".into(),
+            reason: "items must be version,signature",
+        })?;
+        if version == "v1" {
+            candidates.push(decode(sig, Encoding::Base64, "webhook-signature")?);
+        }
+    }
+    if candidates.is_empty() {
+        return Err(Rejection::MalformedHeader {
+            header: "webhook-signature".into(),
+            reason: "no v1 signature",
+        });
+    }
+    Ok(Check {
+        kind: CheckKind::Hmac {
+            algorithm: Algorithm::Sha256,
+            candidates,
+            layout: Layout::Prefixed(format!("{id}.{ts_raw}.").into_bytes()),
+            whsec: true,
+        },
+        delivery_id: Some(id.to_string()),
+        timestamp: Some(ts),
+    })
+}
+
+fn parse_generic(g: &GenericHmac, headers: &HeaderMap) -> Result<Check, Rejection> {
+    let header = g.header.to_ascii_lowercase();
+    let value = header_str(headers, &header)?;
+    let sig = decode(strip(value, &g.prefix, &header)?, g.encoding, &header)?;
+    let mut timestamp = None;
+    let mut ts_value = None;
+    if let Some(th) = &g.timestamp_header {
+        let th = th.to_ascii_lowercase();
+        let raw = header_str(headers, &th)?;
+        timestamp = Some(parse_ts(raw, &th)?);
+        ts_value = Some(raw.to_string());
+    }
+    let template = g.template.as_deref().unwrap_or("{body}");
+    let parts = render_template(template, headers, ts_value.as_deref())?;
+    let mut c = Check::hmac(g.algorithm, vec![sig], Layout::Parts(parts));
+    c.timestamp = timestamp;
+    Ok(c)
+}
+
+/// Splits a signed-string template into literal parts and the body.
+fn render_template(
+    template: &str,
+    headers: &HeaderMap,
+    timestamp: Option<&str>,
+) -> Result<Vec<Option<Vec<u8>>>, Rejection> {
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        literal.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .map(|e| start + e)
+            .ok_or(Rejection::MalformedHeader {
+                header: "template".into(),
+                reason: "unclosed {",
+            })?;
+        let token = &rest[start + 1..end];
+        match token {
+            "body" => {
+                parts.push(Some(std::mem::take(&mut literal).into_bytes()));
+                parts.push(None);
+            }
+            "timestamp" => literal.push_str(timestamp.ok_or(Rejection::MalformedHeader {
+                header: "template".into(),
+                reason: "{timestamp} needs timestampHeader",
+            })?),
+            t if t.starts_with("header:") => literal.push_str(header_str(
+                headers,
+                &t["header:".len()..].to_ascii_lowercase(),
+            )?),
+            _ => {
+                return Err(Rejection::MalformedHeader {
+                    header: "template".into(),
+                    reason: "unknown placeholder",
+                });
+            }
+        }
+        rest = &rest[end + 1..];
+    }
+    literal.push_str(rest);
+    parts.push(Some(literal.into_bytes()));
+    Ok(parts
+        .into_iter()
+        .filter(|p| p.as_ref().is_none_or(|b| !b.is_empty()))
+        .collect())
+}
+
+/// The headers a sender of `provider` sets for `body` signed with `secret` at `timestamp`
+/// (`hookwarden-receiver sign`, and tests). `extra` are other headers the sender sets,
+/// which a generic template may sign (`{header:Name}`).
+pub fn sign(
+    scheme: &Scheme,
+    secret: &[u8],
+    body: &[u8],
+    timestamp: i64,
+    delivery_id: &str,
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
+    use Provider::*;
+    let hex_sig = |parts: &[&[u8]]| hex::encode(hmac(Algorithm::Sha256, secret, parts));
+    let ts = timestamp.to_string();
+    match scheme.provider {
+        Opal => vec![
+            (
+                "X-Opal-Signature".into(),
+                hex_sig(&[format!("v0:{ts}:").as_bytes(), body]),
+            ),
+            ("X-Opal-Request-Timestamp".into(), ts),
+        ],
+        Membrane => vec![("X-Signature".into(), hex_sig(&[body]))],
+        Github => vec![(
+            "X-Hub-Signature-256".into(),
+            format!("sha256={}", hex_sig(&[body])),
+        )],
+        Slack => vec![
+            (
+                "X-Slack-Signature".into(),
+                format!("v0={}", hex_sig(&[format!("v0:{ts}:").as_bytes(), body])),
+            ),
+            ("X-Slack-Request-Timestamp".into(), ts),
+        ],
+        Stripe => vec![(
+            "Stripe-Signature".into(),
+            format!(
+                "t={ts},v1={}",
+                hex_sig(&[format!("{ts}.").as_bytes(), body])
+            ),
+        )],
+        StandardWebhooks => {
+            let key = whsec_key(secret).unwrap_or_else(|| secret.to_vec());
+            let sig = hmac(
+                Algorithm::Sha256,
+                &key,
+                &[format!("{delivery_id}.{ts}.").as_bytes(), body],
+            );
+            vec![
+                ("webhook-id".into(), delivery_id.into()),
+                ("webhook-timestamp".into(), ts),
+                (
+                    "webhook-signature".into(),
+                    format!("v1,{}", B64.encode(sig)),
+                ),
+            ]
+        }
+        Shopify => vec![(
+            "X-Shopify-Hmac-Sha256".into(),
+            B64.encode(hmac(Algorithm::Sha256, secret, &[body])),
+        )],
+        Gitlab => vec![
+            (
+                "X-Gitlab-Token".into(),
+                String::from_utf8_lossy(secret).into_owned(),
+            ),
+            ("X-Gitlab-Event-UUID".into(), delivery_id.into()),
+        ],
+        GenericHmac => {
+            let Some(g) = &scheme.generic else {
+                return vec![];
+            };
+            let mut headers = vec![];
+            let mut map = HeaderMap::new();
+            let mut known: Vec<(String, String)> = extra.to_vec();
+            if let Some(th) = &g.timestamp_header {
+                headers.push((th.clone(), ts.clone()));
+                known.push((th.clone(), ts.clone()));
+            }
+            for (k, v) in &known {
+                if let (Ok(n), Ok(v)) = (
+                    axum::http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
+                    axum::http::HeaderValue::from_str(v),
+                ) {
+                    map.insert(n, v);
+                }
+            }
+            let template = g.template.as_deref().unwrap_or("{body}");
+            let Ok(parts) = render_template(template, &map, Some(&ts)) else {
+                return vec![];
+            };
+            let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_deref().unwrap_or(body)).collect();
+            let mac = hmac(g.algorithm, secret, &parts);
+            let encoded = match g.encoding {
+                Encoding::Hex => hex::encode(mac),
+                Encoding::Base64 => B64.encode(mac),
+            };
+            headers.push((g.header.clone(), format!("{}{encoded}", g.prefix)));
+            headers
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(String, String)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn generic(template: Option<&str>, ts: bool) -> Scheme {
+        Scheme {
+            generic: Some(GenericHmac {
+                header: "X-Acme-Signature".into(),
+                algorithm: Algorithm::Sha512,
+                encoding: Encoding::Base64,
+                prefix: "sha512=".into(),
+                timestamp_header: ts.then(|| "X-Acme-Timestamp".into()),
+                template: template.map(String::from),
+            }),
+            ..Scheme::new(Provider::GenericHmac)
+        }
+    }
+
+    #[test]
+    fn generic_hmac_round_trips_and_checks_its_layout() {
+        let secret = b"acme-secret";
+        let secrets = [Secret::new(secret)];
+        let body = br#"{"event":"x"}"#;
+        for (template, ts) in [
+            (None, false),
+            (Some("{timestamp}.{body}"), true),
+            (Some("v1:{header:X-Acme-Id}:{timestamp}:{body}:end"), true),
+        ] {
+            let s = generic(template, ts);
+            let extra = [("X-Acme-Id".to_string(), "abc".to_string())];
+            let mut signed = sign(&s, secret, body, 1_000, "", &extra);
+            signed.extend(extra);
+            let h = headers(&signed);
+            assert!(s.verify(&h, body, &secrets, 1_000).is_ok(), "{template:?}");
+            assert_eq!(
+                s.verify(&h, b"{}", &secrets, 1_000),
+                Err(Rejection::BadSignature)
+            );
+            if ts {
+                assert!(matches!(
+                    s.verify(&h, body, &secrets, 2_000),
+                    Err(Rejection::StaleTimestamp { .. })
+                ));
+            }
+        }
+        // The prefix is required, and the encoding is what was configured.
+        let s = generic(None, false);
+        let sig = B64.encode(hmac(Algorithm::Sha512, secret, &[body]));
+        let no_prefix = headers(&[("X-Acme-Signature".into(), sig.clone())]);
+        assert!(matches!(
+            s.verify(&no_prefix, body, &secrets, 0),
+            Err(Rejection::MalformedHeader { .. })
+        ));
+        let as_hex = headers(&[(
+            "X-Acme-Signature".into(),
+            format!(
+                "sha512={}",
+                hex::encode(hmac(Algorithm::Sha512, secret, &[body]))
+            ),
+        )]);
+        assert!(s.verify(&as_hex, body, &secrets, 0).is_err());
+    }
+
+    #[test]
+    fn gitlab_token_is_compared_exactly() {
+        let s = Scheme::new(Provider::Gitlab);
+        let secrets = [Secret::new(b"tok3n")];
+        let ok = headers(&[("X-Gitlab-Token".into(), "tok3n".into())]);
+        assert!(s.verify(&ok, b"{}", &secrets, 0).is_ok());
+        for bad in ["tok3", "tok3n ", "TOK3N", "x"] {
+            let h = headers(&[("X-Gitlab-Token".into(), bad.into())]);
+            assert_eq!(
+                s.verify(&h, b"{}", &secrets, 0),
+                Err(Rejection::BadSignature),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_headers_are_refused_not_repaired() {
+        let s = Scheme::new(Provider::Github);
+        let secrets = [Secret::new(b"k")];
+        let sig = hex::encode(hmac(Algorithm::Sha256, b"k", &[b"body"]));
+        let cases = [
+            format!("sha1={sig}"),
+            format!("sha256= {sig}"),
+            format!("sha256={sig}00"),
+            format!("sha256=0x{sig}"),
+            "sha256=".to_string(),
+            format!("sha256={}", &sig[..63]),
+        ];
+        for c in cases {
+            let h = headers(&[("X-Hub-Signature-256".into(), c.clone())]);
+            assert!(s.verify(&h, b"body", &secrets, 0).is_err(), "{c}");
+        }
+        let twice = headers(&[
+            ("X-Hub-Signature-256".into(), format!("sha256={sig}")),
+            ("X-Hub-Signature-256".into(), format!("sha256={sig}")),
+        ]);
+        assert!(matches!(
+            s.verify(&twice, b"body", &secrets, 0),
+            Err(Rejection::MalformedHeader { .. })
+        ));
+        let good = headers(&[("X-Hub-Signature-256".into(), format!("sha256={sig}"))]);
+        assert!(s.verify(&good, b"body", &secrets, 0).is_ok());
+        assert_eq!(s.verify(&good, b"body", &[], 0), Err(Rejection::NoSecret));
+    }
+
+    #[test]
+    fn opal_timestamp_must_be_plain_seconds() {
+        let s = Scheme::new(Provider::Opal);
+        let secrets = [Secret::new(b"k")];
+        for ts in ["", "-5", "1.5", "1e9", " 100", "0x10"] {
+            let sig = hex::encode(hmac(
+                Algorithm::Sha256,
+                b"k",
+                &[format!("v0:{ts}:").as_bytes(), b"b"],
+            ));
+            let h = headers(&[
+                ("X-Opal-Signature".into(), sig),
+                ("X-Opal-Request-Timestamp".into(), ts.into()),
+            ]);
+            assert!(
+                matches!(
+                    s.verify(&h, b"b", &secrets, 100),
+                    Err(Rejection::MalformedHeader { .. }) | Err(Rejection::MissingHeader(_))
+                ),
+                "{ts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejection_messages_carry_no_secret_or_signature() {
+        let s = Scheme::new(Provider::Membrane);
+        let secrets = [Secret::new(b"super-secret-value")];
+        let h = headers(&[("X-Signature".into(), "ab".repeat(32))]);
+        let err = s.verify(&h, b"{}", &secrets, 0).unwrap_err().to_string();
+        assert_eq!(err, "signature does not match");
+    }
+}
