@@ -125,12 +125,12 @@ impl Scheme {
             return Err(Rejection::NoSecret);
         }
         let check = self.parse(headers)?;
-        if let Some(ts) = check.timestamp {
-            if (now - ts).abs() > self.tolerance_secs {
-                return Err(Rejection::StaleTimestamp {
-                    tolerance_secs: self.tolerance_secs,
-                });
-            }
+        if let Some(ts) = check.timestamp
+            && (now - ts).abs() > self.tolerance_secs
+        {
+            return Err(Rejection::StaleTimestamp {
+                tolerance_secs: self.tolerance_secs,
+            });
         }
         for secret in secrets {
             if check.matches(secret, body)? {

@@ -1,5 +1,6 @@
 //! Published signature vectors (tests/vectors, copied from the senders' documentation and
 //! SDK tests) and tampered variants of each.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use hookwarden_receiver::config::Provider;
