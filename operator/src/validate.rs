@@ -253,7 +253,7 @@ fn check_path(path: &str) -> Result<(), String> {
 }
 
 fn check_secret_key(key: &str) -> Result<(), String> {
-    if key.is_empty() {
+    if key.trim().is_empty() {
         return Err(
             "spec.secretRef.key is empty; name the key of the Secret that holds the signing secret"
                 .into(),

@@ -74,4 +74,6 @@ for b in $BINS; do
   log "building $b:$TAG"
   "$DOCKER" build -q --build-arg "BASE=$BASE" -f "$REPO/$comp/Dockerfile" -t "$b:$TAG" "$work/$comp" >/dev/null
 done
+# the images these tags replaced (a debug binary is ~200 MB)
+"$DOCKER" image prune -f >/dev/null 2>&1 || true
 log "done: $BASE $(for b in $BINS; do printf '%s:%s ' "$b" "$TAG"; done)"
