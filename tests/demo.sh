@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(tests/cluster/cluster.sh env)"
+# The cluster's own kubectl (1.20) serves when the machine has none.
+export PATH="$PATH:${HOOKWARDEN_CACHE:-$HOME/.cache/hookwarden}/k8s-1.20.2/bin"
 NS=hookwarden-demo
 tests/cluster/cluster.sh up
 tests/install.sh

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(tests/cluster/cluster.sh env)"
+# The cluster's own kubectl (1.20) serves when the machine has none.
+export PATH="$PATH:${HOOKWARDEN_CACHE:-$HOME/.cache/hookwarden}/k8s-1.20.2/bin"
 if [ "${KEEP_CLUSTER:-0}" != 1 ]; then
   trap 'echo "e2e: stopping the cluster" >&2; tests/cluster/cluster.sh down' EXIT
 fi

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod payload;
 pub mod secrets;
 pub mod server;
 pub mod signature;
