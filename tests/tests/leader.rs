@@ -61,27 +61,51 @@ async fn one_replica_leads_and_the_other_takes_over() {
         "{follower_log}"
     );
 
-    // The leader goes away; the follower takes the Lease.
+    // The leader goes away; another replica (the follower, or the replacement pod if it
+    // is quicker) takes the Lease and starts the controller, and only it.
     pod_api
         .delete(&leader, &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the follower holds the Lease", CONVERGE, || {
+    let (new_leader, others) = eventually("another replica holds the Lease", CONVERGE, || {
         let client = client.clone();
-        let follower = follower.clone();
+        let leader = leader.clone();
         async move {
+            let pods = running_operator_pods(&client).await;
             match holder(&client).await {
-                Some(h) if h == follower => Ok(()),
-                other => Err(other),
+                Some(h) if h != leader && pods.contains(&h) => {
+                    let others: Vec<String> = pods.into_iter().filter(|p| *p != h).collect();
+                    Ok((h, others))
+                }
+                other => Err(format!("holder {other:?}, running {pods:?}")),
             }
         }
     })
     .await;
-    let new_leader_log = pod_api.logs(&follower, &Default::default()).await.unwrap();
-    assert!(
-        new_leader_log.contains("controller starting"),
-        "{new_leader_log}"
-    );
+    let new_leader_log = eventually("the new leader starts its controller", CONVERGE, || {
+        let pod_api = pod_api.clone();
+        let new_leader = new_leader.clone();
+        async move {
+            let log = pod_api
+                .logs(&new_leader, &Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            if log.contains("controller starting") {
+                Ok(log)
+            } else {
+                Err(log)
+            }
+        }
+    })
+    .await;
+    assert!(new_leader_log.contains("leading"));
+    for other in others {
+        let log = pod_api.logs(&other, &Default::default()).await.unwrap();
+        assert!(
+            !log.contains("controller starting"),
+            "{other} is not the leader but runs a controller: {log}"
+        );
+    }
 
     // ...and does the work.
     let ns = TestNamespace::new("leader").await;
