@@ -12,10 +12,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
-    KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
+    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -119,6 +119,7 @@ pub fn receiver_config(webhook: &Webhook, spec: &ValidSpec) -> Result<ReceiverCo
             config_map: spec.config_map.clone(),
             forward: spec.forward.clone().map(|url| ForwardConfig { url }),
         },
+        generic_hmac: spec.generic_hmac.clone(),
     })
 }
 
@@ -261,6 +262,17 @@ fn deployment(
                 .unwrap_or_else(|| defaults.image.clone()),
         ),
         image_pull_policy: Some(defaults.image_pull_policy.clone()),
+        env: Some(vec![EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
         args: Some(vec![
             "run".into(),
             "--config".into(),
@@ -458,6 +470,7 @@ mod tests {
             provider: "opal".into(),
             event_types: vec![],
             secret_ref: None,
+            generic_hmac: None,
             sinks: Some(Sinks {
                 events: Some(true),
                 config_map: Some(ConfigMapSink {

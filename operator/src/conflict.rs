@@ -103,6 +103,7 @@ mod tests {
                 secret_ref: None,
                 sinks: None,
                 receiver: None,
+                generic_hmac: None,
             },
         );
         w.metadata.namespace = Some("ns".into());

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use hookwarden_receiver::config::{ConfigMapMode, Provider};
+use hookwarden_receiver::signature::GenericHmac;
 use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, ResourceRequirements, Toleration,
 };
@@ -60,6 +61,10 @@ pub struct WebhookSpec {
     /// Settings of the receiver pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receiver: Option<ReceiverSettings>,
+
+    /// The signature layout, for provider `generic-hmac` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generic_hmac: Option<GenericHmac>,
 }
 
 fn provider_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

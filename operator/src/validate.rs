@@ -62,6 +62,7 @@ pub struct ValidSpec {
     pub config_map: Option<ConfigMapSinkConfig>,
     pub forward: Option<String>,
     pub replicas: i32,
+    pub generic_hmac: Option<hookwarden_receiver::signature::GenericHmac>,
 }
 
 impl ValidSpec {
@@ -204,6 +205,19 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
         ));
     }
 
+    match (provider, &spec.generic_hmac) {
+        (Some(Provider::GenericHmac), None) => problems.push(
+            "provider generic-hmac needs spec.genericHmac (header, algorithm, encoding)".into(),
+        ),
+        (Some(p), Some(_)) if p != Provider::GenericHmac => problems.push(format!(
+            "spec.genericHmac applies to provider generic-hmac only, not {p}; remove it"
+        )),
+        (_, Some(g)) if g.header.trim().is_empty() => {
+            problems.push("spec.genericHmac.header is empty; name the signature header".into())
+        }
+        _ => {}
+    }
+
     match (provider, problems.is_empty()) {
         (Some(provider), true) => Ok(ValidSpec {
             path: spec.path.clone(),
@@ -214,6 +228,7 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
             config_map,
             forward,
             replicas,
+            generic_hmac: spec.generic_hmac.clone(),
         }),
         _ => Err(problems.join("; ")),
     }
@@ -284,7 +299,26 @@ mod tests {
             secret_ref: None,
             sinks: None,
             receiver: None,
+            generic_hmac: None,
         }
+    }
+
+    #[test]
+    fn generic_hmac_needs_its_layout() {
+        let err = validate("w", &spec("generic-hmac", "/g")).unwrap_err();
+        assert!(err.contains("needs spec.genericHmac"), "{err}");
+        let mut s = spec("github", "/g");
+        s.generic_hmac = Some(hookwarden_receiver::signature::GenericHmac {
+            header: "X-Sig".into(),
+            algorithm: hookwarden_receiver::signature::Algorithm::Sha256,
+            encoding: hookwarden_receiver::signature::Encoding::Hex,
+            prefix: String::new(),
+            timestamp_header: None,
+            template: None,
+        });
+        assert!(validate("w", &s).unwrap_err().contains("generic-hmac only"));
+        s.provider = "generic-hmac".into();
+        assert!(validate("w", &s).is_ok());
     }
 
     #[test]

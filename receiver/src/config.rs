@@ -157,6 +157,9 @@ pub struct ReceiverConfig {
     pub secret_files: Vec<PathBuf>,
     #[serde(default)]
     pub sinks: SinksConfig,
+    /// The layout of a `generic-hmac` sender's signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generic_hmac: Option<crate::signature::GenericHmac>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -190,7 +193,20 @@ impl ReceiverConfig {
         serde_saphyr::to_string(self).map_err(|e| Error::Config(e.to_string()))
     }
 
+    /// The signature scheme deliveries are checked with.
+    pub fn scheme(&self) -> crate::signature::Scheme {
+        crate::signature::Scheme {
+            generic: self.generic_hmac.clone(),
+            ..crate::signature::Scheme::new(self.provider)
+        }
+    }
+
     fn check(&self) -> Result<()> {
+        if self.provider == Provider::GenericHmac && self.generic_hmac.is_none() {
+            return Err(Error::Config(
+                "provider generic-hmac needs genericHmac (header, algorithm, encoding)".into(),
+            ));
+        }
         if !self.path.starts_with('/') {
             return Err(Error::Config(format!(
                 "path {:?} must start with '/'",
@@ -231,6 +247,7 @@ mod tests {
                 }),
                 forward: None,
             },
+            generic_hmac: None,
         }
     }
 

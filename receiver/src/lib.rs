@@ -5,10 +5,13 @@
 
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod payload;
+pub mod replay;
 pub mod secrets;
 pub mod server;
 pub mod signature;
+pub mod sink;
 pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -1,41 +1,103 @@
 //! The receiver's HTTP surface: `app(state)` builds the router, `serve` runs it until SIGTERM.
+//!
+//! A delivery goes: raw body -> signature check over those bytes -> replay check -> parse
+//! -> event-type filter -> every sink confirms -> 2xx. Anything else gets a clear status
+//! and a short reason, never a secret, an expected signature or internal error text.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use sha2::{Digest, Sha256};
+use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::ReceiverConfig;
 use crate::error::{Error, Result};
+use crate::metrics::{DeliveryLabels, Metrics};
+use crate::payload::{self, ParseError};
+use crate::replay::{Key, ReplayCache};
 use crate::secrets::{SecretState, SecretStore};
+use crate::signature::{Rejection, Scheme, Verified};
+use crate::sink::{Delivery, RecordError, Sinks};
 
 /// Largest delivery body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Below Opal's 10 s deadline, so a sender always gets an answer from us, not a timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
+/// Time the sinks get to confirm a write, inside the request timeout.
+pub const RECORD_BUDGET: Duration = Duration::from_secs(7);
+/// Deliveries handled at once; more are shed with 503.
+pub const MAX_CONCURRENT: usize = 512;
+/// How long a recorded delivery is remembered for replay detection without a timestamp.
+pub const REPLAY_MEMORY_SECS: i64 = 24 * 3600;
+
+/// The clock, in Unix seconds; injected so that tests can check the replay window.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default()
+    })
+}
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<ReceiverConfig>,
+    pub scheme: Arc<Scheme>,
     pub secrets: SecretStore,
+    pub replay: Arc<ReplayCache>,
+    pub sinks: Arc<Sinks>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+}
+
+impl AppState {
+    pub fn new(config: ReceiverConfig, sinks: Sinks) -> Self {
+        let scheme = config.scheme();
+        AppState {
+            secrets: SecretStore::new(config.secret_files.clone()),
+            config: Arc::new(config),
+            scheme: Arc::new(scheme),
+            replay: Arc::new(ReplayCache::new(REPLAY_MEMORY_SECS, 100_000)),
+            sinks: Arc::new(sinks),
+            metrics: Arc::new(Metrics::default()),
+            clock: system_clock(),
+        }
+    }
 }
 
 /// The router: health endpoints and the one delivery path of this receiver.
 pub fn app(state: AppState) -> Router {
     let path = state.config.path.clone();
+    let delivery = post(deliver).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    "overloaded; retry\n",
+                )
+            }))
+            .load_shed()
+            .concurrency_limit(MAX_CONCURRENT),
+    );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route(&path, post(deliver))
+        .route(&path, delivery)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -43,6 +105,25 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The metrics router, served on its own port.
+pub fn metrics_app(metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }
+        }),
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -60,34 +141,212 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Deliveries are refused until verification and recording are in place: a sender must
-/// never receive a 2xx for a delivery that was not recorded.
-async fn deliver(State(state): State<AppState>, _body: Bytes) -> Response {
-    tracing::warn!(
-        webhook = %state.config.webhook.name,
-        provider = %state.config.provider,
-        "delivery refused: this receiver build does not record deliveries yet"
-    );
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, "60")],
-        "delivery not recorded: receiver cannot record deliveries yet\n",
-    )
-        .into_response()
+/// The result of one delivery.
+#[derive(Debug)]
+enum Outcome {
+    Recorded(usize),
+    Duplicate,
+    Ignored,
+    Rejected(Rejection),
+    Malformed(ParseError),
+    NoSecret,
+    NotRecorded(RecordError),
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Recorded(_) => "recorded",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Ignored => "ignored",
+            Outcome::Rejected(r) => r.metric_label(),
+            Outcome::Malformed(_) => "malformed_payload",
+            Outcome::NoSecret => "no_secret",
+            Outcome::NotRecorded(e) => e.metric_label(),
+        }
+    }
+}
+
+impl IntoResponse for Outcome {
+    fn into_response(self) -> Response {
+        let json = |status: StatusCode, body: serde_json::Value| {
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        };
+        match self {
+            Outcome::Recorded(n) => json(
+                StatusCode::OK,
+                serde_json::json!({"status": "recorded", "events": n}),
+            ),
+            Outcome::Duplicate => json(StatusCode::OK, serde_json::json!({"status": "duplicate"})),
+            Outcome::Ignored => json(StatusCode::OK, serde_json::json!({"status": "ignored"})),
+            Outcome::Rejected(r @ Rejection::MalformedHeader { .. }) => json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": r.to_string()}),
+            ),
+            Outcome::Rejected(r) => {
+                let mut resp = json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({"error": r.to_string()}),
+                );
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("HMAC realm=\"hookwarden\""),
+                );
+                resp
+            }
+            Outcome::Malformed(e) => json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": format!("payload not understood: {e}")}),
+            ),
+            Outcome::NoSecret => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"error": "signing secret unavailable; not recorded"}),
+            ),
+            Outcome::NotRecorded(_) => {
+                let mut resp = json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"error": "delivery not recorded; retry"}),
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                resp
+            }
+        }
+    }
+}
+
+async fn deliver(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = std::time::Instant::now();
+    let outcome = handle(&state, &headers, &body).await;
+    let webhook = &state.config.webhook.name;
+    match &outcome {
+        Outcome::Recorded(n) => tracing::info!(%webhook, events = n, "delivery recorded"),
+        Outcome::Duplicate | Outcome::Ignored => {
+            tracing::info!(%webhook, outcome = outcome.label(), "delivery acknowledged, not recorded again")
+        }
+        Outcome::Rejected(r) => tracing::warn!(%webhook, reason = %r, "delivery refused"),
+        Outcome::Malformed(e) => {
+            tracing::warn!(%webhook, error = %e, bytes = body.len(), "verified payload not understood")
+        }
+        Outcome::NoSecret => {
+            tracing::warn!(%webhook, "delivery refused: signing secret unavailable")
+        }
+        Outcome::NotRecorded(e) => tracing::error!(%webhook, error = %e, "delivery not recorded"),
+    }
+    state
+        .metrics
+        .deliveries
+        .get_or_create(&DeliveryLabels {
+            webhook: webhook.clone(),
+            provider: state.config.provider.to_string(),
+            outcome: outcome.label().into(),
+        })
+        .inc();
+    state
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    outcome.into_response()
+}
+
+async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Outcome {
+    let secrets = match state.secrets.current() {
+        SecretState::Loaded(s) => s,
+        SecretState::Unavailable(_) => return Outcome::NoSecret,
+    };
+    let now = (state.clock)();
+    let verified = match state.scheme.verify(headers, body, &secrets, now) {
+        Ok(v) => v,
+        Err(Rejection::NoSecret) => return Outcome::NoSecret,
+        Err(r) => return Outcome::Rejected(r),
+    };
+    let key = delivery_key(&verified, body);
+    if state.replay.seen(&key, now) {
+        return Outcome::Duplicate;
+    }
+    let parsed = match payload::parse(state.config.provider, headers, body) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Malformed(e),
+    };
+    let accepted = &state.config.event_types;
+    let events: Vec<_> = parsed
+        .events
+        .into_iter()
+        .filter(|e| accepted.is_empty() || accepted.contains(&e.event_type))
+        .collect();
+    if events.is_empty() {
+        return Outcome::Ignored;
+    }
+    let n = events.len();
+    let delivery = Delivery { key, events };
+    let deadline = tokio::time::Instant::now() + RECORD_BUDGET;
+    match state.sinks.record(&delivery, deadline).await {
+        Ok(()) => {
+            state.replay.remember(key, now);
+            Outcome::Recorded(n)
+        }
+        Err(e) => Outcome::NotRecorded(e),
+    }
+}
+
+/// What identifies a delivery: the sender's id where the scheme has one, else the signed
+/// timestamp and the body (which is what the signature covers).
+fn delivery_key(verified: &Verified, body: &[u8]) -> Key {
+    let mut h = Sha256::new();
+    match &verified.delivery_id {
+        Some(id) => {
+            h.update(b"id:");
+            h.update(id.as_bytes());
+        }
+        None => {
+            h.update(b"ts:");
+            h.update(verified.timestamp.unwrap_or_default().to_be_bytes());
+            h.update(b"body:");
+            h.update(body);
+        }
+    }
+    h.finalize().into()
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
 pub async fn serve(config: ReceiverConfig) -> Result<()> {
-    let secrets = SecretStore::new(config.secret_files.clone());
-    if let SecretState::Unavailable(reason) = secrets.current() {
+    let needs_api = config.sinks.events || config.sinks.config_map.is_some();
+    let client = if needs_api {
+        Some(
+            kube::Client::try_default()
+                .await
+                .map_err(|e| Error::Config(format!("cannot configure a Kubernetes client: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let sinks = Sinks::from_config(&config, client);
+    let state = AppState::new(config, sinks);
+    if let SecretState::Unavailable(reason) = state.secrets.current() {
         tracing::warn!(%reason, "signing secrets unavailable at start; not ready");
     }
-    tokio::spawn(secrets.clone().refresh_every(Duration::from_secs(5)));
-    let addr = config.listen;
-    let state = AppState {
-        config: Arc::new(config),
-        secrets,
-    };
+    tokio::spawn(state.secrets.clone().refresh_every(Duration::from_secs(5)));
+
+    let metrics_addr = state.config.metrics_listen;
+    let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: metrics_addr,
+            source,
+        })?;
+    let metrics = metrics_app(state.metrics.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(metrics_listener, metrics).await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+
+    let addr = state.config.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Listen { addr, source })?;
@@ -102,7 +361,6 @@ async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    #[cfg(unix)]
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -111,85 +369,6 @@ async fn shutdown_signal() {
             Err(_) => std::future::pending::<()>().await,
         }
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down: finishing in-flight requests");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Provider, SinksConfig, WebhookIdentity};
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
-
-    fn state(secret_file: std::path::PathBuf) -> AppState {
-        let config = ReceiverConfig {
-            webhook: WebhookIdentity {
-                name: "m".into(),
-                namespace: "n".into(),
-                uid: "u".into(),
-            },
-            listen: "127.0.0.1:0".parse().unwrap(),
-            metrics_listen: "127.0.0.1:0".parse().unwrap(),
-            path: "/membrane".into(),
-            provider: Provider::Membrane,
-            event_types: vec![],
-            secret_files: vec![secret_file.clone()],
-            sinks: SinksConfig::default(),
-        };
-        AppState {
-            config: Arc::new(config),
-            secrets: SecretStore::new(vec![secret_file]),
-        }
-    }
-
-    async fn status(app: Router, method: &str, uri: &str) -> StatusCode {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::empty())
-            .unwrap();
-        app.oneshot(req).await.unwrap().status()
-    }
-
-    #[tokio::test]
-    async fn readiness_follows_the_secret_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("secret");
-        let st = state(file.clone());
-        assert_eq!(
-            status(app(st.clone()), "GET", "/healthz").await,
-            StatusCode::OK
-        );
-        assert_eq!(
-            status(app(st.clone()), "GET", "/readyz").await,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        std::fs::write(&file, "s3cret").unwrap();
-        st.secrets.reload();
-        assert_eq!(status(app(st), "GET", "/readyz").await, StatusCode::OK);
-    }
-
-    #[tokio::test]
-    async fn never_acknowledges_an_unrecorded_delivery() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("secret");
-        std::fs::write(&file, "s3cret").unwrap();
-        let st = state(file);
-        assert_eq!(
-            status(app(st.clone()), "POST", "/membrane").await,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            status(app(st.clone()), "POST", "/other").await,
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            status(app(st), "GET", "/membrane").await,
-            StatusCode::METHOD_NOT_ALLOWED
-        );
-    }
 }

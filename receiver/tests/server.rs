@@ -1,0 +1,291 @@
+//! The receiver's HTTP behaviour, driven through the router with `oneshot`; the sink is a
+//! recording fake here (the real Events sink is proven on the cluster by tests/tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use futures::future::BoxFuture;
+use hookwarden_receiver::config::{Provider, ReceiverConfig, SinksConfig, WebhookIdentity};
+use hookwarden_receiver::server::{AppState, app};
+use hookwarden_receiver::signature::{Scheme, sign};
+use hookwarden_receiver::sink::{Delivery, RecordError, Sink, Sinks};
+use tower::ServiceExt;
+
+const SECRET: &str = "opal-test-secret-0123456789abcdef";
+const NOW: i64 = 1_700_000_000;
+const BODY: &str = r#"{"event_ts":1700000000,"organization_id":"org","events":[{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"CUSTOM","user_id":"user@example.com","resource_id":"r1","access_level":"admin"},{"event_type":"USER_ADDED_TO_GROUP","group_type":"CONNECTOR_GROUP","user_id":"user@example.com","group_id":"g1"}]}"#;
+
+#[derive(Default)]
+struct Recorded {
+    deliveries: Mutex<Vec<Delivery>>,
+    fail: Mutex<bool>,
+}
+
+struct FakeSink(Arc<Recorded>);
+
+impl Sink for FakeSink {
+    fn record<'a>(
+        &'a self,
+        d: &'a Delivery,
+        _: tokio::time::Instant,
+    ) -> BoxFuture<'a, Result<(), RecordError>> {
+        Box::pin(async move {
+            if *self.0.fail.lock().unwrap() {
+                return Err(RecordError::Unavailable("API server down".into()));
+            }
+            self.0.deliveries.lock().unwrap().push(d.clone());
+            Ok(())
+        })
+    }
+}
+
+struct Harness {
+    state: AppState,
+    recorded: Arc<Recorded>,
+    _dir: tempfile::TempDir,
+    secret_file: std::path::PathBuf,
+}
+
+fn harness(provider: Provider, event_types: &[&str]) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let config = ReceiverConfig {
+        webhook: WebhookIdentity {
+            name: "w".into(),
+            namespace: "n".into(),
+            uid: "u".into(),
+        },
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        path: "/hook".into(),
+        provider,
+        event_types: event_types.iter().map(|s| s.to_string()).collect(),
+        secret_files: vec![secret_file.clone()],
+        sinks: SinksConfig::default(),
+        generic_hmac: None,
+    };
+    let recorded = Arc::new(Recorded::default());
+    let mut state = AppState::new(config, Sinks(vec![Arc::new(FakeSink(recorded.clone()))]));
+    state.clock = Arc::new(|| NOW);
+    Harness {
+        state,
+        recorded,
+        _dir: dir,
+        secret_file,
+    }
+}
+
+fn signed(provider: Provider, body: &str, ts: i64) -> Request<Body> {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/hook")
+        .header(header::CONTENT_TYPE, "application/json");
+    for (k, v) in sign(
+        &Scheme::new(provider),
+        SECRET.as_bytes(),
+        body.as_bytes(),
+        ts,
+        "msg_1",
+        &[],
+    ) {
+        req = req.header(k, v);
+    }
+    req.body(Body::from(body.to_string())).unwrap()
+}
+
+async fn send(h: &Harness, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = app(h.state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn a_signed_delivery_is_recorded_once() {
+    let h = harness(Provider::Opal, &[]);
+    let (status, _, body) = send(&h, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, r#"{"events":2,"status":"recorded"}"#);
+    // the same delivery again (a retry or a replay): acknowledged, not recorded again
+    let (status, _, body) = send(&h, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"status":"duplicate"}"#)
+    );
+    let deliveries = h.recorded.deliveries.lock().unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].events.len(), 2);
+}
+
+#[tokio::test]
+async fn tampered_or_unsigned_deliveries_are_refused_and_not_recorded() {
+    let h = harness(Provider::Opal, &[]);
+    let mut req = signed(Provider::Opal, BODY, NOW);
+    *req.body_mut() = Body::from(BODY.replace("admin", "owner"));
+    let (status, headers, body) = send(&h, req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+    assert_eq!(body, r#"{"error":"signature does not match"}"#);
+    let unsigned = Request::post("/hook").body(Body::from(BODY)).unwrap();
+    let (status, _, body) = send(&h, unsigned).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body.contains("missing header x-opal-request-timestamp"),
+        "{body}"
+    );
+    let stale = signed(Provider::Opal, BODY, NOW - 301);
+    assert_eq!(send(&h, stale).await.0, StatusCode::UNAUTHORIZED);
+    let future = signed(Provider::Opal, BODY, NOW + 301);
+    assert_eq!(send(&h, future).await.0, StatusCode::UNAUTHORIZED);
+    let mut malformed = signed(Provider::Opal, BODY, NOW);
+    malformed
+        .headers_mut()
+        .insert("x-opal-signature", "zz".parse().unwrap());
+    let (status, _, body) = send(&h, malformed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.contains(SECRET));
+    assert!(h.recorded.deliveries.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn responses_never_carry_the_secret_or_the_expected_signature() {
+    let h = harness(Provider::Membrane, &[]);
+    let body = r#"{"type":"org-created","name":"N","orgId":"o","org":{"id":"o","name":"N"},"user":{"email":"a@b.c"}}"#;
+    let expected = sign(
+        &Scheme::new(Provider::Membrane),
+        SECRET.as_bytes(),
+        body.as_bytes(),
+        NOW,
+        "",
+        &[],
+    );
+    let mut req = signed(Provider::Membrane, body, NOW);
+    req.headers_mut()
+        .insert("x-signature", "00".repeat(32).parse().unwrap());
+    let (status, _, text) = send(&h, req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        !text.contains(SECRET) && !text.contains(&expected[0].1),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn http_errors_are_the_usual_ones() {
+    let h = harness(Provider::Membrane, &[]);
+    let get = Request::get("/hook").body(Body::empty()).unwrap();
+    assert_eq!(send(&h, get).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    let other = Request::post("/elsewhere").body(Body::empty()).unwrap();
+    assert_eq!(send(&h, other).await.0, StatusCode::NOT_FOUND);
+    let huge = "x".repeat(1024 * 1024 + 1);
+    let req = signed(Provider::Membrane, &huge, NOW);
+    assert_eq!(send(&h, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    // verified but not a Membrane payload: 400 with a reason, nothing recorded
+    let (status, _, body) = send(
+        &h,
+        signed(Provider::Membrane, r#"{"type":"org-deleted"}"#, NOW),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("payload not understood"), "{body}");
+    let (status, _, _) = send(&h, signed(Provider::Membrane, "", NOW)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(h.recorded.deliveries.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn event_types_not_accepted_are_acknowledged_not_recorded() {
+    let h = harness(Provider::Opal, &["USER_ADDED_TO_GROUP"]);
+    let (status, _, body) = send(&h, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"events":1,"status":"recorded"}"#)
+    );
+    let only = h.recorded.deliveries.lock().unwrap()[0].events.clone();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].event_type, "USER_ADDED_TO_GROUP");
+    let h = harness(Provider::Opal, &["RESOURCE_ADDED_TO_GROUP"]);
+    let (status, _, body) = send(&h, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"status":"ignored"}"#)
+    );
+    assert!(h.recorded.deliveries.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn nothing_is_acknowledged_that_was_not_recorded() {
+    let h = harness(Provider::Opal, &[]);
+    *h.recorded.fail.lock().unwrap() = true;
+    let (status, headers, _) = send(&h, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    // when recording works again, the retry is recorded (it was not remembered as done)
+    *h.recorded.fail.lock().unwrap() = false;
+    let (status, _, body) = send(&h, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(h.recorded.deliveries.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_secret_file_refuses_and_recovers() {
+    let h = harness(Provider::Opal, &[]);
+    std::fs::remove_file(&h.secret_file).unwrap();
+    h.state.secrets.reload();
+    assert_eq!(
+        send(&h, Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        send(&h, signed(Provider::Opal, BODY, NOW)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    std::fs::write(&h.secret_file, SECRET).unwrap();
+    h.state.secrets.reload();
+    assert_eq!(
+        send(&h, Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&h, signed(Provider::Opal, BODY, NOW)).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_picked_up() {
+    let h = harness(Provider::Membrane, &[]);
+    let body = r#"{"type":"org-created","name":"N","orgId":"o","org":{"id":"o","name":"N"},"user":{"email":"a@b.c"}}"#;
+    std::fs::write(&h.secret_file, "the-new-secret").unwrap();
+    h.state.secrets.reload();
+    // signed with the old secret: refused now
+    assert_eq!(
+        send(&h, signed(Provider::Membrane, body, NOW)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut req = Request::post("/hook");
+    for (k, v) in sign(
+        &Scheme::new(Provider::Membrane),
+        b"the-new-secret",
+        body.as_bytes(),
+        NOW,
+        "",
+        &[],
+    ) {
+        req = req.header(k, v);
+    }
+    assert_eq!(
+        send(&h, req.body(Body::from(body)).unwrap()).await.0,
+        StatusCode::OK
+    );
+}
