@@ -213,6 +213,13 @@ impl ReceiverConfig {
                 self.path
             )));
         }
+        let s = &self.sinks;
+        if !s.events && s.config_map.is_none() && s.forward.is_none() {
+            return Err(Error::Config(
+                "sinks records deliveries nowhere; enable events, or set configMap or forward"
+                    .into(),
+            ));
+        }
         if self.secret_files.is_empty() {
             return Err(Error::Config(
                 "secretFiles must name at least one file".into(),
@@ -261,11 +268,17 @@ mod tests {
 
     #[test]
     fn defaults_listen_addresses() {
-        let yaml = "webhook: {name: a, namespace: b, uid: c}\npath: /a\nprovider: membrane\nsecretFiles: [/s]\n";
+        let yaml = "webhook: {name: a, namespace: b, uid: c}\npath: /a\nprovider: membrane\nsecretFiles: [/s]\nsinks: {events: true}\n";
         let config = ReceiverConfig::from_yaml(yaml).unwrap();
         assert_eq!(config.listen.port(), DEFAULT_PORT);
         assert_eq!(config.metrics_listen.port(), DEFAULT_METRICS_PORT);
-        assert!(!config.sinks.events);
+        assert!(config.sinks.events);
+        let nowhere = yaml.replace("sinks: {events: true}\n", "");
+        let err = ReceiverConfig::from_yaml(&nowhere).unwrap_err();
+        assert!(
+            err.to_string().contains("records deliveries nowhere"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -277,7 +290,7 @@ mod tests {
         let err = ReceiverConfig::from_yaml(&format!("{base}path: nope\n")).unwrap_err();
         assert!(err.to_string().contains("must start with '/'"), "{err}");
         let err = ReceiverConfig::from_yaml(
-            "webhook: {name: a, namespace: b, uid: c}\npath: /a\nprovider: paypal\nsecretFiles: [/s]\n",
+            "webhook: {name: a, namespace: b, uid: c}\npath: /a\nprovider: paypal\nsecretFiles: [/s]\nsinks: {events: true}\n",
         )
         .unwrap_err();
         assert!(err.to_string().contains("paypal"), "{err}");

@@ -19,6 +19,8 @@ pub enum Error {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot send: {0}")]
+    Send(String),
 }
 
 impl Error {
@@ -30,6 +32,7 @@ impl Error {
             Error::SecretFile { .. } => "secret_file",
             Error::Listen { .. } => "listen",
             Error::Serve(_) => "serve",
+            Error::Send(_) => "send",
         }
     }
 }

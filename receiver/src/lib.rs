@@ -3,6 +3,7 @@
 //! `config` is the file format the operator renders; `server` is the HTTP surface;
 //! `secrets` reads the signing secrets from mounted files.
 
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -1,7 +1,11 @@
+use std::io::Read;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-use hookwarden_receiver::config::{CONFIG_FILE_NAME, ReceiverConfig};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use hookwarden_receiver::config::{CONFIG_FILE_NAME, Provider, ReceiverConfig};
+use hookwarden_receiver::secrets::read_secret_file;
+use hookwarden_receiver::signature::{GenericHmac, Scheme, sign};
 use hookwarden_receiver::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -32,16 +36,129 @@ enum Command {
         #[arg(long, env = "HOOKWARDEN_CONFIG", default_value_os_t = PathBuf::from("/etc/hookwarden").join(CONFIG_FILE_NAME))]
         config: PathBuf,
     },
+    /// Print the headers a sender would set for the body on stdin.
+    Sign(SignArgs),
+    /// Sign a body as a sender would and POST it to URL; exits non-zero unless answered 2xx.
+    Send {
+        /// Where to deliver, e.g. http://10.96.12.34/opal.
+        url: String,
+        #[command(flatten)]
+        sign: SignArgs,
+        /// Read the body from this file instead of stdin.
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        /// Content-Type of the body.
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+    },
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The sender's scheme: opal, membrane, github, slack, stripe, standard-webhooks, shopify,
+    /// gitlab, generic-hmac.
+    #[arg(long, value_parser = parse_provider)]
+    provider: Provider,
+    /// File holding the signing secret.
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// Signing time in Unix seconds (default: now).
+    #[arg(long)]
+    timestamp: Option<i64>,
+    /// Delivery id, for schemes that carry one (default: derived from the time).
+    #[arg(long)]
+    id: Option<String>,
+    /// For generic-hmac: the layout, as YAML or JSON (header, algorithm, encoding, ...).
+    #[arg(long)]
+    generic_hmac: Option<PathBuf>,
+    /// Extra headers, `Name: value`, sent and available to a generic template.
+    #[arg(long = "header", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+}
+
+fn parse_provider(s: &str) -> Result<Provider, String> {
+    Provider::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+        format!("unknown provider {s:?}; one of {}", known.join(", "))
+    })
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once(':').ok_or("expected `Name: value`")?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+impl SignArgs {
+    fn headers_for(&self, body: &[u8]) -> anyhow::Result<Vec<(String, String)>> {
+        let secret = read_secret_file(&self.secret_file)?;
+        let generic: Option<GenericHmac> = match &self.generic_hmac {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Some(serde_saphyr::from_str(&text).context("invalid generic-hmac layout")?)
+            }
+            None => None,
+        };
+        if self.provider == Provider::GenericHmac && generic.is_none() {
+            anyhow::bail!("--provider generic-hmac needs --generic-hmac FILE");
+        }
+        let now = self.timestamp.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default()
+        });
+        let id = self.id.clone().unwrap_or_else(|| format!("msg_{now}"));
+        let scheme = Scheme {
+            generic,
+            ..Scheme::new(self.provider)
+        };
+        let mut headers = sign(&scheme, secret.expose(), body, now, &id, &self.headers);
+        headers.extend(self.headers.iter().cloned());
+        Ok(headers)
+    }
+}
+
+fn read_body(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
+    match file {
+        Some(f) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display())),
+        None => {
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body)?;
+            Ok(body)
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format, "info,tower_http=info");
     match cli.command {
         Command::Run { config } => {
+            telemetry::init(cli.log_format, "info,tower_http=info");
             let config = ReceiverConfig::load(&config)?;
             hookwarden_receiver::server::serve(config).await?;
+        }
+        Command::Sign(args) => {
+            let body = read_body(None)?;
+            for (k, v) in args.headers_for(&body)? {
+                println!("{k}: {v}");
+            }
+        }
+        Command::Send {
+            url,
+            sign,
+            body_file,
+            content_type,
+        } => {
+            let body = read_body(body_file.as_ref())?;
+            let mut headers = sign.headers_for(&body)?;
+            headers.push(("Content-Type".into(), content_type));
+            let answer = hookwarden_receiver::client::post(&url, &headers, body).await?;
+            println!("{} {}", answer.status, answer.body.trim_end());
+            if !(200..300).contains(&answer.status) {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

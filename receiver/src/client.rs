@@ -1,0 +1,53 @@
+//! `hookwarden-receiver send`: sign a body as a sender would and POST it, so users can test
+//! a receiver end to end (http or https, system CA roots).
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::{Error, Result};
+
+/// The answer to a delivery.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// POSTs `body` with `headers` to `url`.
+pub async fn post(url: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Answer> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| Error::Send(format!("invalid URL {url:?}: {e}")))?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| Error::Send(format!("cannot load CA roots: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let mut req = Request::post(uri);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| Error::Send(format!("invalid header: {e}")))?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| Error::Send("no answer within 30 s".into()))?
+        .map_err(|e| Error::Send(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| Error::Send(e.to_string()))?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}

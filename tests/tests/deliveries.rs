@@ -1,0 +1,305 @@
+//! Deliveries end to end: signed as each sender signs, sent with `hookwarden-receiver send`
+//! to the receiver pods the operator runs, through their Service, recorded as Events by the
+//! receiver under its own ServiceAccount.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use hookwarden_tests::*;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::ListParams;
+
+/// The seed's six Opal event types in one delivery, as Opal batches them.
+const OPAL_ALL: &str = r#"{"event_ts":1643355931,"organization_id":"eec5dcd9-fb0a-4726-b283-4379b524a772","events":[
+{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"CUSTOM","user_id":"user@example.com","resource_id":"0eb35db24007c8148","access_level":"admin"},
+{"event_type":"USER_REMOVED_FROM_RESOURCE","resource_type":"CUSTOM","user_id":"user@example.com","resource_id":"0eb35db24007c8148","access_level":"admin"},
+{"event_type":"USER_ADDED_TO_GROUP","group_type":"CONNECTOR_GROUP","user_id":"user@example.com","group_id":"00g1835ro5hxRmpel5d7"},
+{"event_type":"USER_REMOVED_FROM_GROUP","group_type":"CONNECTOR_GROUP","user_id":"user@example.com","group_id":"00g1838z8y1VJcoTG5d7"},
+{"event_type":"RESOURCE_ADDED_TO_GROUP","group_type":"CONNECTOR_GROUP","resource_type":"CUSTOM","group_id":"00g1838z8y1VJcoTG5d7","resource_id":"0eb35db24007c8148"},
+{"event_type":"RESOURCE_REMOVED_FROM_GROUP","group_type":"CONNECTOR_GROUP","resource_type":"CUSTOM","group_id":"00g1838z8y1VJcoTG5d7","resource_id":"0eb35db24007c8148"}]}"#;
+
+const MEMBRANE: [&str; 3] = [
+    r#"{"type":"user-invited-to-org","invitationUrl":"https://console.yourdomain.com/org-invitations/12345","issuer":{"name":"John Admin","email":"admin@company.com"},"user":{"email":"newuser@company.com"},"org":{"id":"org123","name":"My Organization","trialEndDate":"2025-05-16"}}"#,
+    r#"{"type":"org-access-requested","user":{"id":"user123","email":"employee@company.com","name":"Jane Employee"},"orgAdmins":[{"email":"admin@company.com","orgs":[{"id":"org123","name":"My Organization"}]}]}"#,
+    r#"{"type":"org-created","name":"New Organization","workspaceName":"Main Workspace","orgId":"org456","org":{"id":"org456","name":"New Organization","domains":["company.com"],"trialEndDate":"2025-05-23"},"user":{"name":"Creator User","email":"creator@company.com"}}"#,
+];
+
+fn receiver_bin() -> PathBuf {
+    std::env::var_os("HOOKWARDEN_RECEIVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/debug/hookwarden-receiver"
+            ))
+        })
+}
+
+/// Runs `hookwarden-receiver send`; returns (exit ok, printed answer).
+fn send(
+    url: &str,
+    provider: &str,
+    secret_file: &std::path::Path,
+    body: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(receiver_bin())
+        .args(["send", url, "--provider", provider, "--secret-file"])
+        .arg(secret_file)
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hookwarden-receiver send");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text.trim().to_string())
+}
+
+/// Applies a Webhook recording to Events, waits until it is Ready, and returns its URL on
+/// the Service's ClusterIP and a file holding its generated secret.
+async fn ready_receiver(
+    ns: &TestNamespace,
+    name: &str,
+    provider: &str,
+    extra_spec: &str,
+) -> (String, tempfile::NamedTempFile) {
+    ns.apply_webhook(&format!(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\n\
+         spec: {{path: /{name}, provider: {provider}{extra_spec}}}\n"
+    ))
+    .await;
+    ns.webhook_ready(name, "True", "ReceiverAvailable").await;
+    let secret: Secret = ns
+        .api()
+        .get(&format!("{name}-signing-secret"))
+        .await
+        .unwrap();
+    let value = &secret.data.unwrap()["secret"].0;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), value).unwrap();
+    let svc: Service = ns.api().get(&format!("{name}-receiver")).await.unwrap();
+    let ip = svc.spec.unwrap().cluster_ip.unwrap();
+    (format!("http://{ip}/{name}"), file)
+}
+
+async fn recorded_reasons(ns: &TestNamespace, webhook: &str) -> Vec<(String, String)> {
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let mut v: Vec<(String, String)> = api
+        .list(&ListParams::default().labels(&format!("hookwarden.io/webhook={webhook}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("hookwarden.io/receiver"))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The first delivery after a pod turns Ready can meet a Service rule not yet in place.
+fn send_eventually(
+    url: &str,
+    provider: &str,
+    file: &std::path::Path,
+    body: &str,
+    extra: &[&str],
+) -> String {
+    for _ in 0..20 {
+        let (ok, out) = send(url, provider, file, body, extra);
+        if ok {
+            return out;
+        }
+        if !out.contains("cannot send") {
+            panic!("delivery refused: {out}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("receiver at {url} never answered");
+}
+
+#[tokio::test]
+async fn opal_deliveries_become_events_once() {
+    let ns = TestNamespace::new("opal-deliver").await;
+    let (url, secret) = ready_receiver(&ns, "opal", "opal", "").await;
+
+    let out = send_eventually(&url, "opal", secret.path(), OPAL_ALL, &[]);
+    assert_eq!(out, r#"200 {"events":6,"status":"recorded"}"#);
+    let reasons = recorded_reasons(&ns, "opal").await;
+    let names: Vec<&str> = reasons.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ResourceAddedToGroup",
+            "ResourceRemovedFromGroup",
+            "UserAddedToGroup",
+            "UserAddedToResource",
+            "UserRemovedFromGroup",
+            "UserRemovedFromResource"
+        ]
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(_, n)| n == "user@example.com added to resource 0eb35db24007c8148 as admin"),
+        "{reasons:?}"
+    );
+
+    // The same delivery again, signed at the same time: one record.
+    let ts = "--timestamp";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let one = r#"{"event_ts":1,"organization_id":"o","events":[{"event_type":"USER_ADDED_TO_GROUP","group_type":"G","user_id":"again@example.com","group_id":"g9"}]}"#;
+    let first = send_eventually(&url, "opal", secret.path(), one, &[ts, &now]);
+    assert!(first.starts_with("200"), "{first}");
+    let (ok, second) = send(&url, "opal", secret.path(), one, &[ts, &now]);
+    assert!(ok && second.starts_with("200"), "{second}");
+    let again: Vec<_> = recorded_reasons(&ns, "opal")
+        .await
+        .into_iter()
+        .filter(|(_, n)| n.contains("again@"))
+        .collect();
+    assert_eq!(again.len(), 1, "{again:?}");
+
+    // Tampered: signed with another secret, or too old. Refused, nothing recorded.
+    let wrong = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(wrong.path(), "not-the-secret").unwrap();
+    let before = recorded_reasons(&ns, "opal").await.len();
+    let (ok, out) = send(
+        &url,
+        "opal",
+        wrong.path(),
+        OPAL_ALL.replace("admin", "owner").as_str(),
+        &[],
+    );
+    assert!(!ok && out.starts_with("401"), "{out}");
+    let (ok, out) = send(&url, "opal", secret.path(), one, &[ts, "1643355931"]);
+    assert!(!ok && out.starts_with("401"), "{out}");
+    assert_eq!(recorded_reasons(&ns, "opal").await.len(), before);
+}
+
+#[tokio::test]
+async fn membrane_deliveries_become_events() {
+    let ns = TestNamespace::new("membrane-deliver").await;
+    let (url, secret) = ready_receiver(&ns, "membrane", "membrane", "").await;
+    for body in MEMBRANE {
+        let out = send_eventually(&url, "membrane", secret.path(), body, &[]);
+        assert_eq!(out, r#"200 {"events":1,"status":"recorded"}"#);
+    }
+    // Membrane never retries, but a replayed body must not be recorded twice.
+    let (ok, out) = send(&url, "membrane", secret.path(), MEMBRANE[2], &[]);
+    assert!(ok && out.contains("duplicate"), "{out}");
+    let reasons = recorded_reasons(&ns, "membrane").await;
+    let names: Vec<&str> = reasons.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        names,
+        ["OrgAccessRequested", "OrgCreated", "UserInvitedToOrg"]
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(_, n)| n
+                == "organization New Organization (org456) created by creator@company.com")
+    );
+}
+
+#[tokio::test]
+async fn every_other_provider_round_trips() {
+    let ns = TestNamespace::new("providers").await;
+    let generic = ", genericHmac: {header: X-Acme-Signature, algorithm: sha512, encoding: base64, prefix: 'sha512=', timestampHeader: X-Acme-Timestamp, template: '{timestamp}.{body}'}";
+    let layout = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(layout.path(), "{header: X-Acme-Signature, algorithm: sha512, encoding: base64, prefix: 'sha512=', timestampHeader: X-Acme-Timestamp, template: '{timestamp}.{body}'}").unwrap();
+    let layout_path = layout.path().to_str().unwrap().to_string();
+    let cases: Vec<(&str, &str, String, Vec<String>, &str)> = vec![
+        (
+            "github",
+            "",
+            r#"{"zen":"hi"}"#.into(),
+            vec!["--header".into(), "X-GitHub-Event: push".into()],
+            "Push",
+        ),
+        (
+            "slack",
+            "",
+            r#"{"type":"event_callback"}"#.into(),
+            vec![],
+            "EventCallback",
+        ),
+        (
+            "stripe",
+            "",
+            r#"{"id":"evt_1","type":"invoice.paid"}"#.into(),
+            vec![],
+            "InvoicePaid",
+        ),
+        (
+            "standard-webhooks",
+            "",
+            r#"{"type":"user.created"}"#.into(),
+            vec![],
+            "UserCreated",
+        ),
+        (
+            "shopify",
+            "",
+            r#"{"id":1}"#.into(),
+            vec!["--header".into(), "X-Shopify-Topic: orders/create".into()],
+            "OrdersCreate",
+        ),
+        (
+            "gitlab",
+            "",
+            r#"{"object_kind":"push"}"#.into(),
+            vec!["--header".into(), "X-Gitlab-Event: Push Hook".into()],
+            "PushHook",
+        ),
+        (
+            "generic-hmac",
+            generic,
+            r#"{"type":"thing.happened"}"#.into(),
+            vec!["--generic-hmac".into(), layout_path.clone()],
+            "ThingHappened",
+        ),
+    ];
+    let mut receivers = Vec::new();
+    for (provider, extra, _, _, _) in &cases {
+        let name = format!("p-{provider}");
+        ns.apply_webhook(&format!(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\n\
+             spec: {{path: /{name}, provider: {provider}{extra}}}\n"
+        ))
+        .await;
+        receivers.push(name);
+    }
+    for ((provider, extra, body, args, reason), name) in cases.iter().zip(&receivers) {
+        let (url, secret) = ready_receiver(&ns, name, provider, extra).await;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = send_eventually(&url, provider, secret.path(), body, &args);
+        assert_eq!(out, r#"200 {"events":1,"status":"recorded"}"#, "{provider}");
+        let recorded = recorded_reasons(&ns, name).await;
+        assert_eq!(recorded.len(), 1, "{provider}: {recorded:?}");
+        assert_eq!(recorded[0].0, *reason, "{provider}");
+        // and a wrong secret is refused
+        let wrong = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            wrong.path(),
+            "whsec_d3Jvbmctc2VjcmV0LXZhbHVlLTAxMjM0NTY3ODk=",
+        )
+        .unwrap();
+        let (ok, out) = send(&url, provider, wrong.path(), body, &args);
+        assert!(!ok && out.starts_with("401"), "{provider}: {out}");
+    }
+}
