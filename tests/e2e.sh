@@ -15,7 +15,7 @@ status=0
 # Tests share one operator; each works in its own namespace.
 cargo test -p hookwarden-tests --test operator -- --test-threads="${E2E_THREADS:-4}" || status=$?
 # Deliveries through the receivers' Services, signed by `hookwarden-receiver send`.
-HOOKWARDEN_RECEIVER_BIN=${PROFILE_DIR:-target/debug}/hookwarden-receiver \
+HOOKWARDEN_RECEIVER_BIN=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver \
   cargo test -p hookwarden-tests --test deliveries -- --test-threads="${E2E_THREADS:-4}" || status=$?
 # Deletes an operator pod, so it runs alone.
 cargo test -p hookwarden-tests --test leader || status=$?
