@@ -162,17 +162,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
-    }
+    hookwarden_receiver::server::shutdown_signal().await;
     info!("shutdown requested");
 }

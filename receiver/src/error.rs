@@ -17,8 +17,6 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("server failed: {0}")]
-    Serve(std::io::Error),
     #[error("cannot send: {0}")]
     Send(String),
 }
@@ -31,7 +29,6 @@ impl Error {
             Error::Config(_) => "config",
             Error::SecretFile { .. } => "secret_file",
             Error::Listen { .. } => "listen",
-            Error::Serve(_) => "serve",
             Error::Send(_) => "send",
         }
     }

@@ -313,6 +313,11 @@ fn delivery_key(verified: &Verified, body: &[u8]) -> Key {
     h.finalize().into()
 }
 
+/// A client must send its request headers within this time, or the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long in-flight deliveries may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
 pub async fn serve(config: ReceiverConfig) -> Result<()> {
     let needs_api = config.sinks.events || config.sinks.config_map.is_some();
@@ -333,12 +338,7 @@ pub async fn serve(config: ReceiverConfig) -> Result<()> {
     tokio::spawn(state.secrets.clone().refresh_every(Duration::from_secs(5)));
 
     let metrics_addr = state.config.metrics_listen;
-    let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: metrics_addr,
-            source,
-        })?;
+    let metrics_listener = bind(metrics_addr).await?;
     let metrics = metrics_app(state.metrics.clone());
     tokio::spawn(async move {
         if let Err(error) = axum::serve(metrics_listener, metrics).await {
@@ -347,17 +347,70 @@ pub async fn serve(config: ReceiverConfig) -> Result<()> {
     });
 
     let addr = state.config.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })?;
+    let listener = bind(addr).await?;
     tracing::info!(%addr, path = %state.config.path, provider = %state.config.provider, "receiver listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(Error::Serve)
+    serve_on(listener, app(state), shutdown_signal()).await;
+    Ok(())
 }
 
-async fn shutdown_signal() {
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; then stops accepting and waits
+/// up to [`SHUTDOWN_GRACE`] for requests in flight. Clients that do not send their headers
+/// within [`HEADER_READ_TIMEOUT`] are disconnected.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(router.clone());
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(error) = conn.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the shutdown grace period");
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -370,5 +423,4 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

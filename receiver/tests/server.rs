@@ -289,3 +289,95 @@ async fn a_rotated_secret_is_picked_up() {
         StatusCode::OK
     );
 }
+
+struct SlowSink(std::time::Duration);
+
+impl Sink for SlowSink {
+    fn record<'a>(
+        &'a self,
+        _: &'a Delivery,
+        _: tokio::time::Instant,
+    ) -> BoxFuture<'a, Result<(), RecordError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.0).await;
+            Ok(())
+        })
+    }
+}
+
+async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(request).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn http_request(req: &Request<Body>, body: &str) -> Vec<u8> {
+    let mut text = format!(
+        "POST /hook HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in req.headers() {
+        text.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    text.into_bytes()
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_deliveries_finish() {
+    let mut h = harness(Provider::Opal, &[]);
+    h.state.sinks = Arc::new(Sinks(vec![Arc::new(SlowSink(
+        std::time::Duration::from_millis(800),
+    ))]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(hookwarden_receiver::server::serve_on(
+        listener,
+        app(h.state.clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let request = http_request(&signed(Provider::Opal, BODY, NOW), BODY);
+    let in_flight = tokio::spawn(async move { raw_request(addr, &request).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+    let answer = in_flight.await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+    // and nothing new is accepted
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let h = harness(Provider::Opal, &[]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(hookwarden_receiver::server::serve_on(
+        listener,
+        app(h.state.clone()),
+        std::future::pending(),
+    ));
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        raw_request(addr, b"POST /hook HTTP/1.1\r\nHost: x\r\nX-Opal-Sig"),
+    )
+    .await
+    .expect("the server must close a connection whose headers never end");
+    assert!(answer.map(|a| !a.contains("200")).unwrap_or(true));
+    assert!(
+        started.elapsed()
+            >= hookwarden_receiver::server::HEADER_READ_TIMEOUT
+                - std::time::Duration::from_millis(100)
+    );
+}
