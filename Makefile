@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test lint unit e2e demo crds cluster-up cluster-down cluster-status images install clean
+.PHONY: all build test lint unit e2e demo crds bench fuzz cluster-up cluster-down cluster-status images install clean
 
 all: build
 
@@ -30,6 +30,16 @@ demo:
 ## Regenerate crds/ from the Rust types (a unit test fails when it is stale).
 crds:
 	$(CARGO) run -q -p hookwarden-operator -- crd > crds/webhooks.hookwarden.io.yaml
+
+## The receiver's speed and footprint against a bare axum server (see bench/run.sh).
+bench:
+	bench/run.sh
+
+## Fuzz every header, payload and config parser for FUZZ_SECONDS each, growing the kept
+## corpus in receiver/fuzz/corpus (replayed by `make unit`). Installs cargo-fuzz if needed.
+FUZZ_SECONDS ?= 300
+fuzz:
+	receiver/fuzz/run.sh $(FUZZ_SECONDS)
 
 cluster-up:
 	tests/cluster/cluster.sh up

@@ -113,14 +113,23 @@ pub fn receiver_config(webhook: &Webhook, spec: &ValidSpec) -> Result<ReceiverCo
         path: spec.path.clone(),
         provider: spec.provider,
         event_types: spec.event_types.clone(),
-        secret_files: vec![format!("{SECRETS_DIR}/0/{}", names::GENERATED_SECRET_KEY).into()],
+        secret_files: (0..spec.secrets().count())
+            .map(|i| secret_file(i).into())
+            .collect(),
         sinks: SinksConfig {
             events: spec.events,
             config_map: spec.config_map.clone(),
             forward: spec.forward.clone().map(|url| ForwardConfig { url }),
         },
         generic_hmac: spec.generic_hmac.clone(),
+        limits: spec.limits.clone(),
     })
+}
+
+/// Where the receiver reads the `i`th active secret: one directory per secret, so that each
+/// is its own Secret volume and follows in-place updates of that Secret.
+fn secret_file(i: usize) -> String {
+    format!("{SECRETS_DIR}/{i}/{}", names::GENERATED_SECRET_KEY)
 }
 
 /// Builds every child of `webhook`.
@@ -308,20 +317,21 @@ fn deployment(
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
                 name: "config".into(),
                 mount_path: CONFIG_DIR.into(),
                 read_only: Some(true),
                 ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "secret-0".into(),
-                mount_path: format!("{SECRETS_DIR}/0"),
+            })
+            .chain((0..spec.secrets().count()).map(|i| VolumeMount {
+                name: format!("secret-{i}"),
+                mount_path: format!("{SECRETS_DIR}/{i}"),
                 read_only: Some(true),
                 ..VolumeMount::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         ..Container::default()
     };
 
@@ -363,21 +373,21 @@ fn deployment(
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    volumes: Some(vec![
-                        Volume {
+                    volumes: Some(
+                        std::iter::once(Volume {
                             name: "config".into(),
                             config_map: Some(ConfigMapVolumeSource {
                                 name: names::receiver_config(&o.name),
                                 ..ConfigMapVolumeSource::default()
                             }),
                             ..Volume::default()
-                        },
-                        Volume {
-                            name: "secret-0".into(),
+                        })
+                        .chain(spec.secrets().enumerate().map(|(i, s)| Volume {
+                            name: format!("secret-{i}"),
                             secret: Some(SecretVolumeSource {
-                                secret_name: Some(spec.secret.name().into()),
+                                secret_name: Some(s.name().into()),
                                 items: Some(vec![KeyToPath {
-                                    key: spec.secret.key().into(),
+                                    key: s.key().into(),
                                     path: names::GENERATED_SECRET_KEY.into(),
                                     ..KeyToPath::default()
                                 }]),
@@ -385,8 +395,9 @@ fn deployment(
                                 ..SecretVolumeSource::default()
                             }),
                             ..Volume::default()
-                        },
-                    ]),
+                        }))
+                        .collect(),
+                    ),
                     node_selector: settings.node_selector.clone(),
                     tolerations: settings.tolerations.clone(),
                     affinity: settings.affinity.clone(),
@@ -470,7 +481,9 @@ mod tests {
             provider: "opal".into(),
             event_types: vec![],
             secret_ref: None,
+            additional_secret_refs: vec![],
             generic_hmac: None,
+            limits: None,
             sinks: Some(Sinks {
                 events: Some(true),
                 config_map: Some(ConfigMapSink {

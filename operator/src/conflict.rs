@@ -101,9 +101,11 @@ mod tests {
                 provider: provider.into(),
                 event_types: types.iter().map(|s| s.to_string()).collect(),
                 secret_ref: None,
+                additional_secret_refs: vec![],
                 sinks: None,
                 receiver: None,
                 generic_hmac: None,
+                limits: None,
             },
         );
         w.metadata.namespace = Some("ns".into());

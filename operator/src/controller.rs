@@ -291,6 +291,22 @@ async fn check_secret(
             Some(name.to_string())
         }
     };
+    for (i, extra) in spec.additional_secrets.iter().enumerate() {
+        let (name, key) = (extra.name(), extra.key());
+        match secrets.get_opt(name).await? {
+            None => {
+                return Ok(SecretCheck::Missing(format!(
+                    "Secret {name:?} (spec.additionalSecretRefs[{i}].name) does not exist in namespace {namespace:?}"
+                )));
+            }
+            Some(found) if !has_key(&found, key) => {
+                return Ok(SecretCheck::Missing(format!(
+                    "Secret {name:?} (spec.additionalSecretRefs[{i}]) has no key {key:?}"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
     Ok(SecretCheck::Ready { generated })
 }
 

@@ -54,6 +54,14 @@ pub struct WebhookSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
 
+    /// More active signing secrets, for rotation without a missed delivery: a delivery that
+    /// verifies under any secret is accepted. Add the new secret here, switch the sender to
+    /// it, then remove the old one. A Secret's value changed in place reaches running
+    /// receivers within about a minute, without a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub additional_secret_refs: Vec<SecretKeyRef>,
+
     /// Where verified deliveries are recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sinks: Option<Sinks>,
@@ -65,6 +73,35 @@ pub struct WebhookSpec {
     /// The signature layout, for provider `generic-hmac` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic_hmac: Option<GenericHmac>,
+
+    /// Limits against abuse and slow senders; each has a default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<WebhookLimits>,
+}
+
+/// Limits of the receiver. Unset fields take the default given.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookLimits {
+    /// Largest delivery body accepted, in bytes; larger ones are answered 413. Default:
+    /// 1048576 (1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16_777_216))]
+    pub max_body_bytes: Option<u32>,
+    /// Signed timestamps further than this in the past or future are refused. Default: 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86_400))]
+    pub replay_window_seconds: Option<u32>,
+    /// Deliveries each receiver pod handles at once; more are answered 503 with
+    /// `Retry-After`. Default: 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65_536))]
+    pub max_concurrent_deliveries: Option<u32>,
+    /// Time from request to answer; keep it below the sender's deadline (Opal waits 10 s,
+    /// Membrane 30 s). Default: 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 60))]
+    pub request_timeout_seconds: Option<u32>,
 }
 
 fn provider_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -5,9 +5,9 @@
 //! combinations) is checked here, and a failure becomes `Ready=False`, reason
 //! `InvalidSpec`, with a message that says what to fix.
 
-use hookwarden_receiver::config::{ConfigMapMode, ConfigMapSinkConfig, Provider};
+use hookwarden_receiver::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provider};
 
-use crate::crd::WebhookSpec;
+use crate::crd::{WebhookLimits, WebhookSpec};
 use crate::names;
 
 /// Event types Opal sends (../shared/seeds: Opal webhooks).
@@ -25,6 +25,9 @@ pub const MEMBRANE_EVENT_TYPES: [&str; 3] =
     ["user-invited-to-org", "org-access-requested", "org-created"];
 
 /// Paths the receiver serves itself.
+/// Secrets beyond `secretRef` a Webhook may name; rotation needs one, a few is plenty.
+const MAX_ADDITIONAL_SECRETS: usize = 4;
+
 const RESERVED_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Where the signing secret comes from.
@@ -58,14 +61,22 @@ pub struct ValidSpec {
     pub provider: Provider,
     pub event_types: Vec<String>,
     pub secret: SecretSource,
+    /// `spec.additionalSecretRefs`, in order.
+    pub additional_secrets: Vec<SecretSource>,
     pub events: bool,
     pub config_map: Option<ConfigMapSinkConfig>,
     pub forward: Option<String>,
     pub replicas: i32,
     pub generic_hmac: Option<hookwarden_receiver::signature::GenericHmac>,
+    pub limits: Limits,
 }
 
 impl ValidSpec {
+    /// Every active signing secret: the main one first, then the additional ones.
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretSource> {
+        std::iter::once(&self.secret).chain(&self.additional_secrets)
+    }
+
     /// The event types this Webhook claims from its sender: its own list, or every type
     /// the sender has when the list is empty.
     pub fn claimed_event_types(&self) -> Vec<&str> {
@@ -149,6 +160,34 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
         }
     };
 
+    let mut additional_secrets = Vec::new();
+    for (i, r) in spec.additional_secret_refs.iter().enumerate() {
+        let field = format!("spec.additionalSecretRefs[{i}]");
+        if let Err(p) = names::check_dns_subdomain(&format!("{field}.name"), &r.name) {
+            problems.push(p);
+        }
+        if let Err(p) = check_secret_key(&r.key) {
+            problems.push(format!("{field}: {p}"));
+        }
+        let source = SecretSource::Referenced {
+            name: r.name.clone(),
+            key: r.key.clone(),
+        };
+        if source == secret || additional_secrets.contains(&source) {
+            problems.push(format!(
+                "{field} names Secret {:?} key {:?} a second time; remove it",
+                r.name, r.key
+            ));
+        }
+        additional_secrets.push(source);
+    }
+    if additional_secrets.len() > MAX_ADDITIONAL_SECRETS {
+        problems.push(format!(
+            "spec.additionalSecretRefs has {} entries; at most {MAX_ADDITIONAL_SECRETS} are allowed",
+            additional_secrets.len()
+        ));
+    }
+
     let sinks = spec.sinks.clone().unwrap_or_default();
     let events = sinks.events.unwrap_or(true);
     let config_map = sinks.config_map.map(|cm| {
@@ -218,19 +257,41 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
         _ => {}
     }
 
+    let limits = resolve_limits(spec.limits.clone().unwrap_or_default());
+    if let Some(p) = limits.problem() {
+        problems.push(format!("spec.{p}"));
+    }
+
     match (provider, problems.is_empty()) {
         (Some(provider), true) => Ok(ValidSpec {
             path: spec.path.clone(),
             provider,
             event_types,
             secret,
+            additional_secrets,
             events,
             config_map,
             forward,
             replicas,
             generic_hmac: spec.generic_hmac.clone(),
+            limits,
         }),
         _ => Err(problems.join("; ")),
+    }
+}
+
+/// The receiver's limits: the Webhook's where set, the receiver's defaults otherwise.
+fn resolve_limits(set: WebhookLimits) -> Limits {
+    let d = Limits::default();
+    Limits {
+        max_body_bytes: set.max_body_bytes.unwrap_or(d.max_body_bytes),
+        replay_window_seconds: set.replay_window_seconds.unwrap_or(d.replay_window_seconds),
+        max_concurrent_deliveries: set
+            .max_concurrent_deliveries
+            .unwrap_or(d.max_concurrent_deliveries),
+        request_timeout_seconds: set
+            .request_timeout_seconds
+            .unwrap_or(d.request_timeout_seconds),
     }
 }
 
@@ -297,9 +358,11 @@ mod tests {
             provider: provider.into(),
             event_types: vec![],
             secret_ref: None,
+            additional_secret_refs: vec![],
             sinks: None,
             receiver: None,
             generic_hmac: None,
+            limits: None,
         }
     }
 

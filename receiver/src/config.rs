@@ -160,6 +160,84 @@ pub struct ReceiverConfig {
     /// The layout of a `generic-hmac` sender's signature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic_hmac: Option<crate::signature::GenericHmac>,
+    /// Limits against abuse and slow senders.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Limits of one receiver. Every field has a default that suits Opal and Membrane.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Largest delivery body accepted, in bytes; larger ones are answered 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u32,
+    /// Signed timestamps further than this in the past or future are refused.
+    #[serde(default = "default_replay_window_seconds")]
+    pub replay_window_seconds: u32,
+    /// Deliveries handled at once; more are answered 503 with `Retry-After`.
+    #[serde(default = "default_max_concurrent_deliveries")]
+    pub max_concurrent_deliveries: u32,
+    /// Time a delivery may take from request to answer; keep it below the sender's deadline
+    /// (Opal waits 10 s). Recording gets this less one second.
+    #[serde(default = "default_request_timeout_seconds")]
+    pub request_timeout_seconds: u32,
+}
+
+pub const DEFAULT_MAX_BODY_BYTES: u32 = 1024 * 1024;
+
+fn default_max_body_bytes() -> u32 {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_replay_window_seconds() -> u32 {
+    300
+}
+fn default_max_concurrent_deliveries() -> u32 {
+    512
+}
+fn default_request_timeout_seconds() -> u32 {
+    8
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: default_max_body_bytes(),
+            replay_window_seconds: default_replay_window_seconds(),
+            max_concurrent_deliveries: default_max_concurrent_deliveries(),
+            request_timeout_seconds: default_request_timeout_seconds(),
+        }
+    }
+}
+
+impl Limits {
+    /// The whole request, from the first body byte to the answer.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_timeout_seconds.into())
+    }
+
+    /// The time the sinks get to confirm a write: a second less than the request timeout, so
+    /// the sender hears 503 from us rather than a timeout.
+    pub fn record_budget(&self) -> std::time::Duration {
+        self.request_timeout()
+            .saturating_sub(std::time::Duration::from_secs(1))
+    }
+
+    /// What is wrong with these limits, naming the field (`limits.<field>`), if anything.
+    pub fn problem(&self) -> Option<String> {
+        let problem = if self.max_body_bytes == 0 {
+            "maxBodyBytes must be at least 1"
+        } else if self.max_concurrent_deliveries == 0 {
+            "maxConcurrentDeliveries must be at least 1"
+        } else if !(2..=60).contains(&self.request_timeout_seconds) {
+            "requestTimeoutSeconds must be between 2 and 60"
+        } else if !(1..=86_400).contains(&self.replay_window_seconds) {
+            "replayWindowSeconds must be between 1 and 86400"
+        } else {
+            return None;
+        };
+        Some(format!("limits.{problem}"))
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -197,6 +275,7 @@ impl ReceiverConfig {
     pub fn scheme(&self) -> crate::signature::Scheme {
         crate::signature::Scheme {
             generic: self.generic_hmac.clone(),
+            tolerance_secs: self.limits.replay_window_seconds.into(),
             ..crate::signature::Scheme::new(self.provider)
         }
     }
@@ -219,6 +298,9 @@ impl ReceiverConfig {
                 "sinks records deliveries nowhere; enable events, or set configMap or forward"
                     .into(),
             ));
+        }
+        if let Some(problem) = self.limits.problem() {
+            return Err(Error::Config(problem));
         }
         if self.secret_files.is_empty() {
             return Err(Error::Config(
@@ -255,6 +337,7 @@ mod tests {
                 forward: None,
             },
             generic_hmac: None,
+            limits: Limits::default(),
         }
     }
 

@@ -6,6 +6,8 @@
 pub mod client;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod payload;
 pub mod replay;

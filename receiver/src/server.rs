@@ -29,14 +29,6 @@ use crate::secrets::{SecretState, SecretStore};
 use crate::signature::{Rejection, Scheme, Verified};
 use crate::sink::{Delivery, RecordError, Sinks};
 
-/// Largest delivery body accepted.
-pub const BODY_LIMIT: usize = 1024 * 1024;
-/// Below Opal's 10 s deadline, so a sender always gets an answer from us, not a timeout.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
-/// Time the sinks get to confirm a write, inside the request timeout.
-pub const RECORD_BUDGET: Duration = Duration::from_secs(7);
-/// Deliveries handled at once; more are shed with 503.
-pub const MAX_CONCURRENT: usize = 512;
 /// How long a recorded delivery is remembered for replay detection without a timestamp.
 pub const REPLAY_MEMORY_SECS: i64 = 24 * 3600;
 
@@ -82,6 +74,7 @@ impl AppState {
 /// The router: health endpoints and the one delivery path of this receiver.
 pub fn app(state: AppState) -> Router {
     let path = state.config.path.clone();
+    let limits = state.config.limits.clone();
     let delivery = post(deliver).layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -92,16 +85,16 @@ pub fn app(state: AppState) -> Router {
                 )
             }))
             .load_shed()
-            .concurrency_limit(MAX_CONCURRENT),
+            .concurrency_limit(limits.max_concurrent_deliveries as usize),
     );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(&path, delivery)
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes as usize))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
+            limits.request_timeout(),
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -284,7 +277,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Outcome 
     }
     let n = events.len();
     let delivery = Delivery { key, events };
-    let deadline = tokio::time::Instant::now() + RECORD_BUDGET;
+    let deadline = tokio::time::Instant::now() + state.config.limits.record_budget();
     match state.sinks.record(&delivery, deadline).await {
         Ok(()) => {
             state.replay.remember(key, now);

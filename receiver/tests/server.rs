@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use futures::future::BoxFuture;
-use hookwarden_receiver::config::{Provider, ReceiverConfig, SinksConfig, WebhookIdentity};
+use hookwarden_receiver::config::{Limits, Provider, ReceiverConfig, SinksConfig, WebhookIdentity};
 use hookwarden_receiver::server::{AppState, app};
 use hookwarden_receiver::signature::{Scheme, sign};
 use hookwarden_receiver::sink::{Delivery, RecordError, Sink, Sinks};
@@ -49,6 +49,10 @@ struct Harness {
 }
 
 fn harness(provider: Provider, event_types: &[&str]) -> Harness {
+    harness_with(provider, event_types, Limits::default())
+}
+
+fn harness_with(provider: Provider, event_types: &[&str], limits: Limits) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, SECRET).unwrap();
@@ -66,6 +70,7 @@ fn harness(provider: Provider, event_types: &[&str]) -> Harness {
         secret_files: vec![secret_file.clone()],
         sinks: SinksConfig::default(),
         generic_hmac: None,
+        limits,
     };
     let recorded = Arc::new(Recorded::default());
     let mut state = AppState::new(config, Sinks(vec![Arc::new(FakeSink(recorded.clone()))]));
@@ -197,6 +202,29 @@ async fn http_errors_are_the_usual_ones() {
     let (status, _, _) = send(&h, signed(Provider::Membrane, "", NOW)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(h.recorded.deliveries.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn limits_come_from_the_config() {
+    let limits = Limits {
+        max_body_bytes: 200,
+        replay_window_seconds: 30,
+        ..Limits::default()
+    };
+    let h = harness_with(Provider::Opal, &[], limits);
+    assert_eq!(
+        send(&h, signed(Provider::Opal, BODY, NOW)).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let small = r#"{"event_ts":1700000000,"organization_id":"o","events":[{"event_type":"USER_ADDED_TO_GROUP","group_type":"G","user_id":"u","group_id":"g"}]}"#;
+    assert!(small.len() < 200 && BODY.len() > 200);
+    assert_eq!(
+        send(&h, signed(Provider::Opal, small, NOW - 31)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "31 s old is outside a 30 s window"
+    );
+    let (status, _, body) = send(&h, signed(Provider::Opal, small, NOW - 29)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]

@@ -1,0 +1,4 @@
+//! See `hookwarden_receiver::fuzzing::config` for the property checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hookwarden_receiver::fuzzing::config(data));
