@@ -1,4 +1,9 @@
 //! The receiver's Prometheus metrics, served on their own port.
+//!
+//! The Webhook and provider are the same for every delivery a receiver sees, so they are
+//! constant labels of the registry; the per-delivery label is only the outcome.
+
+use std::borrow::Cow;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,47 +12,75 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeliveryLabels {
-    pub webhook: String,
-    pub provider: String,
+pub struct OutcomeLabel {
     /// `recorded`, `duplicate`, `ignored`, or why the delivery was refused.
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 pub struct Metrics {
     pub registry: Registry,
-    pub deliveries: Family<DeliveryLabels, Counter>,
-    pub latency: Histogram,
+    deliveries: Family<OutcomeLabel, Counter>,
+    latency: Histogram,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("hookwarden_receiver");
-        let deliveries = Family::<DeliveryLabels, Counter>::default();
-        let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        registry.register(
-            "deliveries",
-            "Deliveries by webhook, provider and outcome",
-            deliveries.clone(),
+impl Metrics {
+    /// Metrics of the receiver for `webhook` (as `namespace/name`) and `provider`.
+    pub fn new(webhook: &str, provider: &str) -> Self {
+        let mut root = Registry::with_prefix("hookwarden_receiver");
+        let registry = root.sub_registry_with_labels(
+            [
+                (Cow::Borrowed("webhook"), Cow::Owned(webhook.to_string())),
+                (Cow::Borrowed("provider"), Cow::Owned(provider.to_string())),
+            ]
+            .into_iter(),
         );
+        let deliveries = Family::<OutcomeLabel, Counter>::default();
+        let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register("deliveries", "Deliveries by outcome", deliveries.clone());
         registry.register(
             "delivery_duration_seconds",
             "Time from a delivery's arrival to its answer",
             latency.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
             deliveries,
             latency,
         }
     }
-}
 
-impl Metrics {
+    /// Counts one delivery with `outcome` that took `seconds`.
+    pub fn observe(&self, outcome: &'static str, seconds: f64) {
+        self.deliveries
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        self.latency.observe(seconds);
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_carry_webhook_provider_and_outcome() {
+        let m = Metrics::new("team-a/opal", "opal");
+        m.observe("recorded", 0.001);
+        m.observe("recorded", 0.001);
+        m.observe("bad_signature", 0.001);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"hookwarden_receiver_deliveries_total{webhook="team-a/opal",provider="opal",outcome="recorded"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"outcome="bad_signature"} 1"#), "{text}");
+        assert!(text.contains("hookwarden_receiver_delivery_duration_seconds_count{"));
     }
 }

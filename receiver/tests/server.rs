@@ -409,3 +409,51 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
                 - std::time::Duration::from_millis(100)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn deliveries_beyond_the_concurrency_limit_are_shed_with_retry_after() {
+    let limits = Limits {
+        max_concurrent_deliveries: 1,
+        ..Limits::default()
+    };
+    let mut h = harness_with(Provider::Opal, &[], limits);
+    h.state.sinks = Arc::new(Sinks(vec![Arc::new(SlowSink(
+        std::time::Duration::from_secs(3),
+    ))]));
+    let router = app(h.state.clone());
+    let first = tokio::spawn(router.clone().oneshot(signed(Provider::Opal, BODY, NOW)));
+    // let the first delivery take the only permit
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let other = BODY.replace("r1", "r2");
+    let shed = router
+        .clone()
+        .oneshot(signed(Provider::Opal, &other, NOW))
+        .await
+        .unwrap();
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    // the permit is back
+    let again = router
+        .oneshot(signed(Provider::Opal, &other, NOW))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_not_recorded_within_the_request_timeout_gets_503() {
+    let limits = Limits {
+        request_timeout_seconds: 2,
+        ..Limits::default()
+    };
+    let mut h = harness_with(Provider::Opal, &[], limits);
+    h.state.sinks = Arc::new(Sinks(vec![Arc::new(SlowSink(
+        std::time::Duration::from_secs(60),
+    ))]));
+    let started = tokio::time::Instant::now();
+    let (status, headers, body) = send(&h, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(2));
+}
