@@ -622,6 +622,53 @@ mod tests {
     }
 
     #[test]
+    fn every_active_secret_is_a_volume_and_a_file_of_the_config() {
+        let mut spec = opal();
+        spec.secret_ref = Some(SecretKeyRef {
+            name: "opal-creds".into(),
+            key: "current".into(),
+        });
+        spec.additional_secret_refs = vec![SecretKeyRef {
+            name: "opal-creds".into(),
+            key: "next".into(),
+        }];
+        let c = build_for(spec);
+        let config = ReceiverConfig::from_yaml(&c.config.data.unwrap()[CONFIG_FILE_NAME]).unwrap();
+        assert_eq!(
+            config.secret_files,
+            [
+                std::path::PathBuf::from("/var/run/hookwarden/secrets/0/secret"),
+                std::path::PathBuf::from("/var/run/hookwarden/secrets/1/secret"),
+            ]
+        );
+        let pod = c.deployment.spec.unwrap().template.spec.unwrap();
+        let keys: Vec<(String, String)> = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .filter_map(|v| {
+                let s = v.secret?;
+                Some((v.name, s.items.unwrap()[0].key.clone()))
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("secret-0".to_string(), "current".to_string()),
+                ("secret-1".to_string(), "next".to_string())
+            ]
+        );
+        let mounts: Vec<String> = pod.containers[0]
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.mount_path)
+            .collect();
+        assert!(mounts.contains(&"/var/run/hookwarden/secrets/1".to_string()));
+    }
+
+    #[test]
     fn config_hash_rolls_pods_only_when_config_changes() {
         let hash_of = |spec: WebhookSpec| {
             let d = build_for(spec).deployment;

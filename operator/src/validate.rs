@@ -367,6 +367,39 @@ mod tests {
     }
 
     #[test]
+    fn additional_secrets_and_limits_are_checked() {
+        let mut s = spec("membrane", "/m");
+        let r = |name: &str, key: &str| SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        };
+        s.secret_ref = Some(r("creds", "a"));
+        s.additional_secret_refs = vec![r("creds", "b")];
+        let v = validate("w", &s).unwrap();
+        assert_eq!(v.secrets().count(), 2);
+        assert_eq!(v.limits, Limits::default());
+
+        s.additional_secret_refs = vec![r("creds", "a"), r("Bad_Name", "b")];
+        s.limits = Some(WebhookLimits {
+            request_timeout_seconds: Some(1),
+            ..WebhookLimits::default()
+        });
+        let err = validate("w", &s).unwrap_err();
+        assert!(err.contains("spec.additionalSecretRefs[0] names Secret \"creds\" key \"a\" a second time"), "{err}");
+        assert!(err.contains("spec.additionalSecretRefs[1].name"), "{err}");
+        assert!(err.contains("spec.limits.requestTimeoutSeconds"), "{err}");
+
+        s.additional_secret_refs = vec![];
+        s.limits = Some(WebhookLimits {
+            max_body_bytes: Some(4096),
+            ..WebhookLimits::default()
+        });
+        let v = validate("w", &s).unwrap();
+        assert_eq!(v.limits.max_body_bytes, 4096);
+        assert_eq!(v.limits.request_timeout_seconds, 8);
+    }
+
+    #[test]
     fn generic_hmac_needs_its_layout() {
         let err = validate("w", &spec("generic-hmac", "/g")).unwrap_err();
         assert!(err.contains("needs spec.genericHmac"), "{err}");

@@ -47,7 +47,8 @@ pub fn read_secret_file(path: &Path) -> Result<Secret> {
 /// The state of the secrets as last read: either every file read, or why not.
 #[derive(Debug, Clone)]
 pub enum SecretState {
-    Loaded(Vec<Secret>),
+    /// Shared, so that a request takes the current secrets without copying them.
+    Loaded(Arc<[Secret]>),
     Unavailable(String),
 }
 
@@ -72,8 +73,8 @@ impl SecretStore {
 
     /// Re-reads every file; returns whether the state changed.
     pub fn reload(&self) -> bool {
-        let next = match self.files.iter().map(|p| read_secret_file(p)).collect() {
-            Ok(secrets) => SecretState::Loaded(secrets),
+        let next = match self.files.iter().map(|p| read_secret_file(p)).collect::<Result<Vec<_>>>() {
+            Ok(secrets) => SecretState::Loaded(Arc::<[Secret]>::from(secrets)),
             Err(e) => SecretState::Unavailable(e.to_string()),
         };
         let mut state = match self.state.write() {

@@ -303,3 +303,100 @@ async fn every_other_provider_round_trips() {
         assert!(!ok && out.starts_with("401"), "{provider}: {out}");
     }
 }
+
+fn secret_object(name: &str, value: &str) -> Secret {
+    let mut data = std::collections::BTreeMap::new();
+    data.insert(
+        "secret".to_string(),
+        k8s_openapi::ByteString(value.as_bytes().to_vec()),
+    );
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn secret_file(value: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), value).unwrap();
+    file
+}
+
+/// Every active secret verifies; a Secret changed in place reaches the running pods through
+/// the kubelet's volume refresh, and the receiver follows without a restart.
+#[tokio::test]
+async fn secrets_rotate_without_a_restart() {
+    let ns = TestNamespace::new("rotate").await;
+    ns.apply(&secret_object("current", "current-secret-0123456789abcdef"))
+        .await;
+    ns.apply(&secret_object("next", "next-secret-0123456789abcdef"))
+        .await;
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: rot}\n\
+         spec: {path: /rot, provider: membrane, secretRef: {name: current, key: secret},\n\
+         additionalSecretRefs: [{name: next, key: secret}]}\n",
+    )
+    .await;
+    ns.webhook_ready("rot", "True", "ReceiverAvailable").await;
+    let svc: Service = ns.api().get("rot-receiver").await.unwrap();
+    let url = format!("http://{}/rot", svc.spec.unwrap().cluster_ip.unwrap());
+    let pods_before = receiver_pods(&ns, "rot").await;
+
+    let current = secret_file("current-secret-0123456789abcdef");
+    let next = secret_file("next-secret-0123456789abcdef");
+    let rotated = secret_file("rotated-secret-0123456789abcdef");
+    let out = send_eventually(&url, "membrane", current.path(), MEMBRANE[0], &[]);
+    assert!(out.starts_with("200"), "{out}");
+    let out = send_eventually(&url, "membrane", next.path(), MEMBRANE[1], &[]);
+    assert!(out.starts_with("200"), "{out}");
+    let (ok, out) = send(&url, "membrane", rotated.path(), MEMBRANE[2], &[]);
+    assert!(!ok && out.starts_with("401"), "not yet valid: {out}");
+
+    // Rotate `current` in place.
+    ns.apply(&secret_object("current", "rotated-secret-0123456789abcdef"))
+        .await;
+    eventually(
+        "the rotated secret to be accepted",
+        std::time::Duration::from_secs(180),
+        || async {
+            let (ok, out) = send(&url, "membrane", rotated.path(), MEMBRANE[2], &[]);
+            if ok { Ok(()) } else { Err(out) }
+        },
+    )
+    .await;
+    let (ok, out) = send(&url, "membrane", current.path(), MEMBRANE[2], &[]);
+    assert!(!ok && out.starts_with("401"), "old secret still valid: {out}");
+    let (ok, out) = send(&url, "membrane", next.path(), MEMBRANE[0], &[]);
+    assert!(ok, "additional secret no longer valid: {out}");
+    assert_eq!(
+        receiver_pods(&ns, "rot").await,
+        pods_before,
+        "the receiver pods were replaced or restarted"
+    );
+}
+
+/// (pod uid, container restart count) of a Webhook's receiver pods.
+async fn receiver_pods(ns: &TestNamespace, webhook: &str) -> Vec<(String, i32)> {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    let mut v: Vec<(String, i32)> = pods
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={webhook}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| {
+            let restarts = p
+                .status
+                .and_then(|s| s.container_statuses)
+                .map(|c| c.iter().map(|c| c.restart_count).sum())
+                .unwrap_or_default();
+            (p.metadata.uid.unwrap_or_default(), restarts)
+        })
+        .collect();
+    v.sort();
+    v
+}
