@@ -385,7 +385,12 @@ mod tests {
             ..WebhookLimits::default()
         });
         let err = validate("w", &s).unwrap_err();
-        assert!(err.contains("spec.additionalSecretRefs[0] names Secret \"creds\" key \"a\" a second time"), "{err}");
+        assert!(
+            err.contains(
+                "spec.additionalSecretRefs[0] names Secret \"creds\" key \"a\" a second time"
+            ),
+            "{err}"
+        );
         assert!(err.contains("spec.additionalSecretRefs[1].name"), "{err}");
         assert!(err.contains("spec.limits.requestTimeoutSeconds"), "{err}");
 

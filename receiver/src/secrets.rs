@@ -73,7 +73,12 @@ impl SecretStore {
 
     /// Re-reads every file; returns whether the state changed.
     pub fn reload(&self) -> bool {
-        let next = match self.files.iter().map(|p| read_secret_file(p)).collect::<Result<Vec<_>>>() {
+        let next = match self
+            .files
+            .iter()
+            .map(|p| read_secret_file(p))
+            .collect::<Result<Vec<_>>>()
+        {
             Ok(secrets) => SecretState::Loaded(Arc::<[Secret]>::from(secrets)),
             Err(e) => SecretState::Unavailable(e.to_string()),
         };

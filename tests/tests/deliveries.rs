@@ -369,7 +369,10 @@ async fn secrets_rotate_without_a_restart() {
     )
     .await;
     let (ok, out) = send(&url, "membrane", current.path(), MEMBRANE[2], &[]);
-    assert!(!ok && out.starts_with("401"), "old secret still valid: {out}");
+    assert!(
+        !ok && out.starts_with("401"),
+        "old secret still valid: {out}"
+    );
     let (ok, out) = send(&url, "membrane", next.path(), MEMBRANE[0], &[]);
     assert!(ok, "additional secret no longer valid: {out}");
     assert_eq!(
