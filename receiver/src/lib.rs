@@ -6,6 +6,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;

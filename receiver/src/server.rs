@@ -316,7 +316,15 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Outcome 
         return Outcome::Ignored;
     }
     let n = events.len();
-    let delivery = Delivery { key, events };
+    let delivery = Delivery {
+        key,
+        events,
+        body: body.clone(),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+    };
     let deadline = tokio::time::Instant::now() + state.config.limits.record_budget();
     match state.sinks.record(&delivery, deadline).await {
         Ok(()) => {

@@ -23,6 +23,10 @@ pub struct Delivery {
     /// The delivery's identity (see `replay`).
     pub key: Key,
     pub events: Vec<ReceivedEvent>,
+    /// The raw body the signature covered, for the `forward` sink.
+    pub body: axum::body::Bytes,
+    /// The sender's `Content-Type`, if it sent a readable one.
+    pub content_type: Option<String>,
 }
 
 /// Why a delivery could not be recorded. The sender gets 503 and may retry.
@@ -72,8 +76,16 @@ impl Sinks {
         if config.sinks.config_map.is_some() {
             sinks.push(Arc::new(Unsupported("configMap")));
         }
-        if config.sinks.forward.is_some() {
-            sinks.push(Arc::new(Unsupported("forward")));
+        if let Some(forward) = &config.sinks.forward {
+            match crate::forward::ForwardSink::new(&forward.url, &config.webhook) {
+                Ok(sink) => sinks.push(Arc::new(sink)),
+                Err(error) => {
+                    // A URL the operator let through but this build cannot use: refuse
+                    // every delivery rather than acknowledge what was not forwarded.
+                    tracing::error!(%error, "forward sink unusable; refusing deliveries");
+                    sinks.push(Arc::new(Unsupported("forward (invalid URL)")))
+                }
+            }
         }
         Sinks(sinks)
     }
