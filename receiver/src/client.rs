@@ -1,10 +1,11 @@
-//! `hookwarden-receiver send`: sign a body as a sender would and POST it, so users can test
-//! a receiver end to end (http or https, system CA roots).
+//! The receiver's HTTP client: `hookwarden-receiver send` (sign a body as a sender would and
+//! POST it, so users can test a receiver end to end) and the `forward` sink.
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::{Error, Result};
@@ -16,18 +17,26 @@ pub struct Answer {
     pub body: String,
 }
 
+/// An HTTP/1 client for `http://` and `https://` URLs, trusting the system's CA roots.
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Builds an [`HttpClient`]; fails only when the system's CA roots cannot be read.
+pub fn http_client() -> std::result::Result<HttpClient, String> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("cannot load CA roots: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
 /// POSTs `body` with `headers` to `url`.
 pub async fn post(url: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Answer> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| Error::Send(format!("invalid URL {url:?}: {e}")))?;
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| Error::Send(format!("cannot load CA roots: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let client = http_client().map_err(Error::Send)?;
     let mut req = Request::post(uri);
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());

@@ -12,24 +12,19 @@ use axum::body::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use crate::config::WebhookIdentity;
 use crate::error::{Error, Result};
-use crate::sink::{Delivery, RecordError, Sink};
+use crate::sink::{Delivery, Failure, RecordError, Sink, retry_until};
 
 pub const WEBHOOK_HEADER: &str = "x-hookwarden-webhook";
 pub const DELIVERY_HEADER: &str = "x-hookwarden-delivery";
 pub const EVENT_TYPES_HEADER: &str = "x-hookwarden-event-types";
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// Forwards verified deliveries to one URL, reusing connections.
 pub struct ForwardSink {
-    client: HttpsClient,
+    client: crate::client::HttpClient,
     url: Uri,
     webhook: String,
 }
@@ -44,14 +39,8 @@ impl ForwardSink {
                 "sinks.forward.url {url} must be an http:// or https:// URL"
             )));
         }
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| Error::Config(format!("cannot load CA roots: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(ForwardSink {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: crate::client::http_client().map_err(Error::Config)?,
             url,
             webhook: format!("{}/{}", webhook.namespace, webhook.name),
         })
@@ -78,13 +67,10 @@ impl ForwardSink {
             .map_err(|e| RecordError::Refused(format!("cannot forward: {e}")))
     }
 
-    async fn attempt(&self, delivery: &Delivery) -> Attempt {
-        let request = match self.request(delivery) {
-            Ok(r) => r,
-            Err(e) => return Attempt::Final(e),
-        };
+    async fn attempt(&self, delivery: &Delivery) -> Result<(), Failure> {
+        let request = self.request(delivery).map_err(Failure::Final)?;
         match self.client.request(request).await {
-            Err(e) => Attempt::Retry(format!("application unreachable: {e}")),
+            Err(e) => Err(Failure::Transient(format!("application unreachable: {e}"))),
             Ok(response) => {
                 let status = response.status();
                 // Drain the answer so the connection can be reused.
@@ -95,23 +81,17 @@ impl ForwardSink {
     }
 }
 
-enum Attempt {
-    Done,
-    Retry(String),
-    Final(RecordError),
-}
-
 /// 2xx is the acknowledgement; 429 and 5xx may pass; any other answer is the
 /// application's refusal.
-fn classify(status: StatusCode) -> Attempt {
+fn classify(status: StatusCode) -> Result<(), Failure> {
     if status.is_success() {
-        Attempt::Done
+        Ok(())
     } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        Attempt::Retry(format!("application answered {status}"))
+        Err(Failure::Transient(format!("application answered {status}")))
     } else {
-        Attempt::Final(RecordError::Refused(format!(
+        Err(Failure::Final(RecordError::Refused(format!(
             "application answered {status}"
-        )))
+        ))))
     }
 }
 
@@ -121,24 +101,7 @@ impl Sink for ForwardSink {
         delivery: &'a Delivery,
         deadline: Instant,
     ) -> BoxFuture<'a, Result<(), RecordError>> {
-        Box::pin(async move {
-            let mut delay = std::time::Duration::from_millis(100);
-            loop {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                let last = match tokio::time::timeout(remaining, self.attempt(delivery)).await {
-                    Ok(Attempt::Done) => return Ok(()),
-                    Ok(Attempt::Final(e)) => return Err(e),
-                    Ok(Attempt::Retry(why)) => why,
-                    Err(_) => "the application did not answer in time".to_string(),
-                };
-                if Instant::now() + delay >= deadline {
-                    return Err(RecordError::Unavailable(last));
-                }
-                tracing::debug!(reason = %last, "forward failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(1));
-            }
-        })
+        Box::pin(retry_until(deadline, move || self.attempt(delivery)))
     }
 }
 
@@ -148,19 +111,19 @@ mod tests {
 
     #[test]
     fn only_2xx_acknowledges() {
-        assert!(matches!(classify(StatusCode::OK), Attempt::Done));
-        assert!(matches!(classify(StatusCode::ACCEPTED), Attempt::Done));
+        assert!(classify(StatusCode::OK).is_ok());
+        assert!(classify(StatusCode::ACCEPTED).is_ok());
         assert!(matches!(
             classify(StatusCode::SERVICE_UNAVAILABLE),
-            Attempt::Retry(_)
+            Err(Failure::Transient(_))
         ));
         assert!(matches!(
             classify(StatusCode::TOO_MANY_REQUESTS),
-            Attempt::Retry(_)
+            Err(Failure::Transient(_))
         ));
         assert!(matches!(
             classify(StatusCode::BAD_REQUEST),
-            Attempt::Final(RecordError::Refused(_))
+            Err(Failure::Final(RecordError::Refused(_)))
         ));
     }
 

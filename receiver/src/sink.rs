@@ -234,11 +234,21 @@ fn transient(e: &kube::Error) -> bool {
     }
 }
 
-/// Runs `op` until it succeeds, fails for good, or `deadline` passes.
-pub async fn with_retry<F, Fut>(deadline: Instant, mut op: F) -> Result<(), RecordError>
+/// Why one attempt to record failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// May go away by itself (unreachable, overloaded, 5xx): try again within the budget.
+    Transient(String),
+    /// Will not: give up now.
+    Final(RecordError),
+}
+
+/// Runs `op` until it succeeds, fails for good, or `deadline` passes, backing off from
+/// 100 ms to 1 s between attempts.
+pub async fn retry_until<F, Fut>(deadline: Instant, mut op: F) -> Result<(), RecordError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
 {
     let mut delay = Duration::from_millis(100);
     loop {
@@ -246,20 +256,40 @@ where
         if remaining.is_zero() {
             return Err(RecordError::Unavailable("deadline passed".into()));
         }
-        match tokio::time::timeout(remaining, op()).await {
+        let last = match tokio::time::timeout(remaining, op()).await {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) if !transient(&e) => return Err(RecordError::Refused(short(&e))),
-            Ok(Err(e)) => {
-                if Instant::now() + delay >= deadline {
-                    return Err(RecordError::Unavailable(short(&e)));
-                }
-                tracing::debug!(error = %e, "write failed; retrying");
-            }
+            Ok(Err(Failure::Final(e))) => return Err(e),
+            Ok(Err(Failure::Transient(why))) => why,
             Err(_) => return Err(RecordError::Unavailable("timed out".into())),
+        };
+        if Instant::now() + delay >= deadline {
+            return Err(RecordError::Unavailable(last));
         }
+        tracing::debug!(reason = %last, "write failed; retrying");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
     }
+}
+
+/// [`retry_until`] for a Kubernetes API call: 429, 5xx and connection errors are transient.
+pub async fn with_retry<F, Fut>(deadline: Instant, mut op: F) -> Result<(), RecordError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    retry_until(deadline, || {
+        let attempt = op();
+        async move {
+            attempt.await.map_err(|e| {
+                if transient(&e) {
+                    Failure::Transient(short(&e))
+                } else {
+                    Failure::Final(RecordError::Refused(short(&e)))
+                }
+            })
+        }
+    })
+    .await
 }
 
 fn short(e: &kube::Error) -> String {
