@@ -4,6 +4,7 @@
 //! `secrets` reads the signing secrets from mounted files.
 
 pub mod client;
+pub mod cmsink;
 pub mod config;
 pub mod error;
 pub mod forward;
@@ -17,5 +18,6 @@ pub mod server;
 pub mod signature;
 pub mod sink;
 pub mod telemetry;
+pub mod view;
 
 pub use error::{Error, Result};

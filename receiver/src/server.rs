@@ -307,6 +307,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Outcome 
         Err(e) => return Outcome::Malformed(e),
     };
     let accepted = &state.config.event_types;
+    let event_ts = parsed.event_ts;
     let events: Vec<_> = parsed
         .events
         .into_iter()
@@ -324,6 +325,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Outcome 
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(String::from),
+        event_ts,
     };
     let deadline = tokio::time::Instant::now() + state.config.limits.record_budget();
     match state.sinks.record(&delivery, deadline).await {

@@ -27,6 +27,8 @@ pub struct Delivery {
     pub body: axum::body::Bytes,
     /// The sender's `Content-Type`, if it sent a readable one.
     pub content_type: Option<String>,
+    /// The sender's event time, where it has one (Opal's `event_ts`): orders state changes.
+    pub event_ts: Option<i64>,
 }
 
 /// Why a delivery could not be recorded. The sender gets 503 and may retry.
@@ -73,8 +75,16 @@ impl Sinks {
                 None => sinks.push(Arc::new(Unsupported("events (no Kubernetes client)"))),
             }
         }
-        if config.sinks.config_map.is_some() {
-            sinks.push(Arc::new(Unsupported("configMap")));
+        if let Some(cm) = &config.sinks.config_map {
+            match &client {
+                Some(c) => sinks.push(Arc::new(crate::cmsink::ConfigMapSink::new(
+                    c.clone(),
+                    &config.webhook.namespace,
+                    &cm.name,
+                    cm.mode,
+                ))),
+                None => sinks.push(Arc::new(Unsupported("configMap (no Kubernetes client)"))),
+            }
         }
         if let Some(forward) = &config.sinks.forward {
             match crate::forward::ForwardSink::new(&forward.url, &config.webhook) {

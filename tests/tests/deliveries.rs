@@ -403,3 +403,142 @@ async fn receiver_pods(ns: &TestNamespace, webhook: &str) -> Vec<(String, i32)> 
     v.sort();
     v
 }
+
+/// The `state` view of the sink ConfigMap, parsed.
+async fn config_map_json(ns: &TestNamespace, name: &str, key: &str) -> serde_json::Value {
+    let cm: k8s_openapi::api::core::v1::ConfigMap = ns.api().get(name).await.unwrap();
+    let text = cm
+        .data
+        .unwrap_or_default()
+        .remove(key)
+        .unwrap_or_else(|| panic!("ConfigMap {name} has no key {key}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn opal_deliveries_become_configmap_state_once() {
+    let ns = TestNamespace::new("opal-state").await;
+    let (url, secret) = ready_receiver(
+        &ns,
+        "opal",
+        "opal",
+        ", sinks: {events: false, configMap: {name: opal-access}}",
+    )
+    .await;
+    let added = r#"{"event_ts":1643355000,"organization_id":"o","events":[
+{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"CUSTOM","user_id":"user@example.com","resource_id":"0eb35db24007c8148","access_level":"admin"},
+{"event_type":"USER_ADDED_TO_GROUP","group_type":"CONNECTOR_GROUP","user_id":"user@example.com","group_id":"00g1838z8y1VJcoTG5d7"},
+{"event_type":"RESOURCE_ADDED_TO_GROUP","group_type":"CONNECTOR_GROUP","resource_type":"CUSTOM","group_id":"00g1838z8y1VJcoTG5d7","resource_id":"0eb35db24007c8148"}]}"#;
+    let out = send_eventually(&url, "opal", secret.path(), added, &[]);
+    assert_eq!(out, r#"200 {"events":3,"status":"recorded"}"#);
+    let state = config_map_json(&ns, "opal-access", "opal.json").await;
+    assert_eq!(state["resourceAccess"][0]["userId"], "user@example.com");
+    assert_eq!(state["resourceAccess"][0]["accessLevel"], "admin");
+    assert_eq!(state["groupMembers"][0]["groupId"], "00g1838z8y1VJcoTG5d7");
+    assert_eq!(
+        state["groupResources"][0]["resourceId"],
+        "0eb35db24007c8148"
+    );
+
+    // The seed's six types, later: three removals and one more membership.
+    let out = send_eventually(&url, "opal", secret.path(), OPAL_ALL, &[]);
+    assert!(out.starts_with("200"), "{out}");
+    let state = config_map_json(&ns, "opal-access", "opal.json").await;
+    assert_eq!(
+        state["resourceAccess"].as_array().unwrap().len(),
+        0,
+        "{state}"
+    );
+    assert_eq!(
+        state["groupResources"].as_array().unwrap().len(),
+        0,
+        "{state}"
+    );
+    let members: Vec<&str> = state["groupMembers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["groupId"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["00g1835ro5hxRmpel5d7"], "{state}");
+
+    // A late delivery of the first, older changes does not bring them back.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let late = added.replace("1643355000", "1643355001");
+    let (ok, out) = send(&url, "opal", secret.path(), &late, &["--timestamp", &now]);
+    assert!(ok, "{out}");
+    let again = config_map_json(&ns, "opal-access", "opal.json").await;
+    assert_eq!(again["resourceAccess"], state["resourceAccess"], "{again}");
+    // The same delivery replayed: applied once (the bookkeeping remembers it).
+    let (ok, out) = send(&url, "opal", secret.path(), &late, &["--timestamp", &now]);
+    assert!(ok, "{out}");
+    let book = config_map_json(&ns, "opal-access", "hookwarden.json").await;
+    assert_eq!(book["applied"].as_array().unwrap().len(), 3, "{book}");
+}
+
+/// Two receiver pods, concurrent deliveries to one ConfigMap: every one applied, none lost.
+#[tokio::test]
+async fn concurrent_deliveries_through_two_replicas_lose_nothing() {
+    const N: usize = 16;
+    let ns = TestNamespace::new("cm-concurrent").await;
+    let (url, secret) = ready_receiver(
+        &ns,
+        "opal",
+        "opal",
+        ", receiver: {replicas: 2}, sinks: {events: false, configMap: {name: opal-access}}",
+    )
+    .await;
+    // both pods ready
+    eventually(
+        "two receiver pods",
+        std::time::Duration::from_secs(120),
+        || async {
+            let d: k8s_openapi::api::apps::v1::Deployment =
+                ns.api().get("opal-receiver").await.unwrap();
+            match d.status.and_then(|s| s.ready_replicas) {
+                Some(2) => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+    let path = secret.path().to_path_buf();
+    let handles: Vec<_> = (0..N)
+        .map(|i| {
+            let (url, path) = (url.clone(), path.clone());
+            std::thread::spawn(move || {
+                let body = format!(
+                    r#"{{"event_ts":{},"organization_id":"o","events":[{{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"CUSTOM","user_id":"user{i}@example.com","resource_id":"r1","access_level":"admin"}}]}}"#,
+                    1_700_000_000 + i
+                );
+                // As a sender would: retry what was not acknowledged.
+                for _ in 0..10 {
+                    let (ok, out) = send(&url, "opal", &path, &body, &[]);
+                    if ok {
+                        return out;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                panic!("delivery {i} never acknowledged");
+            })
+        })
+        .collect();
+    for h in handles {
+        let out = h.join().unwrap();
+        assert!(out.starts_with("200"), "{out}");
+    }
+    let state = config_map_json(&ns, "opal-access", "opal.json").await;
+    let mut users: Vec<&str> = state["resourceAccess"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["userId"].as_str().unwrap())
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!(users.len(), N, "{state}");
+}
