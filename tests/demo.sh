@@ -28,8 +28,34 @@ kubectl -n "$NS" get deployments,pods,services,serviceaccounts,roles,rolebinding
   -l app.kubernetes.io/managed-by=hookwarden-operator
 echo; echo "== Status of the membrane Webhook"
 kubectl -n "$NS" get webhook membrane-orgs -o jsonpath='{.status}' | jq .
+# One signed delivery each, as Opal and Membrane sign them, through the receivers' Services.
+SEND=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver
+SECRETS=$(mktemp -d)
+trap 'rm -rf "$SECRETS"' EXIT
+kubectl -n "$NS" get secret opal-signing -o jsonpath='{.data.signing-secret}' | base64 -d >"$SECRETS/opal"
+kubectl -n "$NS" get secret membrane-orgs-signing-secret -o jsonpath='{.data.secret}' | base64 -d >"$SECRETS/membrane"
+url() { echo "http://$(kubectl -n "$NS" get service "$1-receiver" -o jsonpath='{.spec.clusterIP}')$2"; }
+send() { # send NAME PATH PROVIDER BODY: retries while a fresh Service rule settles
+  for _ in $(seq 20); do
+    if out=$("$SEND" send "$(url "$1" "$2")" --provider "$3" --secret-file "$SECRETS/$3" <<<"$4" 2>&1); then
+      echo "$3 delivery: $out"
+      return 0
+    fi
+    case $out in *"cannot send"*) sleep 1 ;; *) echo "$3 delivery refused: $out" >&2; return 1 ;; esac
+  done
+  echo "$3 receiver unreachable: $out" >&2
+  return 1
+}
+echo; echo "== Deliveries"
+send opal /opal opal "{\"event_ts\":$(date +%s),\"organization_id\":\"eec5dcd9-fb0a-4726-b283-4379b524a772\",\"events\":[{\"event_type\":\"USER_ADDED_TO_RESOURCE\",\"resource_type\":\"AWS_IAM_ROLE\",\"user_id\":\"user@example.com\",\"resource_id\":\"0eb35db24007c8148\",\"access_level\":\"admin\"},{\"event_type\":\"USER_ADDED_TO_GROUP\",\"group_type\":\"OKTA_GROUP\",\"user_id\":\"user@example.com\",\"group_id\":\"00g1835ro5hxRmpel5d7\"}]}"
+send membrane-orgs /membrane/orgs membrane '{"type":"org-created","name":"New Organization","workspaceName":"Main Workspace","orgId":"org456","org":{"id":"org456","name":"New Organization","domains":["company.com"]},"user":{"name":"Creator User","email":"creator@company.com"}}'
+
 echo; echo "== Events"
-kubectl -n "$NS" get events --field-selector involvedObject.kind=Webhook
+kubectl -n "$NS" get events --sort-by=.metadata.creationTimestamp
+echo; echo "== ConfigMap opal-access, key opal.json"
+kubectl -n "$NS" get configmap opal-access -o jsonpath='{.data.opal\.json}' | jq .
+echo; echo "== ConfigMap membrane-orgs, key membrane.json"
+kubectl -n "$NS" get configmap membrane-orgs -o jsonpath='{.data.membrane\.json}' | jq .
 cat <<EOT
 
 The cluster is still running: export KUBECONFIG=$KUBECONFIG

@@ -19,6 +19,9 @@ HOOKWARDEN_RECEIVER_BIN=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver \
   cargo test -p hookwarden-tests --test deliveries -- --test-threads="${E2E_THREADS:-4}" || status=$?
 # Deletes an operator pod, so it runs alone.
 cargo test -p hookwarden-tests --test leader || status=$?
+# Pauses the API server, so it runs alone, last.
+HOOKWARDEN_RECEIVER_BIN=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver \
+  cargo test -p hookwarden-tests --test outage || status=$?
 if [ "$status" != 0 ]; then
   echo "e2e: FAILED; operator logs follow" >&2
   kubectl -n hookwarden-system logs -l app.kubernetes.io/name=hookwarden-operator --tail=80 --prefix >&2 || true

@@ -9,11 +9,12 @@
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hookwarden_operator::crd::Webhook;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde::Serialize;
@@ -323,4 +324,96 @@ pub async fn can(
         .await
         .expect("SubjectAccessReview");
     answer.status.map(|s| s.allowed).unwrap_or(false)
+}
+
+// ---- deliveries ----
+
+/// The `hookwarden-receiver` binary the tests sign and send with.
+pub fn receiver_bin() -> PathBuf {
+    std::env::var_os("HOOKWARDEN_RECEIVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/debug/hookwarden-receiver"
+            ))
+        })
+}
+
+/// Runs `hookwarden-receiver send`; returns (exit ok, printed answer).
+pub fn send(
+    url: &str,
+    provider: &str,
+    secret_file: &std::path::Path,
+    body: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(receiver_bin())
+        .args(["send", url, "--provider", provider, "--secret-file"])
+        .arg(secret_file)
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hookwarden-receiver send");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text.trim().to_string())
+}
+
+/// Applies a Webhook recording to Events, waits until it is Ready, and returns its URL on
+/// the Service's ClusterIP and a file holding its generated secret.
+pub async fn ready_receiver(
+    ns: &TestNamespace,
+    name: &str,
+    provider: &str,
+    extra_spec: &str,
+) -> (String, tempfile::NamedTempFile) {
+    ns.apply_webhook(&format!(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\n\
+         spec: {{path: /{name}, provider: {provider}{extra_spec}}}\n"
+    ))
+    .await;
+    ns.webhook_ready(name, "True", "ReceiverAvailable").await;
+    let secret: Secret = ns
+        .api()
+        .get(&format!("{name}-signing-secret"))
+        .await
+        .unwrap();
+    let value = &secret.data.unwrap()["secret"].0;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), value).unwrap();
+    let svc: Service = ns.api().get(&format!("{name}-receiver")).await.unwrap();
+    let ip = svc.spec.unwrap().cluster_ip.unwrap();
+    (format!("http://{ip}/{name}"), file)
+}
+
+/// The first delivery after a pod turns Ready can meet a Service rule not yet in place.
+pub fn send_eventually(
+    url: &str,
+    provider: &str,
+    file: &std::path::Path,
+    body: &str,
+    extra: &[&str],
+) -> String {
+    for _ in 0..20 {
+        let (ok, out) = send(url, provider, file, body, extra);
+        if ok {
+            return out;
+        }
+        if !out.contains("cannot send") {
+            panic!("delivery refused: {out}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("receiver at {url} never answered");
 }

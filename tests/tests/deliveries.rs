@@ -3,8 +3,6 @@
 //! receiver under its own ServiceAccount.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-
 use hookwarden_tests::*;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::ListParams;
@@ -24,74 +22,6 @@ const MEMBRANE: [&str; 3] = [
     r#"{"type":"org-created","name":"New Organization","workspaceName":"Main Workspace","orgId":"org456","org":{"id":"org456","name":"New Organization","domains":["company.com"],"trialEndDate":"2025-05-23"},"user":{"name":"Creator User","email":"creator@company.com"}}"#,
 ];
 
-fn receiver_bin() -> PathBuf {
-    std::env::var_os("HOOKWARDEN_RECEIVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/debug/hookwarden-receiver"
-            ))
-        })
-}
-
-/// Runs `hookwarden-receiver send`; returns (exit ok, printed answer).
-fn send(
-    url: &str,
-    provider: &str,
-    secret_file: &std::path::Path,
-    body: &str,
-    extra: &[&str],
-) -> (bool, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(receiver_bin())
-        .args(["send", url, "--provider", provider, "--secret-file"])
-        .arg(secret_file)
-        .args(extra)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run hookwarden-receiver send");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text.trim().to_string())
-}
-
-/// Applies a Webhook recording to Events, waits until it is Ready, and returns its URL on
-/// the Service's ClusterIP and a file holding its generated secret.
-async fn ready_receiver(
-    ns: &TestNamespace,
-    name: &str,
-    provider: &str,
-    extra_spec: &str,
-) -> (String, tempfile::NamedTempFile) {
-    ns.apply_webhook(&format!(
-        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\n\
-         spec: {{path: /{name}, provider: {provider}{extra_spec}}}\n"
-    ))
-    .await;
-    ns.webhook_ready(name, "True", "ReceiverAvailable").await;
-    let secret: Secret = ns
-        .api()
-        .get(&format!("{name}-signing-secret"))
-        .await
-        .unwrap();
-    let value = &secret.data.unwrap()["secret"].0;
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), value).unwrap();
-    let svc: Service = ns.api().get(&format!("{name}-receiver")).await.unwrap();
-    let ip = svc.spec.unwrap().cluster_ip.unwrap();
-    (format!("http://{ip}/{name}"), file)
-}
-
 async fn recorded_reasons(ns: &TestNamespace, webhook: &str) -> Vec<(String, String)> {
     let api: kube::Api<k8s_openapi::api::events::v1::Event> = ns.api();
     let mut v: Vec<(String, String)> = api
@@ -105,27 +35,6 @@ async fn recorded_reasons(ns: &TestNamespace, webhook: &str) -> Vec<(String, Str
         .collect();
     v.sort();
     v
-}
-
-/// The first delivery after a pod turns Ready can meet a Service rule not yet in place.
-fn send_eventually(
-    url: &str,
-    provider: &str,
-    file: &std::path::Path,
-    body: &str,
-    extra: &[&str],
-) -> String {
-    for _ in 0..20 {
-        let (ok, out) = send(url, provider, file, body, extra);
-        if ok {
-            return out;
-        }
-        if !out.contains("cannot send") {
-            panic!("delivery refused: {out}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    panic!("receiver at {url} never answered");
 }
 
 #[tokio::test]
