@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test lint unit e2e demo crds bench fuzz cluster-up cluster-down cluster-status images install clean
+.PHONY: all build test lint unit e2e demo crds bench bench-sinks fuzz cluster-up cluster-down cluster-status images install clean
 
 all: build
 
@@ -34,6 +34,10 @@ crds:
 ## The receiver's speed and footprint against a bare axum server (see bench/run.sh).
 bench:
 	bench/run.sh
+
+## Deliveries through the receivers into the real API server, per sink (bench/sinks.sh).
+bench-sinks:
+	bench/sinks.sh
 
 ## Fuzz every header, payload and config parser for FUZZ_SECONDS each, growing the kept
 ## corpus in receiver/fuzz/corpus (replayed by `make unit`). Installs cargo-fuzz if needed.

@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 eval "$(tests/cluster/cluster.sh env)"
 # The cluster's own kubectl (1.20) serves when the machine has none.
 export PATH="$PATH:${HOOKWARDEN_CACHE:-$HOME/.cache/hookwarden}/k8s-1.20.2/bin"
-PROFILE_DIR=${PROFILE_DIR:-target/debug}
+# PROFILE=release builds the images from release binaries (the benchmarks do).
+PROFILE=${PROFILE:-dev}
+if [ "$PROFILE" = dev ]; then PROFILE_DIR=target/debug; else PROFILE_DIR=target/$PROFILE; fi
 
-echo "install: building binaries" >&2
-cargo build --bins -p hookwarden-operator -p hookwarden-receiver
+echo "install: building binaries ($PROFILE profile)" >&2
+cargo build --profile "$PROFILE" --bins -p hookwarden-operator -p hookwarden-receiver
 echo "install: building images" >&2
 tests/cluster/images.sh "$PROFILE_DIR"
 

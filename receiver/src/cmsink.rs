@@ -1,34 +1,165 @@
-//! The `configMap` sink: applies each delivery to one ConfigMap (see `view` for the layout)
-//! with optimistic concurrency: read, apply, replace at the read `resourceVersion`; a
-//! conflict (another replica wrote first) reads again, so no update is lost. A delivery
-//! applied before is recognised from the ConfigMap itself, so it applies once.
+//! The `configMap` sink: applies deliveries to one ConfigMap (see `view` for the layout) with
+//! optimistic concurrency: read, apply, replace at the read `resourceVersion`; a conflict
+//! (another replica wrote first) reads again, so no update is lost. A delivery applied
+//! before is recognised from the ConfigMap itself, so it applies once.
+//!
+//! Deliveries that arrive while a write is under way are coalesced: one writer task takes
+//! everything queued, applies it all and writes once, then answers each delivery. Under
+//! load that is one API write per batch instead of one per delivery, and no conflicts
+//! between deliveries of the same pod.
+
+use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::ConfigMapMode;
 use crate::sink::{Delivery, Failure, RecordError, Sink, retry_until};
 use crate::view;
 
+/// Deliveries waiting for the writer; more are refused at once (the sender retries).
+const QUEUE: usize = 1024;
+
+struct Job {
+    delivery: Delivery,
+    deadline: Instant,
+    done: oneshot::Sender<Result<(), RecordError>>,
+}
+
 pub struct ConfigMapSink {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl ConfigMapSink {
+    /// Starts the writer task; must be called inside a Tokio runtime.
+    pub fn new(client: kube::Client, namespace: &str, name: &str, mode: ConfigMapMode) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            mode,
+        };
+        tokio::spawn(writer.run(queue));
+        ConfigMapSink { jobs }
+    }
+}
+
+impl Sink for ConfigMapSink {
+    fn record<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<(), RecordError>> {
+        Box::pin(async move {
+            let (done, answer) = oneshot::channel();
+            let job = Job {
+                delivery: delivery.clone(),
+                deadline,
+                done,
+            };
+            if self.jobs.try_send(job).is_err() {
+                return Err(RecordError::Unavailable(
+                    "ConfigMap writer overloaded".into(),
+                ));
+            }
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(result)) => result,
+                // The writer may still record it; the sender's retry will then find it
+                // applied. What matters: no 2xx before the write is confirmed.
+                Ok(Err(_)) | Err(_) => Err(RecordError::Unavailable(
+                    "ConfigMap write not confirmed in time".into(),
+                )),
+            }
+        })
+    }
+}
+
+struct Writer {
     api: Api<ConfigMap>,
     name: String,
     mode: ConfigMapMode,
 }
 
-impl ConfigMapSink {
-    pub fn new(client: kube::Client, namespace: &str, name: &str, mode: ConfigMapMode) -> Self {
-        ConfigMapSink {
-            api: Api::namespaced(client, namespace),
-            name: name.into(),
-            mode,
+impl Writer {
+    async fn run(self, mut queue: mpsc::Receiver<Job>) {
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = queue.try_recv() {
+                batch.push(more);
+            }
+            let deadline = batch
+                .iter()
+                .map(|j| j.deadline)
+                .min()
+                .unwrap_or_else(Instant::now);
+            let deliveries: Vec<&Delivery> = batch.iter().map(|j| &j.delivery).collect();
+            let refused = std::sync::Mutex::new(BTreeMap::new());
+            let written = retry_until(deadline, || self.attempt(&deliveries, &refused)).await;
+            let mut refused = refused.into_inner().unwrap_or_else(|p| p.into_inner());
+            for (i, job) in batch.into_iter().enumerate() {
+                let result = match (&written, refused.remove(&i)) {
+                    (_, Some(e)) => Err(e),
+                    (Ok(()), None) => Ok(()),
+                    (Err(e), None) => Err(e.clone()),
+                };
+                let _ = job.done.send(result);
+            }
         }
     }
 
-    async fn attempt(&self, delivery: &Delivery) -> Result<(), Failure> {
-        let api_failure = |e: kube::Error| match &e {
+    /// Reads the ConfigMap, applies every delivery that fits (those that do not go into
+    /// `refused`, by index) and writes once.
+    fn attempt<'a>(
+        &'a self,
+        deliveries: &'a [&'a Delivery],
+        refused: &'a std::sync::Mutex<BTreeMap<usize, RecordError>>,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let mut failed = BTreeMap::new();
+            let mut cm = self
+                .api
+                .get(&self.name)
+                .await
+                .map_err(|e| self.failure(e))?;
+            let mut data = cm.data.take().unwrap_or_default();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default();
+            let mut changed = false;
+            for (i, delivery) in deliveries.iter().enumerate() {
+                let mut next = data.clone();
+                match view::apply(self.mode, &mut next, delivery, now) {
+                    Ok(applied) => {
+                        changed |= applied;
+                        data = next;
+                    }
+                    Err(e) => {
+                        tracing::warn!(configmap = %self.name, error = %e, "delivery cannot be applied to the ConfigMap");
+                        failed.insert(i, RecordError::Refused(e.to_string()));
+                    }
+                }
+            }
+            *refused.lock().unwrap_or_else(|p| p.into_inner()) = failed;
+            if !changed {
+                return Ok(());
+            }
+            cm.data = Some(data);
+            // `cm` carries the resourceVersion it was read at: the API server refuses the
+            // write with 409 if anyone wrote since, and the batch is applied again.
+            self.api
+                .replace(&self.name, &PostParams::default(), &cm)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.failure(e))
+        })
+    }
+
+    fn failure(&self, e: kube::Error) -> Failure {
+        match &e {
             kube::Error::Api(s) if s.code == 409 => {
                 Failure::Transient(format!("ConfigMap {} changed meanwhile", self.name))
             }
@@ -40,38 +171,6 @@ impl ConfigMapSink {
                 RecordError::Refused(format!("ConfigMap {}: {} {}", self.name, s.code, s.reason)),
             ),
             _ => Failure::Transient(e.to_string()),
-        };
-        let mut cm = self.api.get(&self.name).await.map_err(api_failure)?;
-        let mut data = cm.data.take().unwrap_or_default();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        match view::apply(self.mode, &mut data, delivery, now) {
-            Ok(false) => return Ok(()),
-            Ok(true) => {}
-            Err(e) => {
-                tracing::warn!(configmap = %self.name, error = %e, "delivery cannot be applied to the ConfigMap");
-                return Err(Failure::Final(RecordError::Refused(e.to_string())));
-            }
         }
-        cm.data = Some(data);
-        // `cm` carries the resourceVersion it was read at: the API server refuses the write
-        // with 409 if anyone wrote since.
-        self.api
-            .replace(&self.name, &PostParams::default(), &cm)
-            .await
-            .map(|_| ())
-            .map_err(api_failure)
-    }
-}
-
-impl Sink for ConfigMapSink {
-    fn record<'a>(
-        &'a self,
-        delivery: &'a Delivery,
-        deadline: Instant,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
-        Box::pin(retry_until(deadline, move || self.attempt(delivery)))
     }
 }
