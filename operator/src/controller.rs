@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{Metrics, ReadyLabels};
 use crate::names;
 use crate::secret;
-use crate::status::{self, Readiness, Reason};
+use crate::status::{self, Readiness, Reason, SinkUsage};
 use crate::validate::{SecretSource, ValidSpec, validate};
 
 /// How often a healthy Webhook is reconciled even without a change.
@@ -206,7 +206,15 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         Ok(spec) => spec,
         Err(message) => {
             let readiness = Readiness::new(Reason::InvalidSpec, message);
-            write_status(ctx, webhook, &readiness, None, previous_secret).await?;
+            write_status(
+                ctx,
+                webhook,
+                &readiness,
+                None,
+                previous_secret,
+                SinkUsage::Unknown,
+            )
+            .await?;
             return Ok(Action::await_change());
         }
     };
@@ -214,7 +222,15 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     let all = ctx.webhooks.state();
     if let Some(conflict) = find_conflict(webhook, &spec, all.iter().map(|w| w.as_ref())) {
         let readiness = Readiness::new(Reason::Conflict, conflict.message);
-        write_status(ctx, webhook, &readiness, None, previous_secret).await?;
+        write_status(
+            ctx,
+            webhook,
+            &readiness,
+            None,
+            previous_secret,
+            SinkUsage::Unknown,
+        )
+        .await?;
         return Ok(Action::await_change());
     }
 
@@ -222,7 +238,15 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         SecretCheck::Ready { generated } => generated,
         SecretCheck::Missing(message) => {
             let readiness = Readiness::new(Reason::SecretNotFound, message);
-            write_status(ctx, webhook, &readiness, None, previous_secret).await?;
+            write_status(
+                ctx,
+                webhook,
+                &readiness,
+                None,
+                previous_secret,
+                SinkUsage::Unknown,
+            )
+            .await?;
             return Ok(Action::requeue(SECRET_RETRY));
         }
     };
@@ -232,9 +256,17 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     apply(ctx, &namespace, &children.role).await?;
     apply(ctx, &namespace, &children.role_binding).await?;
     apply(ctx, &namespace, &children.config).await?;
-    if let Some(sink) = &children.sink {
-        apply(ctx, &namespace, sink).await?;
-    }
+    let sink_usage = match &children.sink {
+        Some(sink) => {
+            // The applied object comes back whole, with the data the receiver wrote.
+            let applied = apply(ctx, &namespace, sink).await?;
+            SinkUsage::Used {
+                name: applied.name_any(),
+                bytes: config_map_bytes(&applied),
+            }
+        }
+        None => SinkUsage::NoSink,
+    };
     remove_stale_sinks(ctx, webhook, &namespace, &spec).await?;
     apply(ctx, &namespace, &children.service).await?;
     let deployment = apply(ctx, &namespace, &children.deployment).await?;
@@ -246,9 +278,27 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         &readiness,
         children::url(webhook, &spec),
         generated,
+        sink_usage,
     )
     .await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// What a ConfigMap's data weighs against its 1 MiB limit.
+fn config_map_bytes(cm: &ConfigMap) -> usize {
+    let text: usize = cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    let binary: usize = cm
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.0.len())
+        .sum();
+    text + binary
 }
 
 /// Checks that the referenced Secret and key exist, or makes sure the generated one does.
@@ -384,6 +434,7 @@ async fn write_status(
     readiness: &Readiness,
     url: Option<String>,
     secret_name: Option<String>,
+    sink: SinkUsage,
 ) -> Result<()> {
     let previous = webhook.status.as_ref();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -393,8 +444,10 @@ async fn write_status(
         webhook.metadata.generation,
         url,
         secret_name,
-        now,
+        now.clone(),
     );
+    let (next, sink_nearly_full) =
+        status::with_sink_capacity(next, &sink, webhook.metadata.generation, now);
     if previous == Some(&next) {
         return Ok(());
     }
@@ -442,6 +495,25 @@ async fn write_status(
         };
         if let Err(error) = ctx.recorder.publish(&event, &webhook.object_ref(&())).await {
             // An Event is a courtesy: failing to publish one must not fail the reconcile.
+            warn!(%error, webhook = %name, namespace = %namespace, "cannot publish Event");
+        }
+    }
+    if sink_nearly_full {
+        let message = next
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::SINK_CAPACITY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        warn!(webhook = %name, namespace = %namespace, %message, "sink ConfigMap nearly full");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "SinkNearlyFull".into(),
+            note: Some(truncate(&message, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &webhook.object_ref(&())).await {
             warn!(%error, webhook = %name, namespace = %namespace, "cannot publish Event");
         }
     }

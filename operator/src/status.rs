@@ -7,6 +7,13 @@ use crate::crd::WebhookStatus;
 
 /// The condition type telling whether the receiver can take deliveries.
 pub const READY: &str = "Ready";
+/// The condition type telling whether the sink ConfigMap has room for more deliveries.
+pub const SINK_CAPACITY: &str = "SinkCapacity";
+/// A ConfigMap holds at most 1 MiB.
+pub const CONFIGMAP_LIMIT: usize = 1024 * 1024;
+/// Past this share of the limit, `SinkCapacity` turns False (the receiver itself refuses
+/// deliveries past 900 KiB).
+pub const NEARLY_FULL_PERCENT: usize = 75;
 
 /// Why a Webhook is, or is not, ready. The variant name is the condition's reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +151,74 @@ pub fn next_status(
     }
 }
 
+/// What this reconciliation learnt about the sink ConfigMap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkUsage {
+    /// Not looked at (the reconciliation stopped early): keep what status says.
+    Unknown,
+    /// The Webhook has no ConfigMap sink.
+    NoSink,
+    /// The sink ConfigMap `name` holds `bytes` of data.
+    Used { name: String, bytes: usize },
+}
+
+/// `status` with its `SinkCapacity` condition set from `usage`: True while the ConfigMap has
+/// room, False with reason `SinkNearlyFull` past [`NEARLY_FULL_PERCENT`] of the limit.
+/// Returns the status and whether the condition just turned False.
+pub fn with_sink_capacity(
+    mut status: WebhookStatus,
+    usage: &SinkUsage,
+    generation: Option<i64>,
+    now: Time,
+) -> (WebhookStatus, bool) {
+    let previous = status
+        .conditions
+        .iter()
+        .position(|c| c.type_ == SINK_CAPACITY)
+        .map(|i| status.conditions.remove(i));
+    let (name, bytes) = match usage {
+        SinkUsage::Unknown => {
+            status.conditions.extend(previous);
+            return (status, false);
+        }
+        SinkUsage::NoSink => return (status, false),
+        SinkUsage::Used { name, bytes } => (name, *bytes),
+    };
+    let percent = bytes * 100 / CONFIGMAP_LIMIT;
+    let full = percent >= NEARLY_FULL_PERCENT;
+    let (state, reason, message) = if full {
+        (
+            "False",
+            "SinkNearlyFull",
+            format!(
+                "ConfigMap {name} holds {bytes} bytes, {percent}% of the 1 MiB a ConfigMap can hold; \
+                 the receiver refuses deliveries that would take it past 900 KiB. Use mode latest \
+                 or log, or split the event types across Webhooks with their own ConfigMaps"
+            ),
+        )
+    } else {
+        (
+            "True",
+            "CapacityAvailable",
+            format!("ConfigMap {name} holds {bytes} bytes, {percent}% of the 1 MiB limit"),
+        )
+    };
+    let last_transition_time = match &previous {
+        Some(p) if p.status == state => p.last_transition_time.clone(),
+        _ => now,
+    };
+    let turned_full = full && previous.as_ref().is_none_or(|p| p.status != "False");
+    status.conditions.push(Condition {
+        type_: SINK_CAPACITY.into(),
+        status: state.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    });
+    (status, turned_full)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +278,51 @@ mod tests {
         // unchanged inputs give an identical status, so nothing needs writing
         let s4 = next_status(Some(&s3), &ready, Some(2), Some("u".into()), None, t(40));
         assert_eq!(s3, s4);
+    }
+
+    #[test]
+    fn sink_capacity_turns_false_when_nearly_full_and_back() {
+        let ready = Readiness::new(Reason::ReceiverAvailable, "ok");
+        let base = next_status(None, &ready, Some(1), None, None, t(1));
+        let used = |bytes| SinkUsage::Used {
+            name: "opal-access".into(),
+            bytes,
+        };
+        let (s, alert) = with_sink_capacity(base.clone(), &used(1000), Some(1), t(2));
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SINK_CAPACITY)
+            .unwrap();
+        assert_eq!((c.status.as_str(), alert), ("True", false));
+        let (s, alert) = with_sink_capacity(s, &used(900 * 1024), Some(1), t(3));
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SINK_CAPACITY)
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), alert),
+            ("False", "SinkNearlyFull", true)
+        );
+        assert!(c.message.contains("87%"), "{}", c.message);
+        assert_eq!(c.last_transition_time, t(3));
+        // still full: no new alert, same transition time
+        let (s, alert) = with_sink_capacity(s, &used(910 * 1024), Some(1), t(4));
+        assert!(!alert);
+        assert_eq!(
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == SINK_CAPACITY)
+                .unwrap()
+                .last_transition_time,
+            t(3)
+        );
+        // an early return keeps it; a Webhook without a sink drops it
+        let (kept, _) = with_sink_capacity(s.clone(), &SinkUsage::Unknown, Some(1), t(5));
+        assert_eq!(kept, s);
+        let (dropped, _) = with_sink_capacity(s, &SinkUsage::NoSink, Some(1), t(5));
+        assert!(dropped.conditions.iter().all(|c| c.type_ != SINK_CAPACITY));
+        assert_eq!(dropped.conditions[0].type_, READY);
     }
 }

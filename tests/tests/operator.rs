@@ -748,3 +748,69 @@ async fn receiver_and_operator_hold_only_what_they_need() {
         );
     }
 }
+
+/// A sink ConfigMap nearing the 1 MiB limit is reported (condition SinkCapacity=False and a
+/// Warning Event), and the report clears when it has room again.
+#[tokio::test]
+async fn a_nearly_full_sink_configmap_is_reported() {
+    let ns = TestNamespace::new("sink-full").await;
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: orgs}\n\
+         spec: {path: /orgs, provider: membrane, sinks: {configMap: {name: orgs}}}\n",
+    )
+    .await;
+    ns.webhook_ready("orgs", "True", "ReceiverAvailable").await;
+    let capacity = |w: &Webhook| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "SinkCapacity"))
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let webhooks = ns.api::<Webhook>();
+    eventually("SinkCapacity=True", CONVERGE, || async {
+        let w = webhooks.get("orgs").await.unwrap();
+        match capacity(&w) {
+            Some((s, r)) if s == "True" && r == "CapacityAvailable" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+
+    // Someone (or something) fills the ConfigMap to 800 KiB.
+    let cms = ns.api::<ConfigMap>();
+    let filler = serde_json::json!({"data": {"filler": "x".repeat(800 * 1024)}});
+    cms.patch("orgs", &PatchParams::default(), &Patch::Merge(&filler))
+        .await
+        .unwrap();
+    eventually("SinkCapacity=False", CONVERGE, || async {
+        let w = webhooks.get("orgs").await.unwrap();
+        match capacity(&w) {
+            Some((s, r)) if s == "False" && r == "SinkNearlyFull" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    let warned = events_regarding(&ns.client, &ns.name, "orgs")
+        .await
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("SinkNearlyFull") && e.type_.as_deref() == Some("Warning")
+        });
+    assert!(warned, "no SinkNearlyFull Warning Event");
+    // The receiver still works, under the limit.
+    let w = ns.webhook_ready("orgs", "True", "ReceiverAvailable").await;
+    assert!(w.status.unwrap().conditions.len() >= 2);
+
+    let clear = serde_json::json!({"data": {"filler": null}});
+    cms.patch("orgs", &PatchParams::default(), &Patch::Merge(&clear))
+        .await
+        .unwrap();
+    eventually("SinkCapacity=True again", CONVERGE, || async {
+        let w = webhooks.get("orgs").await.unwrap();
+        match capacity(&w) {
+            Some((s, _)) if s == "True" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+}
