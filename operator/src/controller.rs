@@ -38,6 +38,8 @@ use crate::validate::{SecretSource, ValidSpec, validate};
 const RESYNC: Duration = Duration::from_secs(300);
 /// How often a Webhook waiting for its Secret looks again.
 const SECRET_RETRY: Duration = Duration::from_secs(10);
+/// How often a Webhook in conflict looks again.
+const CONFLICT_RETRY: Duration = Duration::from_secs(10);
 
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
@@ -231,7 +233,9 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
             SinkUsage::Unknown,
         )
         .await?;
-        return Ok(Action::await_change());
+        // The neighbour watch re-queues this Webhook when the holder goes away, but it can
+        // run before the shared store has seen the deletion: look again shortly as well.
+        return Ok(Action::requeue(CONFLICT_RETRY));
     }
 
     let generated = match check_secret(ctx, webhook, &namespace, &spec).await? {
