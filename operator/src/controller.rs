@@ -208,50 +208,32 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         Ok(spec) => spec,
         Err(message) => {
             let readiness = Readiness::new(Reason::InvalidSpec, message);
-            write_status(
+            return stop_not_ready(
                 ctx,
                 webhook,
                 &readiness,
-                None,
                 previous_secret,
-                SinkUsage::Unknown,
+                Action::await_change(),
             )
-            .await?;
-            return Ok(Action::await_change());
+            .await;
         }
     };
 
     let all = ctx.webhooks.state();
     if let Some(conflict) = find_conflict(webhook, &spec, all.iter().map(|w| w.as_ref())) {
         let readiness = Readiness::new(Reason::Conflict, conflict.message);
-        write_status(
-            ctx,
-            webhook,
-            &readiness,
-            None,
-            previous_secret,
-            SinkUsage::Unknown,
-        )
-        .await?;
         // The neighbour watch re-queues this Webhook when the holder goes away, but it can
         // run before the shared store has seen the deletion: look again shortly as well.
-        return Ok(Action::requeue(CONFLICT_RETRY));
+        let again = Action::requeue(CONFLICT_RETRY);
+        return stop_not_ready(ctx, webhook, &readiness, previous_secret, again).await;
     }
 
     let generated = match check_secret(ctx, webhook, &namespace, &spec).await? {
         SecretCheck::Ready { generated } => generated,
         SecretCheck::Missing(message) => {
             let readiness = Readiness::new(Reason::SecretNotFound, message);
-            write_status(
-                ctx,
-                webhook,
-                &readiness,
-                None,
-                previous_secret,
-                SinkUsage::Unknown,
-            )
-            .await?;
-            return Ok(Action::requeue(SECRET_RETRY));
+            let again = Action::requeue(SECRET_RETRY);
+            return stop_not_ready(ctx, webhook, &readiness, previous_secret, again).await;
         }
     };
 
@@ -303,6 +285,26 @@ fn config_map_bytes(cm: &ConfigMap) -> usize {
         .map(|(k, v)| k.len() + v.0.len())
         .sum();
     text + binary
+}
+
+/// Ends a reconciliation that cannot go on: children are left as they are, status says why.
+async fn stop_not_ready(
+    ctx: &Context,
+    webhook: &Webhook,
+    readiness: &Readiness,
+    previous_secret: Option<String>,
+    then: Action,
+) -> Result<Action> {
+    write_status(
+        ctx,
+        webhook,
+        readiness,
+        None,
+        previous_secret,
+        SinkUsage::Unknown,
+    )
+    .await?;
+    Ok(then)
 }
 
 /// Checks that the referenced Secret and key exist, or makes sure the generated one does.
