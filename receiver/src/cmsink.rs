@@ -125,10 +125,7 @@ impl Writer {
                 .await
                 .map_err(|e| self.failure(e))?;
             let mut data = cm.data.take().unwrap_or_default();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or_default();
+            let now = crate::server::system_clock()();
             let mut changed = false;
             for (i, delivery) in deliveries.iter().enumerate() {
                 let mut next = data.clone();

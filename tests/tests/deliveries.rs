@@ -291,39 +291,6 @@ async fn secrets_rotate_without_a_restart() {
     );
 }
 
-/// (pod uid, container restart count) of a Webhook's receiver pods.
-async fn receiver_pods(ns: &TestNamespace, webhook: &str) -> Vec<(String, i32)> {
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = ns.api();
-    let mut v: Vec<(String, i32)> = pods
-        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={webhook}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|p| {
-            let restarts = p
-                .status
-                .and_then(|s| s.container_statuses)
-                .map(|c| c.iter().map(|c| c.restart_count).sum())
-                .unwrap_or_default();
-            (p.metadata.uid.unwrap_or_default(), restarts)
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// The `state` view of the sink ConfigMap, parsed.
-async fn config_map_json(ns: &TestNamespace, name: &str, key: &str) -> serde_json::Value {
-    let cm: k8s_openapi::api::core::v1::ConfigMap = ns.api().get(name).await.unwrap();
-    let text = cm
-        .data
-        .unwrap_or_default()
-        .remove(key)
-        .unwrap_or_else(|| panic!("ConfigMap {name} has no key {key}"));
-    serde_json::from_str(&text).unwrap()
-}
-
 #[tokio::test]
 async fn opal_deliveries_become_configmap_state_once() {
     let ns = TestNamespace::new("opal-state").await;

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use hookwarden_tests::*;
-use kube::api::ListParams;
 
 fn body(i: usize) -> String {
     format!(
@@ -82,9 +81,7 @@ async fn no_2xx_while_the_api_server_is_away_and_recovery_after() {
         assert!(out.starts_with("200"), "{out}");
         acknowledged.push(i);
     }
-    let cm: k8s_openapi::api::core::v1::ConfigMap = ns.api().get("orgs").await.unwrap();
-    let state: serde_json::Value =
-        serde_json::from_str(&cm.data.unwrap()["membrane.json"]).unwrap();
+    let state = config_map_json(&ns, "orgs", "membrane.json").await;
     let mut orgs: Vec<String> = state["organizations"]
         .as_array()
         .unwrap()
@@ -95,20 +92,10 @@ async fn no_2xx_while_the_api_server_is_away_and_recovery_after() {
     let expected: Vec<String> = acknowledged.iter().map(|i| format!("org{i}")).collect();
     assert_eq!(orgs, expected, "recorded exactly what was acknowledged");
     // The receiver pods lived through it.
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = ns.api();
-    let restarts: i32 = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/instance=orgs"))
+    let restarts: i32 = receiver_pods(&ns, "orgs")
         .await
-        .unwrap()
-        .items
         .iter()
-        .flat_map(|p| {
-            p.status
-                .clone()
-                .and_then(|s| s.container_statuses)
-                .unwrap_or_default()
-        })
-        .map(|c| c.restart_count)
+        .map(|(_, r)| r)
         .sum();
     assert_eq!(restarts, 0);
 }
