@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test lint unit e2e demo crds bench bench-sinks fuzz cluster-up cluster-down cluster-status images install clean
+.PHONY: all build test lint unit chart e2e demo crds manifests bench bench-sinks fuzz cluster-up cluster-down cluster-status images install clean
 
 all: build
 
@@ -11,7 +11,7 @@ build:
 
 ## Every test: formatting, lints, unit tests, then the end-to-end tests on the project's
 ## own Kubernetes (built from Debian's packages on first use, cached afterwards).
-test: lint unit e2e
+test: lint unit chart e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -19,6 +19,11 @@ lint:
 
 unit:
 	$(CARGO) test --workspace --exclude hookwarden-tests
+
+## The Helm chart through Helm's own engine (helm-python-sdk, installed on first use): lint,
+## schema, rendering with defaults and with every option, and deploy/ not stale.
+chart:
+	tests/chart/python -m unittest discover -s tests/chart -p 'test_chart.py' -v
 
 e2e:
 	tests/e2e.sh
@@ -30,6 +35,10 @@ demo:
 ## Regenerate crds/ from the Rust types (a unit test fails when it is stale).
 crds:
 	$(CARGO) run -q -p hookwarden-operator -- crd > crds/webhooks.hookwarden.io.yaml
+
+## Regenerate deploy/hookwarden.yaml from the chart (a chart test fails when it is stale).
+manifests:
+	tests/chart/helm manifest > deploy/hookwarden.yaml
 
 ## The receiver's speed and footprint against a bare axum server (see bench/run.sh).
 bench:

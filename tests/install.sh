@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds hookwarden's binaries and images and installs it into the test cluster exactly as
-# shipped: the generated CRD from crds/ and the manifests in deploy/ (through
-# tests/deploy, which only swaps in the locally built images).
+# users do: `helm install` of charts/hookwarden (Helm's own engine, see tests/chart/helm),
+# with only the images swapped for the local builds (tests/chart/local.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(tests/cluster/cluster.sh env)"
@@ -16,13 +16,19 @@ cargo build --profile "$PROFILE" --bins -p hookwarden-operator -p hookwarden-rec
 echo "install: building images" >&2
 tests/cluster/images.sh "$PROFILE_DIR"
 
-echo "install: applying the CRD and the operator" >&2
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+if kubectl get crd webhooks.hookwarden.io >/dev/null 2>&1; then
+  # Helm installs crds/ on first install only and never upgrades it; users do this too.
+  echo "install: updating the CRD" >&2
+  kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+  restart=1
+else
+  restart=0
+fi
+echo "install: helm install charts/hookwarden" >&2
+tests/chart/helm install --name hookwarden --namespace hookwarden-system --values tests/chart/local.yaml
 kubectl wait --for=condition=Established --timeout=60s crd/webhooks.hookwarden.io >/dev/null
-# deploy/ as shipped, with only the image names swapped for the local builds.
-sed -e 's#ghcr.io/hookwarden/hookwarden-operator:[^"[:space:]]*#hookwarden-operator:dev#' \
-    -e 's#ghcr.io/hookwarden/hookwarden-receiver:[^"[:space:]]*#hookwarden-receiver:dev#' \
-    deploy/hookwarden.yaml | kubectl apply -f - >/dev/null
-# Pick up freshly built images when the operator was already installed.
-kubectl -n hookwarden-system rollout restart deployment/hookwarden-operator >/dev/null
+if [ "$restart" = 1 ]; then
+  # Same tag, new build: roll the operator onto the freshly built image.
+  kubectl -n hookwarden-system rollout restart deployment/hookwarden-operator >/dev/null
+fi
 kubectl -n hookwarden-system rollout status deployment/hookwarden-operator --timeout=180s

@@ -13,9 +13,14 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
-    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -24,7 +29,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::crd::Webhook;
+use crate::crd::{Webhook, WebhookIngress};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::validate::ValidSpec;
@@ -41,6 +46,9 @@ pub const RECEIVER_UID: i64 = 65532;
 pub struct ReceiverDefaults {
     pub image: String,
     pub image_pull_policy: String,
+    /// Pull secrets for the receiver image, for Webhooks that name none of their own. Each
+    /// must exist in the Webhook's namespace.
+    pub image_pull_secrets: Vec<String>,
 }
 
 /// Everything applied for one Webhook (the generated Secret is handled apart: it is created
@@ -54,6 +62,8 @@ pub struct Children {
     pub sink: Option<ConfigMap>,
     pub deployment: Deployment,
     pub service: Service,
+    /// The Ingress for `spec.ingress`, when set.
+    pub ingress: Option<Ingress>,
 }
 
 /// Identity of the Webhook the children belong to.
@@ -225,6 +235,11 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
         ..Service::default()
     };
 
+    let ingress = spec
+        .ingress
+        .as_ref()
+        .map(|i| ingress(&o, spec, i, &receiver_name));
+
     Ok(Children {
         service_account,
         role,
@@ -233,7 +248,47 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
         sink,
         deployment,
         service,
+        ingress,
     })
+}
+
+/// An Ingress routing exactly `spec.path` on the host to the receiver's Service.
+fn ingress(o: &Owner, spec: &ValidSpec, set: &WebhookIngress, receiver_name: &str) -> Ingress {
+    let mut metadata = meta(o, receiver_name.to_string(), "receiver");
+    metadata.annotations = set.annotations.clone().filter(|a| !a.is_empty());
+    Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            ingress_class_name: set.class_name.clone(),
+            tls: set.tls_secret_name.as_ref().map(|secret| {
+                vec![IngressTLS {
+                    hosts: Some(vec![set.host.clone()]),
+                    secret_name: Some(secret.clone()),
+                }]
+            }),
+            rules: Some(vec![IngressRule {
+                host: Some(set.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some(spec.path.clone()),
+                        path_type: "Exact".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: receiver_name.to_string(),
+                                port: Some(ServiceBackendPort {
+                                    name: Some("http".into()),
+                                    number: None,
+                                }),
+                            }),
+                            resource: None,
+                        },
+                    }],
+                }),
+            }]),
+            ..IngressSpec::default()
+        }),
+        ..Ingress::default()
+    }
 }
 
 fn deployment(
@@ -402,7 +457,15 @@ fn deployment(
                     tolerations: settings.tolerations.clone(),
                     affinity: settings.affinity.clone(),
                     priority_class_name: settings.priority_class_name.clone(),
-                    image_pull_secrets: settings.image_pull_secrets.clone(),
+                    image_pull_secrets: settings.image_pull_secrets.clone().or_else(|| {
+                        (!defaults.image_pull_secrets.is_empty()).then(|| {
+                            defaults
+                                .image_pull_secrets
+                                .iter()
+                                .map(|name| LocalObjectReference { name: name.clone() })
+                                .collect()
+                        })
+                    }),
                     termination_grace_period_seconds: Some(30),
                     ..PodSpec::default()
                 }),
@@ -449,6 +512,17 @@ pub fn url(webhook: &Webhook, spec: &ValidSpec) -> Option<String> {
     ))
 }
 
+/// The URL senders outside the cluster call, when the Webhook has an Ingress.
+pub fn external_url(spec: &ValidSpec) -> Option<String> {
+    let ingress = spec.ingress.as_ref()?;
+    let scheme = if ingress.tls_secret_name.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{}{}", ingress.host, spec.path))
+}
+
 fn hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     hex::encode(&digest[..8])
@@ -465,6 +539,7 @@ mod tests {
         ReceiverDefaults {
             image: "hookwarden-receiver:test".into(),
             image_pull_policy: "IfNotPresent".into(),
+            image_pull_secrets: vec![],
         }
     }
 
@@ -484,6 +559,7 @@ mod tests {
             additional_secret_refs: vec![],
             generic_hmac: None,
             limits: None,
+            ingress: None,
             sinks: Some(Sinks {
                 events: Some(true),
                 config_map: Some(ConfigMapSink {
@@ -700,5 +776,105 @@ mod tests {
         let w = webhook(opal());
         let v = validate("opal", &w.spec).unwrap();
         assert_eq!(url(&w, &v).unwrap(), "http://opal-receiver.team-a.svc/opal");
+    }
+
+    #[test]
+    fn ingress_routes_only_the_path_to_the_service() {
+        let mut spec = opal();
+        assert!(build_for(spec.clone()).ingress.is_none());
+        assert_eq!(external_url(&validate("opal", &spec).expect("valid")), None);
+        spec.ingress = Some(WebhookIngress {
+            host: "hooks.example.com".into(),
+            class_name: Some("nginx".into()),
+            tls_secret_name: Some("hooks-tls".into()),
+            annotations: Some(BTreeMap::from([(
+                "cert-manager.io/cluster-issuer".into(),
+                "letsencrypt".into(),
+            )])),
+        });
+        let children = build_for(spec.clone());
+        let ingress = children.ingress.expect("an Ingress");
+        assert_eq!(ingress.metadata.name.as_deref(), Some("opal-receiver"));
+        assert_eq!(
+            ingress.metadata.owner_references.as_ref().map(Vec::len),
+            Some(1)
+        );
+        let annotations = ingress.metadata.annotations.expect("annotations");
+        assert_eq!(annotations["cert-manager.io/cluster-issuer"], "letsencrypt");
+        let ispec = ingress.spec.expect("spec");
+        assert_eq!(ispec.ingress_class_name.as_deref(), Some("nginx"));
+        let tls = &ispec.tls.expect("tls")[0];
+        assert_eq!(tls.secret_name.as_deref(), Some("hooks-tls"));
+        assert_eq!(tls.hosts, Some(vec!["hooks.example.com".to_string()]));
+        let rules = ispec.rules.expect("rules");
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].host.as_deref(), Some("hooks.example.com"));
+        let paths = &rules[0].http.as_ref().expect("http").paths;
+        assert_eq!(paths.len(), 1);
+        assert_eq!(paths[0].path.as_deref(), Some("/opal"));
+        assert_eq!(paths[0].path_type, "Exact");
+        let backend = paths[0].backend.service.as_ref().expect("service backend");
+        assert_eq!(
+            backend.name,
+            children.service.metadata.name.clone().unwrap_or_default()
+        );
+        assert_eq!(
+            backend.port.as_ref().and_then(|p| p.name.as_deref()),
+            Some("http")
+        );
+        let valid = validate("opal", &spec).expect("valid");
+        assert_eq!(
+            external_url(&valid).as_deref(),
+            Some("https://hooks.example.com/opal")
+        );
+        if let Some(i) = spec.ingress.as_mut() {
+            i.tls_secret_name = None;
+        }
+        let valid = validate("opal", &spec).expect("valid");
+        assert_eq!(
+            external_url(&valid).as_deref(),
+            Some("http://hooks.example.com/opal")
+        );
+    }
+
+    #[test]
+    fn operator_pull_secrets_apply_unless_the_webhook_names_its_own() {
+        let spec = opal();
+        let valid = validate("opal", &spec).expect("valid");
+        let mut with_secrets = defaults();
+        with_secrets.image_pull_secrets = vec!["registry".into()];
+        let pod = |children: Children| {
+            children
+                .deployment
+                .spec
+                .and_then(|s| s.template.spec)
+                .expect("pod spec")
+        };
+        let built = build(&webhook(spec.clone()), &valid, &with_secrets).expect("children");
+        let names: Vec<String> = pod(built)
+            .image_pull_secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, vec!["registry".to_string()]);
+
+        let mut own = spec;
+        own.receiver = Some(ReceiverSettings {
+            image_pull_secrets: Some(vec![LocalObjectReference {
+                name: "team-registry".into(),
+            }]),
+            ..ReceiverSettings::default()
+        });
+        let valid = validate("opal", &own).expect("valid");
+        let built = build(&webhook(own), &valid, &with_secrets).expect("children");
+        let names: Vec<String> = pod(built)
+            .image_pull_secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, vec!["team-registry".to_string()]);
+        assert!(pod(build_for(opal())).image_pull_secrets.is_none());
     }
 }

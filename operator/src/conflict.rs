@@ -106,6 +106,7 @@ mod tests {
                 receiver: None,
                 generic_hmac: None,
                 limits: None,
+                ingress: None,
             },
         );
         w.metadata.namespace = Some("ns".into());

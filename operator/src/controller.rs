@@ -8,10 +8,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -44,8 +45,8 @@ const CONFLICT_RETRY: Duration = Duration::from_secs(10);
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Watch only this namespace; all namespaces when `None`.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces; all namespaces when empty.
+    pub namespaces: Vec<String>,
     pub receiver: ReceiverDefaults,
     /// Name of this replica, for Events.
     pub instance: Option<String>,
@@ -74,14 +75,41 @@ where
     }
 }
 
-/// Runs the controller until `shutdown` completes.
+/// Runs the controller until `shutdown` completes: one over all namespaces, or one per
+/// watched namespace (each with its own watches, so that the operator needs rights in those
+/// namespaces only).
 pub async fn run(
     client: Client,
     config: Config,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ns = config.namespace.clone();
+    let shutdown = shutdown.shared();
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let runs = scopes.into_iter().map(|ns| {
+        run_scope(
+            client.clone(),
+            config.clone(),
+            metrics.clone(),
+            ns,
+            shutdown.clone(),
+        )
+    });
+    futures::future::join_all(runs).await;
+    info!("controller stopped");
+}
+
+async fn run_scope(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    ns: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let webhooks: Api<Webhook> = scoped(&client, ns.as_deref());
     let managed = watcher::Config::default().labels(&names::managed_selector());
     let controller = Controller::new(webhooks.clone(), watcher::Config::default());
@@ -114,7 +142,11 @@ pub async fn run(
             managed.clone(),
         )
         .owns(scoped::<Role>(&client, ns.as_deref()), managed.clone())
-        .owns(scoped::<RoleBinding>(&client, ns.as_deref()), managed)
+        .owns(
+            scoped::<RoleBinding>(&client, ns.as_deref()),
+            managed.clone(),
+        )
+        .owns(scoped::<Ingress>(&client, ns.as_deref()), managed)
         // A Webhook's conflicts depend on its neighbours: when one changes or goes away,
         // the others of the same sender in its namespace are looked at again.
         .watches(
@@ -133,7 +165,6 @@ pub async fn run(
             }
         })
         .await;
-    info!("controller stopped");
 }
 
 fn neighbours(store: &Store<Webhook>, changed: &Webhook) -> Vec<ObjectRef<Webhook>> {
@@ -256,17 +287,19 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     remove_stale_sinks(ctx, webhook, &namespace, &spec).await?;
     apply(ctx, &namespace, &children.service).await?;
     let deployment = apply(ctx, &namespace, &children.deployment).await?;
+    match &children.ingress {
+        Some(ingress) => {
+            apply(ctx, &namespace, ingress).await?;
+        }
+        None => remove_stale_ingress(ctx, webhook, &namespace).await?,
+    }
 
     let readiness = status::deployment_readiness(&deployment);
-    write_status(
-        ctx,
-        webhook,
-        &readiness,
-        children::url(webhook, &spec),
-        generated,
-        sink_usage,
-    )
-    .await?;
+    let urls = status::Urls {
+        internal: children::url(webhook, &spec),
+        external: children::external_url(&spec),
+    };
+    write_status(ctx, webhook, &readiness, urls, generated, sink_usage).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -299,7 +332,7 @@ async fn stop_not_ready(
         ctx,
         webhook,
         readiness,
-        None,
+        status::Urls::default(),
         previous_secret,
         SinkUsage::Unknown,
     )
@@ -432,13 +465,35 @@ async fn remove_stale_sinks(
     Ok(())
 }
 
+/// Deletes the Ingress this Webhook owns once `spec.ingress` is gone.
+async fn remove_stale_ingress(ctx: &Context, webhook: &Webhook, namespace: &str) -> Result<()> {
+    let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = names::receiver(&webhook.name_any());
+    let Some(existing) = api.get_opt(&name).await? else {
+        return Ok(());
+    };
+    let owned = existing
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == webhook.metadata.uid.as_ref() && o.controller == Some(true));
+    if owned {
+        info!(webhook = %webhook.name_any(), namespace, ingress = %name, "deleting Ingress no longer in spec");
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Writes the status through the status subresource when it changed, and publishes an
 /// Event when the `Ready` reason changes.
 async fn write_status(
     ctx: &Context,
     webhook: &Webhook,
     readiness: &Readiness,
-    url: Option<String>,
+    urls: status::Urls,
     secret_name: Option<String>,
     sink: SinkUsage,
 ) -> Result<()> {
@@ -448,7 +503,7 @@ async fn write_status(
         previous,
         readiness,
         webhook.metadata.generation,
-        url,
+        urls,
         secret_name,
         now.clone(),
     );

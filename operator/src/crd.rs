@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"URL","type":"string","priority":1,"jsonPath":".status.url"}"#,
+    printcolumn = r#"{"name":"External URL","type":"string","priority":1,"jsonPath":".status.externalUrl"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -77,6 +78,31 @@ pub struct WebhookSpec {
     /// Limits against abuse and slow senders; each has a default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<WebhookLimits>,
+
+    /// Expose the receiver outside the cluster through a `networking.k8s.io/v1` Ingress the
+    /// operator owns, for `spec.path` on `host` only. `status.externalUrl` then shows the URL
+    /// to paste into the sender. Removing this field deletes the Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<WebhookIngress>,
+}
+
+/// The Ingress that exposes a receiver.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookIngress {
+    /// The public host name senders call, e.g. `hooks.example.com`. No wildcards.
+    pub host: String,
+    /// The IngressClass that serves it; the cluster's default class when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// A `kubernetes.io/tls` Secret in this namespace with the certificate for `host`. With
+    /// it the external URL is `https://`; without it `http://` (senders such as Opal and
+    /// Membrane should only be given an `https://` URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    /// Annotations for the Ingress controller (e.g. `cert-manager.io/cluster-issuer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// Limits of the receiver. Unset fields take the default given.
@@ -209,6 +235,9 @@ pub struct WebhookStatus {
     /// The in-cluster URL deliveries are received on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The URL senders outside the cluster use, when `spec.ingress` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
     /// The Secret the operator generated the signing secret into (when `secretRef` is
     /// omitted). Its value is never shown here.
     #[serde(default, skip_serializing_if = "Option::is_none")]

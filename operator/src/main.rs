@@ -25,16 +25,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Reconcile Webhooks until SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the Webhook CustomResourceDefinition as YAML.
     Crd,
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "HOOKWARDEN_WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces). The operator
+    /// then needs its rights in these namespaces only.
+    #[arg(
+        long = "namespaces",
+        env = "HOOKWARDEN_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    namespaces: Vec<String>,
     /// The receiver image the operator deploys.
     #[arg(long, env = "HOOKWARDEN_RECEIVER_IMAGE", default_value = concat!("ghcr.io/hookwarden/hookwarden-receiver:", env!("CARGO_PKG_VERSION")))]
     receiver_image: String,
@@ -45,6 +50,14 @@ struct RunArgs {
         default_value = "IfNotPresent"
     )]
     receiver_image_pull_policy: String,
+    /// Pull secrets for the receiver image, comma-separated, used for Webhooks that name
+    /// none of their own; each must exist in the Webhook's namespace.
+    #[arg(
+        long,
+        env = "HOOKWARDEN_RECEIVER_IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
+    receiver_image_pull_secrets: Vec<String>,
     /// Elect a leader among replicas through a Lease (disable only for a single local run).
     #[arg(long, env = "HOOKWARDEN_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -63,6 +76,10 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "HOOKWARDEN_LOG_FORMAT", value_enum, default_value_t)]
     log_format: LogFormat,
+    /// Log filter: a level (`info`, `debug`, ...) or tracing directives
+    /// (`info,hookwarden_operator=debug`). `RUST_LOG` wins when set.
+    #[arg(long, env = "HOOKWARDEN_LOG_LEVEL", default_value = "info")]
+    log_level: String,
 }
 
 #[tokio::main]
@@ -72,12 +89,13 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", hookwarden_operator::crd_yaml()?);
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format, "info,kube_lease_manager=warn");
+    let filter = format!("{},kube_lease_manager=warn", args.log_level);
+    telemetry::init(args.log_format, &filter);
     let client = kube::Client::try_default()
         .await
         .context("cannot configure a Kubernetes client")?;
@@ -109,10 +127,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     started.store(true, Ordering::Relaxed);
 
     let config = Config {
-        namespace: args.namespace.clone(),
+        namespaces: args
+            .namespaces
+            .iter()
+            .map(|ns| ns.trim().to_string())
+            .filter(|ns| !ns.is_empty())
+            .collect(),
         receiver: ReceiverDefaults {
             image: args.receiver_image.clone(),
             image_pull_policy: args.receiver_image_pull_policy.clone(),
+            image_pull_secrets: args
+                .receiver_image_pull_secrets
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
         },
         instance: Some(identity.clone()),
     };

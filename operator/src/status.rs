@@ -120,12 +120,21 @@ pub fn ready_condition(
     }
 }
 
+/// Where a Webhook's receiver is reached; both unknown when the reconciliation stopped early.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Urls {
+    /// Through its Service, inside the cluster.
+    pub internal: Option<String>,
+    /// Through its Ingress, from outside.
+    pub external: Option<String>,
+}
+
 /// The whole status to write after a reconciliation.
 pub fn next_status(
     previous: Option<&WebhookStatus>,
     readiness: &Readiness,
     generation: Option<i64>,
-    url: Option<String>,
+    urls: Urls,
     secret_name: Option<String>,
     now: Time,
 ) -> WebhookStatus {
@@ -146,7 +155,8 @@ pub fn next_status(
     WebhookStatus {
         conditions,
         observed_generation: generation,
-        url,
+        url: urls.internal,
+        external_url: urls.external,
         secret_name,
     }
 }
@@ -224,6 +234,13 @@ mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
 
+    fn urls() -> Urls {
+        Urls {
+            internal: Some("u".into()),
+            external: Some("https://e/u".into()),
+        }
+    }
+
     fn t(s: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
     }
@@ -262,28 +279,30 @@ mod tests {
         let waiting = Readiness::new(Reason::ReceiverUnavailable, "waiting");
         let invalid = Readiness::new(Reason::InvalidSpec, "bad path");
         let ready = Readiness::new(Reason::ReceiverAvailable, "ok");
-        let s1 = next_status(None, &waiting, Some(1), None, None, t(10));
+        let s1 = next_status(None, &waiting, Some(1), Urls::default(), None, t(10));
         assert_eq!(s1.conditions[0].last_transition_time, t(10));
         assert_eq!(s1.conditions[0].status, "False");
         // False -> False with another reason: same transition time, new reason
-        let s2 = next_status(Some(&s1), &invalid, Some(2), None, None, t(20));
+        let s2 = next_status(Some(&s1), &invalid, Some(2), Urls::default(), None, t(20));
         assert_eq!(s2.conditions[0].last_transition_time, t(10));
         assert_eq!(s2.conditions[0].reason, "InvalidSpec");
         assert_eq!(s2.conditions[0].observed_generation, Some(2));
         // False -> True
-        let s3 = next_status(Some(&s2), &ready, Some(2), Some("u".into()), None, t(30));
+        let s3 = next_status(Some(&s2), &ready, Some(2), urls(), None, t(30));
         assert_eq!(s3.conditions[0].last_transition_time, t(30));
         assert_eq!(s3.conditions[0].status, "True");
         assert_eq!(s3.conditions.len(), 1);
+        assert_eq!(s3.url.as_deref(), Some("u"));
+        assert_eq!(s3.external_url.as_deref(), Some("https://e/u"));
         // unchanged inputs give an identical status, so nothing needs writing
-        let s4 = next_status(Some(&s3), &ready, Some(2), Some("u".into()), None, t(40));
+        let s4 = next_status(Some(&s3), &ready, Some(2), urls(), None, t(40));
         assert_eq!(s3, s4);
     }
 
     #[test]
     fn sink_capacity_turns_false_when_nearly_full_and_back() {
         let ready = Readiness::new(Reason::ReceiverAvailable, "ok");
-        let base = next_status(None, &ready, Some(1), None, None, t(1));
+        let base = next_status(None, &ready, Some(1), Urls::default(), None, t(1));
         let used = |bytes| SinkUsage::Used {
             name: "opal-access".into(),
             bytes,

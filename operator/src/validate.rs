@@ -7,7 +7,7 @@
 
 use hookwarden_receiver::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provider};
 
-use crate::crd::{WebhookLimits, WebhookSpec};
+use crate::crd::{WebhookIngress, WebhookLimits, WebhookSpec};
 use crate::names;
 
 /// Event types Opal sends (../shared/seeds: Opal webhooks).
@@ -69,6 +69,8 @@ pub struct ValidSpec {
     pub replicas: i32,
     pub generic_hmac: Option<hookwarden_receiver::signature::GenericHmac>,
     pub limits: Limits,
+    /// `spec.ingress`, checked.
+    pub ingress: Option<WebhookIngress>,
 }
 
 impl ValidSpec {
@@ -262,6 +264,11 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
         problems.push(format!("spec.{p}"));
     }
 
+    let ingress = spec.ingress.clone();
+    if let Some(i) = &ingress {
+        problems.extend(check_ingress(i));
+    }
+
     match (provider, problems.is_empty()) {
         (Some(provider), true) => Ok(ValidSpec {
             path: spec.path.clone(),
@@ -275,9 +282,34 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
             replicas,
             generic_hmac: spec.generic_hmac.clone(),
             limits,
+            ingress,
         }),
         _ => Err(problems.join("; ")),
     }
+}
+
+/// Problems with `spec.ingress`: a concrete DNS host name, valid class and Secret names.
+fn check_ingress(ingress: &WebhookIngress) -> Vec<String> {
+    let mut problems = Vec::new();
+    if ingress.host.starts_with("*.") {
+        problems.push(format!(
+            "spec.ingress.host {:?} is a wildcard; senders need one concrete host name",
+            ingress.host
+        ));
+    } else if let Err(p) = names::check_dns_subdomain("spec.ingress.host", &ingress.host) {
+        problems.push(p);
+    }
+    if let Some(class) = &ingress.class_name
+        && let Err(p) = names::check_dns_subdomain("spec.ingress.className", class)
+    {
+        problems.push(p);
+    }
+    if let Some(tls) = &ingress.tls_secret_name
+        && let Err(p) = names::check_dns_subdomain("spec.ingress.tlsSecretName", tls)
+    {
+        problems.push(p);
+    }
+    problems
 }
 
 /// The receiver's limits: the Webhook's where set, the receiver's defaults otherwise.
@@ -363,6 +395,7 @@ mod tests {
             receiver: None,
             generic_hmac: None,
             limits: None,
+            ingress: None,
         }
     }
 
@@ -584,5 +617,38 @@ mod tests {
         });
         let err = validate("w", &s).unwrap_err();
         assert!(err.matches("; ").count() >= 2, "{err}");
+    }
+
+    #[test]
+    fn ingress_needs_a_concrete_host_and_valid_names() {
+        let mut s = spec("opal", "/opal");
+        s.ingress = Some(WebhookIngress {
+            host: "hooks.example.com".into(),
+            class_name: Some("nginx".into()),
+            tls_secret_name: Some("hooks-tls".into()),
+            annotations: None,
+        });
+        let valid = validate("opal", &s).expect("valid");
+        assert_eq!(valid.ingress, s.ingress);
+
+        s.ingress = Some(WebhookIngress {
+            host: "*.example.com".into(),
+            class_name: Some("Nginx".into()),
+            tls_secret_name: Some("tls_secret".into()),
+            annotations: None,
+        });
+        let err = validate("opal", &s).expect_err("invalid");
+        assert!(err.contains("wildcard"), "{err}");
+        assert!(err.contains("spec.ingress.className"), "{err}");
+        assert!(err.contains("spec.ingress.tlsSecretName"), "{err}");
+
+        s.ingress = Some(WebhookIngress {
+            host: "Hooks.Example.com:443".into(),
+            class_name: None,
+            tls_secret_name: None,
+            annotations: None,
+        });
+        let err = validate("opal", &s).expect_err("invalid");
+        assert!(err.contains("spec.ingress.host"), "{err}");
     }
 }

@@ -35,9 +35,20 @@ fn crd_is_what_users_expect() {
         .collect();
     assert_eq!(
         columns,
-        ["Provider", "Path", "Ready", "Reason", "URL", "Age"]
+        [
+            "Provider",
+            "Path",
+            "Ready",
+            "Reason",
+            "URL",
+            "External URL",
+            "Age"
+        ]
     );
     // No CEL rules: Kubernetes 1.20 does not know x-kubernetes-validations.
     let yaml = hookwarden_operator::crd_yaml().unwrap();
     assert!(!yaml.contains("x-kubernetes-validations"));
+    // No schema defaults: the API server would write them into every Webhook, and GitOps
+    // tools would show them as drift against the applied manifest.
+    assert!(!yaml.contains("default:"), "the schema sets defaults");
 }
