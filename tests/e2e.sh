@@ -17,6 +17,9 @@ cargo test -p hookwarden-tests --test operator -- --test-threads="${E2E_THREADS:
 # Deliveries through the receivers' Services, signed by `hookwarden-receiver send`.
 HOOKWARDEN_RECEIVER_BIN=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver \
   cargo test -p hookwarden-tests --test deliveries -- --test-threads="${E2E_THREADS:-4}" || status=$?
+# Every file in examples/, applied with kubectl and sent a signed delivery.
+HOOKWARDEN_RECEIVER_BIN=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver \
+  cargo test -p hookwarden-tests --test examples -- --test-threads="${E2E_THREADS:-4}" || status=$?
 # Deletes an operator pod, so it runs alone.
 cargo test -p hookwarden-tests --test leader || status=$?
 # Pauses the API server, so it runs alone, last.

@@ -13,6 +13,8 @@ if [ "$PROFILE" = dev ]; then PROFILE_DIR=target/debug; else PROFILE_DIR=target/
 
 echo "install: building binaries ($PROFILE profile)" >&2
 cargo build --profile "$PROFILE" --bins -p hookwarden-operator -p hookwarden-receiver
+# The tests' stand-in application, the target of forward sinks.
+cargo build --profile "$PROFILE" --bin hookwarden-e2e-app -p hookwarden-tests
 echo "install: building images" >&2
 tests/cluster/images.sh "$PROFILE_DIR"
 

@@ -11,6 +11,7 @@
 #                              empty /tmp: a local stand-in for gcr.io/distroless/cc-debian12.
 #   2. hookwarden-operator:$IMAGE_TAG and hookwarden-receiver:$IMAGE_TAG (default tag: dev) from
 #      operator/Dockerfile and receiver/Dockerfile with --build-arg BASE=hookwarden/base:local.
+#   3. hookwarden-e2e-app:$IMAGE_TAG, the tests' stand-in application, when DIR holds it.
 #
 # The images land in the harness's dockerd (DOCKER_HOST from `cluster.sh env`), the one the
 # kubelet uses: run `tests/cluster/cluster.sh up` first, and use imagePullPolicy: Never.
@@ -42,7 +43,9 @@ root=$work/base/rootfs
 mkdir -p "$root/etc" "$root/tmp"
 chmod 1777 "$root/tmp"
 libs=""
-for b in $BINS; do
+LIB_BINS=$BINS
+[ -x "$DIR/hookwarden-e2e-app" ] && LIB_BINS="$BINS hookwarden-e2e-app"
+for b in $LIB_BINS; do
   out=$(LC_ALL=C ldd "$DIR/$b" 2>&1) || true
   case $out in *"not a dynamic executable"* | *"statically linked"*) continue ;; esac
   if grep -q 'not found' <<<"$out"; then log "$b: $(grep 'not found' <<<"$out" | tr -s ' \t\n' ' ')"; exit 1; fi
@@ -74,6 +77,12 @@ for b in $BINS; do
   log "building $b:$TAG"
   "$DOCKER" build -q --build-arg "BASE=$BASE" -f "$REPO/$comp/Dockerfile" -t "$b:$TAG" "$work/$comp" >/dev/null
 done
+if [ -x "$DIR/hookwarden-e2e-app" ]; then
+  mkdir -p "$work/e2e-app"
+  ln "$DIR/hookwarden-e2e-app" "$work/e2e-app/" 2>/dev/null || cp "$DIR/hookwarden-e2e-app" "$work/e2e-app/"
+  log "building hookwarden-e2e-app:$TAG"
+  "$DOCKER" build -q --build-arg "BASE=$BASE" -f "$HERE/e2e-app.Dockerfile" -t "hookwarden-e2e-app:$TAG" "$work/e2e-app" >/dev/null
+fi
 # the images these tags replaced (a debug binary is ~200 MB)
 "$DOCKER" image prune -f >/dev/null 2>&1 || true
 log "done: $BASE $(for b in $BINS; do printf '%s:%s ' "$b" "$TAG"; done)"

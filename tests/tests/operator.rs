@@ -814,3 +814,190 @@ async fn a_nearly_full_sink_configmap_is_reported() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn ingress_follows_the_spec_and_status_shows_the_external_url() {
+    let ns = TestNamespace::new("ingress").await;
+    let webhook = |ingress: &str| {
+        format!(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: opal}}\n\
+             spec: {{path: /opal, provider: opal{ingress}}}\n"
+        )
+    };
+    let ingress_named = |ns: &TestNamespace| {
+        let api = ns.api::<k8s_openapi::api::networking::v1::Ingress>();
+        async move { api.get_opt("opal-receiver").await.expect("get Ingress") }
+    };
+    let external_url = |ns: &TestNamespace| {
+        let api = ns.api::<Webhook>();
+        async move {
+            api.get("opal")
+                .await
+                .expect("get Webhook")
+                .status
+                .and_then(|s| s.external_url)
+        }
+    };
+
+    let owner = ns
+        .apply_webhook(&webhook(
+            ", ingress: {host: hooks.example.com, className: nginx, tlsSecretName: hooks-tls, \
+             annotations: {cert-manager.io/cluster-issuer: letsencrypt}}",
+        ))
+        .await;
+    ns.webhook_ready("opal", "True", "ReceiverAvailable").await;
+    let ingress = eventually("the Ingress exists", SHORT, || async {
+        ingress_named(&ns).await.ok_or("no Ingress yet")
+    })
+    .await;
+    assert!(controlled_by(&ingress.metadata, &owner));
+    assert_eq!(
+        ingress.metadata.annotations.as_ref().unwrap()["cert-manager.io/cluster-issuer"],
+        "letsencrypt"
+    );
+    let spec = ingress.spec.unwrap();
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+    assert_eq!(
+        spec.tls.unwrap()[0].secret_name.as_deref(),
+        Some("hooks-tls")
+    );
+    let rule = &spec.rules.unwrap()[0];
+    assert_eq!(rule.host.as_deref(), Some("hooks.example.com"));
+    let path = &rule.http.as_ref().unwrap().paths[0];
+    assert_eq!(path.path.as_deref(), Some("/opal"));
+    assert_eq!(path.path_type, "Exact");
+    assert_eq!(path.backend.service.as_ref().unwrap().name, "opal-receiver");
+    assert_eq!(
+        external_url(&ns).await.as_deref(),
+        Some("https://hooks.example.com/opal")
+    );
+
+    // A new host without TLS: the Ingress and the URL follow.
+    ns.apply_webhook(&webhook(", ingress: {host: hooks2.example.com}"))
+        .await;
+    eventually("the Ingress follows the new host", CONVERGE, || async {
+        let i = ingress_named(&ns).await.ok_or("no Ingress")?;
+        let spec = i.spec.ok_or("no spec")?;
+        let host = spec.rules.unwrap_or_default()[0].host.clone();
+        match (host.as_deref(), spec.tls, spec.ingress_class_name) {
+            (Some("hooks2.example.com"), None, None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eventually("the external URL follows", CONVERGE, || async {
+        match external_url(&ns).await {
+            Some(u) if u == "http://hooks2.example.com/opal" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+
+    // Without spec.ingress the Ingress goes, and so does the URL.
+    ns.apply_webhook(&webhook("")).await;
+    eventually("the Ingress is deleted", CONVERGE, || async {
+        match ingress_named(&ns).await {
+            None => Ok(()),
+            Some(_) => Err("still there"),
+        }
+    })
+    .await;
+    eventually("the external URL is gone", CONVERGE, || async {
+        match external_url(&ns).await {
+            None => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+
+    // An invalid host is explained, and nothing is applied.
+    ns.apply_webhook(&webhook(", ingress: {host: '*.example.com'}"))
+        .await;
+    let w = ns.webhook_ready("opal", "False", "InvalidSpec").await;
+    assert!(
+        w.ready_condition().unwrap().message.contains("wildcard"),
+        "{:?}",
+        w.ready_condition()
+    );
+    assert!(ingress_named(&ns).await.is_none());
+}
+
+/// What a GitOps tool sees: the manifest it applied is what stays in the cluster. The
+/// operator writes only status (through the status subresource), adds no defaults, and
+/// applying the same manifest again changes nothing.
+#[tokio::test]
+async fn reapplying_the_same_manifest_changes_nothing() {
+    let ns = TestNamespace::new("gitops").await;
+    let manifest = format!(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata:\n  name: membrane\n  namespace: {}\n\
+         spec:\n  path: /membrane\n  provider: membrane\n  eventTypes: [org-created]\n\
+         \x20 sinks:\n    configMap: {{name: membrane-state}}\n  limits: {{requestTimeoutSeconds: 20}}\n",
+        ns.name
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &manifest).unwrap();
+    let path = file.path().to_str().unwrap();
+
+    // kubectl's client-side apply, as Argo CD does by default.
+    let (ok, out) = kubectl(&["apply", "-f", path]);
+    assert!(ok, "{out}");
+    let ready = ns
+        .webhook_ready("membrane", "True", "ReceiverAvailable")
+        .await;
+    let generation = ready.metadata.generation;
+
+    // The spec is exactly what was applied: nothing defaulted, nothing added.
+    let applied: serde_json::Value = serde_saphyr::from_str(&manifest).unwrap();
+    let live = serde_json::to_value(&ready).unwrap();
+    assert_eq!(live["spec"], applied["spec"]);
+
+    // The operator owns no field outside status.
+    for entry in ready.metadata.managed_fields.as_deref().unwrap_or_default() {
+        if entry.manager.as_deref() == Some("hookwarden-operator") {
+            let fields = entry
+                .fields_v1
+                .as_ref()
+                .map(|f| f.0.clone())
+                .unwrap_or_default();
+            let owned: Vec<&String> = fields
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            assert!(
+                owned.iter().all(|k| *k == "f:status"),
+                "the operator owns {owned:?}"
+            );
+        }
+    }
+
+    // kubectl diff (a server-side dry run, as GitOps tools compare) finds nothing to change.
+    let (same, diff) = kubectl(&["diff", "-f", path]);
+    assert!(same, "drift after reconciliation: {diff}");
+    // Applying again leaves the object as it was.
+    let (ok, out) = kubectl(&["apply", "-f", path]);
+    assert!(ok && out.contains("unchanged"), "{out}");
+    // Server-side apply (Flux) of the same content is no change either.
+    let (ok, out) = kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager=flux",
+        "--force-conflicts",
+        "-f",
+        path,
+    ]);
+    assert!(ok, "{out}");
+    consistently("the generation stays", Duration::from_secs(5), || async {
+        let w: Webhook = ns.api().get("membrane").await.map_err(|e| e.to_string())?;
+        if w.metadata.generation == generation
+            && serde_json::to_value(&w.spec).unwrap() == applied["spec"]
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "generation {:?} spec {:?}",
+                w.metadata.generation, w.spec
+            ))
+        }
+    })
+    .await;
+}

@@ -1,0 +1,68 @@
+//! A stand-in for a user's application in the end-to-end tests: the target of a `forward`
+//! sink. It answers 204 to every POST and keeps what it received, which `GET /received`
+//! returns as JSON. Built into the image `hookwarden-e2e-app:dev` by tests/install.sh.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+type Received = Arc<Mutex<Vec<Value>>>;
+
+async fn receive(
+    State(received): State<Received>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let entry = json!({
+        "path": uri.path(),
+        "contentType": header("content-type"),
+        "webhook": header("x-hookwarden-webhook"),
+        "delivery": header("x-hookwarden-delivery"),
+        "eventTypes": header("x-hookwarden-event-types"),
+        "body": String::from_utf8_lossy(&body),
+    });
+    match received.lock() {
+        Ok(mut all) => {
+            all.push(entry);
+            StatusCode::NO_CONTENT
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn list(State(received): State<Received>) -> Response {
+    match received.lock() {
+        Ok(all) => (
+            [("content-type", "application/json")],
+            Value::Array(all.clone()).to_string(),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::var("LISTEN").unwrap_or_else(|_| "0.0.0.0:8080".into());
+    let received: Received = Arc::default();
+    let app = Router::new()
+        .route("/received", get(list))
+        .fallback(axum::routing::post(receive))
+        .with_state(received);
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    eprintln!("hookwarden-e2e-app listening on {addr}");
+    axum::serve(listener, app).await
+}
