@@ -25,6 +25,9 @@ cargo test -p hookwarden-tests --test leader || status=$?
 # Pauses the API server, so it runs alone, last.
 HOOKWARDEN_RECEIVER_BIN=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver \
   cargo test -p hookwarden-tests --test outage || status=$?
+# The chart against this cluster: server dry runs of what it renders, then upgrade,
+# uninstall and reinstall of the release everything above ran under; so it runs last.
+tests/chart/python -m unittest discover -s tests/chart -p 'test_cluster.py' -v || status=$?
 if [ "$status" != 0 ]; then
   echo "e2e: FAILED; operator logs follow" >&2
   kubectl -n hookwarden-system logs -l app.kubernetes.io/name=hookwarden-operator --tail=80 --prefix >&2 || true
