@@ -32,9 +32,11 @@ e2e:
 demo:
 	tests/demo.sh
 
-## Regenerate crds/ from the Rust types (a unit test fails when it is stale).
+## Regenerate crds/ and the API reference docs/webhook-reference.md from the Rust types (a
+## unit test fails when either is stale).
 crds:
 	$(CARGO) run -q -p hookwarden-operator -- crd > crds/webhooks.hookwarden.io.yaml
+	$(CARGO) run -q -p hookwarden-operator -- reference > docs/webhook-reference.md
 
 ## Regenerate deploy/hookwarden.yaml from the chart (a chart test fails when it is stale).
 manifests:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: the local cluster, hookwarden installed as shipped, the example Webhooks
+# `make demo`: the local cluster, hookwarden installed with its Helm chart, the example Webhooks
 # applied, and what the operator made of them. The cluster keeps running afterwards;
 # `make cluster-down` stops it.
 set -euo pipefail
@@ -24,7 +24,7 @@ kubectl -n "$NS" wait --for=condition=Ready --timeout=180s webhook/opal webhook/
 echo; echo "== Webhooks"
 kubectl -n "$NS" get webhooks -o wide
 echo; echo "== What the operator created for them"
-kubectl -n "$NS" get deployments,pods,services,serviceaccounts,roles,rolebindings,configmaps,secrets \
+kubectl -n "$NS" get deployments,pods,services,ingresses,serviceaccounts,roles,rolebindings,configmaps,secrets \
   -l app.kubernetes.io/managed-by=hookwarden-operator
 echo; echo "== Status of the membrane Webhook"
 kubectl -n "$NS" get webhook membrane-orgs -o jsonpath='{.status}' | jq .

@@ -29,10 +29,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{Webhook, WebhookIngress};
+use crate::crd::{ReceiverSettings, Webhook, WebhookIngress};
 use crate::error::{Error, Result};
 use crate::names;
-use crate::validate::ValidSpec;
+use crate::validate::{ValidSidecar, ValidSpec};
 
 /// Where the receiver finds its config file.
 pub const CONFIG_DIR: &str = "/etc/hookwarden";
@@ -118,8 +118,16 @@ pub fn receiver_config(webhook: &Webhook, spec: &ValidSpec) -> Result<ReceiverCo
             namespace: o.namespace,
             uid: o.uid,
         },
-        listen: std::net::SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
-        metrics_listen: std::net::SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT)),
+        listen: std::net::SocketAddr::from((
+            [0, 0, 0, 0],
+            spec.sidecar.as_ref().map_or(DEFAULT_PORT, |s| s.port),
+        )),
+        metrics_listen: std::net::SocketAddr::from((
+            [0, 0, 0, 0],
+            spec.sidecar
+                .as_ref()
+                .map_or(DEFAULT_METRICS_PORT, |s| s.metrics_port),
+        )),
         path: spec.path.clone(),
         provider: spec.provider,
         event_types: spec.event_types.clone(),
@@ -305,90 +313,19 @@ fn deployment(
     let mut pod_annotations = settings.pod_annotations.clone().unwrap_or_default();
     pod_annotations.insert(names::CONFIG_HASH_ANNOTATION.into(), config_hash.into());
 
-    let http_probe = |path: &str, period: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        timeout_seconds: Some(2),
-        failure_threshold: Some(3),
-        ..Probe::default()
-    };
-
-    let container = Container {
-        name: "receiver".into(),
-        image: Some(
-            settings
-                .image
-                .clone()
-                .unwrap_or_else(|| defaults.image.clone()),
-        ),
-        image_pull_policy: Some(defaults.image_pull_policy.clone()),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..ObjectFieldSelector::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
-        args: Some(vec![
-            "run".into(),
-            "--config".into(),
-            format!("{CONFIG_DIR}/{CONFIG_FILE_NAME}"),
-            "--log-format".into(),
-            "json".into(),
-        ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: i32::from(DEFAULT_PORT),
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("metrics".into()),
-                container_port: i32::from(DEFAULT_METRICS_PORT),
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-        ]),
-        readiness_probe: Some(http_probe("/readyz", 5)),
-        liveness_probe: Some(http_probe("/healthz", 10)),
-        resources: Some(settings.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
-        volume_mounts: Some(
-            std::iter::once(VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            })
-            .chain((0..spec.secrets().count()).map(|i| VolumeMount {
-                name: format!("secret-{i}"),
-                mount_path: format!("{SECRETS_DIR}/{i}"),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            }))
-            .collect(),
-        ),
-        ..Container::default()
-    };
+    let container = receiver_container(
+        "receiver",
+        ContainerLayout {
+            port: DEFAULT_PORT,
+            metrics_port: DEFAULT_METRICS_PORT,
+            config_volume: "config".into(),
+            secret_volume: |i| format!("secret-{i}"),
+            run_as: None,
+        },
+        spec,
+        defaults,
+        &settings,
+    );
 
     // Only a receiver that writes to the API server gets a token.
     let needs_api = spec.events || spec.config_map.is_some();
@@ -437,20 +374,7 @@ fn deployment(
                             }),
                             ..Volume::default()
                         })
-                        .chain(spec.secrets().enumerate().map(|(i, s)| Volume {
-                            name: format!("secret-{i}"),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(s.name().into()),
-                                items: Some(vec![KeyToPath {
-                                    key: s.key().into(),
-                                    path: names::GENERATED_SECRET_KEY.into(),
-                                    ..KeyToPath::default()
-                                }]),
-                                default_mode: Some(0o440),
-                                ..SecretVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        }))
+                        .chain(secret_volumes(spec, |i| format!("secret-{i}"), 0o440))
                         .collect(),
                     ),
                     node_selector: settings.node_selector.clone(),
@@ -474,6 +398,249 @@ fn deployment(
         }),
         ..Deployment::default()
     }
+}
+
+/// How the receiver container fits into its pod.
+struct ContainerLayout<F: Fn(usize) -> String> {
+    port: u16,
+    metrics_port: u16,
+    config_volume: String,
+    secret_volume: F,
+    /// The user and group to run as, when the pod does not say (a sidecar).
+    run_as: Option<i64>,
+}
+
+fn receiver_container<F: Fn(usize) -> String>(
+    name: &str,
+    layout: ContainerLayout<F>,
+    spec: &ValidSpec,
+    defaults: &ReceiverDefaults,
+    settings: &ReceiverSettings,
+) -> Container {
+    let http_probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(i32::from(layout.port)),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    Container {
+        name: name.into(),
+        image: Some(
+            settings
+                .image
+                .clone()
+                .unwrap_or_else(|| defaults.image.clone()),
+        ),
+        image_pull_policy: Some(defaults.image_pull_policy.clone()),
+        env: Some(vec![EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
+        args: Some(vec![
+            "run".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE_NAME}"),
+            "--log-format".into(),
+            "json".into(),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: layout.run_as.is_none().then(|| "http".into()),
+                container_port: i32::from(layout.port),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: layout.run_as.is_none().then(|| "metrics".into()),
+                container_port: i32::from(layout.metrics_port),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        resources: Some(settings.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: layout.run_as,
+            run_as_group: layout.run_as,
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: layout.run_as.map(|_| SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                name: layout.config_volume.clone(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            })
+            .chain((0..spec.secrets().count()).map(|i| VolumeMount {
+                name: (layout.secret_volume)(i),
+                mount_path: format!("{SECRETS_DIR}/{i}"),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }))
+            .collect(),
+        ),
+        ..Container::default()
+    }
+}
+
+/// The secret volumes of a receiver; `mode` is their files' mode.
+fn secret_volumes<'a>(
+    spec: &'a ValidSpec,
+    name: impl Fn(usize) -> String + 'a,
+    mode: i32,
+) -> impl Iterator<Item = Volume> + 'a {
+    spec.secrets().enumerate().map(move |(i, s)| Volume {
+        name: name(i),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(s.name().into()),
+            items: Some(vec![KeyToPath {
+                key: s.key().into(),
+                path: names::GENERATED_SECRET_KEY.into(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(mode),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    })
+}
+
+/// What the operator server-side applies to the application's Deployment for
+/// `spec.sidecar`: the receiver container, its volumes and a config-hash annotation that
+/// rolls the pods when the config changes. Nothing else, so that applying it under the
+/// Webhook's own field manager leaves every other field to its owner. A JSON object, not a
+/// typed Deployment, whose required fields (selector, ...) would otherwise be claimed too.
+pub fn sidecar_injection(
+    webhook: &Webhook,
+    spec: &ValidSpec,
+    sidecar: &ValidSidecar,
+    defaults: &ReceiverDefaults,
+) -> Result<serde_json::Value> {
+    let o = owner(webhook)?;
+    let config_hash = hash(
+        &receiver_config(webhook, spec)?
+            .to_yaml()
+            .map_err(|e| Error::Render(e.to_string()))?,
+    );
+    let settings = webhook.spec.receiver.clone().unwrap_or_default();
+    let container = receiver_container(
+        &names::sidecar_container(&o.name),
+        ContainerLayout {
+            port: sidecar.port,
+            metrics_port: sidecar.metrics_port,
+            config_volume: names::sidecar_volume(&o.name, "config"),
+            secret_volume: |i| names::sidecar_volume(&o.name, &format!("secret-{i}")),
+            run_as: Some(RECEIVER_UID),
+        },
+        spec,
+        defaults,
+        &settings,
+    );
+    // Without fsGroup (the application's pod decides that), the receiver's user reads the
+    // secret files only when they are readable by all; only this container mounts them.
+    let volumes: Vec<Volume> = std::iter::once(Volume {
+        name: names::sidecar_volume(&o.name, "config"),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names::receiver_config(&o.name),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    })
+    .chain(secret_volumes(
+        spec,
+        |i| names::sidecar_volume(&o.name, &format!("secret-{i}")),
+        0o444,
+    ))
+    .collect();
+    let annotation = format!("{}-{}", names::CONFIG_HASH_ANNOTATION, o.name);
+    // No imagePullSecrets: that list is the application's (server-side apply would take it
+    // over whole); the pod pulls the receiver image with the application's pull Secrets.
+    let pod_spec = serde_json::json!({
+        "containers": [container],
+        "volumes": volumes,
+    });
+    Ok(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": sidecar.deployment,
+            "namespace": o.namespace,
+            "labels": {names::SIDECAR_LABEL: "true"},
+        },
+        "spec": {"template": {
+            "metadata": {"annotations": {annotation: config_hash}},
+            "spec": pod_spec,
+        }},
+    }))
+}
+
+/// The apply configuration that takes the sidecar out of `deployment` again: the same
+/// field manager applying nothing releases, and so removes, what it added before.
+pub fn sidecar_removal(namespace: &str, deployment: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": deployment, "namespace": namespace},
+    })
+}
+
+/// The receiver's Service in sidecar mode: the application's pods, the sidecar's ports.
+pub fn sidecar_service(
+    webhook: &Webhook,
+    sidecar: &ValidSidecar,
+    selector: BTreeMap<String, String>,
+) -> Result<Service> {
+    let o = owner(webhook)?;
+    Ok(Service {
+        metadata: meta(&o, names::receiver(&o.name), "receiver"),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target_port: Some(IntOrString::Int(i32::from(sidecar.port))),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("metrics".into()),
+                    port: i32::from(DEFAULT_METRICS_PORT),
+                    target_port: Some(IntOrString::Int(i32::from(sidecar.metrics_port))),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
 }
 
 fn default_resources() -> ResourceRequirements {
@@ -560,6 +727,7 @@ mod tests {
             generic_hmac: None,
             limits: None,
             ingress: None,
+            sidecar: None,
             sinks: Some(Sinks {
                 events: Some(true),
                 config_map: Some(ConfigMapSink {
@@ -876,5 +1044,89 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["team-registry".to_string()]);
         assert!(pod(build_for(opal())).image_pull_secrets.is_none());
+    }
+
+    fn sidecar_spec() -> WebhookSpec {
+        let mut spec = opal();
+        spec.sinks = Some(Sinks {
+            events: None,
+            config_map: None,
+            forward: Some(crate::crd::ForwardSink {
+                url: "http://127.0.0.1:8080/hooks".into(),
+            }),
+        });
+        spec.sidecar = Some(crate::crd::SidecarSettings {
+            deployment: "billing".into(),
+            port: None,
+            metrics_port: None,
+        });
+        spec
+    }
+
+    #[test]
+    fn sidecar_injection_carries_only_the_container_its_volumes_and_a_hash() {
+        let spec = sidecar_spec();
+        let valid = validate("opal", &spec).expect("valid");
+        let sidecar = valid.sidecar.clone().expect("sidecar");
+        let w = webhook(spec);
+        let injection = sidecar_injection(&w, &valid, &sidecar, &defaults()).expect("injection");
+        assert_eq!(injection["metadata"]["name"], "billing");
+        // Only spec.template.{metadata.annotations, spec.{containers, volumes}}: nothing the
+        // application's owner manages (selector, replicas, its own containers) is claimed.
+        let spec_keys: Vec<&String> = injection["spec"].as_object().unwrap().keys().collect();
+        assert_eq!(spec_keys, ["template"]);
+        let pod = &injection["spec"]["template"]["spec"];
+        let pod_keys: Vec<&String> = pod.as_object().unwrap().keys().collect();
+        assert_eq!(pod_keys, ["containers", "volumes"]);
+        let containers = pod["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 1);
+        let c = &containers[0];
+        assert_eq!(c["name"], "hookwarden-opal");
+        assert_eq!(c["image"], "hookwarden-receiver:test");
+        assert_eq!(c["ports"][0]["containerPort"], 8090);
+        assert_eq!(c["ports"][1]["containerPort"], 8091);
+        assert_eq!(c["readinessProbe"]["httpGet"]["port"], 8090);
+        assert_eq!(c["securityContext"]["runAsUser"], 65532);
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        let volumes: Vec<&str> = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(volumes, ["hw-opal-config", "hw-opal-secret-0"]);
+        assert_eq!(pod["volumes"][1]["secret"]["defaultMode"], 0o444);
+        let mounts: Vec<&str> = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(mounts, volumes);
+        let annotations = injection["spec"]["template"]["metadata"]["annotations"]
+            .as_object()
+            .unwrap();
+        assert!(annotations.contains_key("hookwarden.io/config-hash-opal"));
+        // The receiver listens where the pod expects it.
+        let config = receiver_config(&w, &valid).expect("config");
+        assert_eq!(config.listen.port(), 8090);
+        assert_eq!(config.metrics_listen.port(), 8091);
+        assert!(!config.sinks.events);
+
+        let removal = sidecar_removal("team-a", "billing");
+        assert_eq!(removal.as_object().unwrap().len(), 3);
+        assert!(removal.get("spec").is_none());
+
+        let service = sidecar_service(
+            &w,
+            &sidecar,
+            BTreeMap::from([("app".to_string(), "billing".to_string())]),
+        )
+        .expect("service");
+        let sspec = service.spec.unwrap();
+        assert_eq!(sspec.selector.unwrap()["app"], "billing");
+        let ports = sspec.ports.unwrap();
+        assert_eq!(ports[0].target_port, Some(IntOrString::Int(8090)));
+        assert_eq!(ports[1].target_port, Some(IntOrString::Int(8091)));
     }
 }

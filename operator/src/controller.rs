@@ -41,6 +41,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 const SECRET_RETRY: Duration = Duration::from_secs(10);
 /// How often a Webhook in conflict looks again.
 const CONFLICT_RETRY: Duration = Duration::from_secs(10);
+/// How often a sidecar Webhook looks at its application's rollout until it is done.
+const SIDECAR_ROLLOUT_RETRY: Duration = Duration::from_secs(5);
 
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
@@ -114,6 +116,14 @@ async fn run_scope(
     let managed = watcher::Config::default().labels(&names::managed_selector());
     let controller = Controller::new(webhooks.clone(), watcher::Config::default());
     let store = controller.store();
+    let shutdown = shutdown.shared();
+    let cleanup = sidecar_cleanup(
+        client.clone(),
+        ns.clone(),
+        store.clone(),
+        webhooks.clone(),
+        shutdown.clone(),
+    );
     let reporter = Reporter {
         controller: names::FIELD_MANAGER.into(),
         instance: config.instance.clone(),
@@ -130,7 +140,7 @@ async fn run_scope(
         namespace = ns.as_deref().unwrap_or("<all>"),
         "controller starting"
     );
-    controller
+    let webhooks_done = controller
         .owns(
             scoped::<Deployment>(&client, ns.as_deref()),
             managed.clone(),
@@ -163,8 +173,83 @@ async fn run_scope(
                 }
                 Err(error) => debug!(%error, "reconcile loop"),
             }
+        });
+    futures::future::join(webhooks_done, cleanup).await;
+}
+
+/// What the sidecar cleanup shares.
+struct CleanupContext {
+    client: Client,
+    webhooks: Store<Webhook>,
+}
+
+/// A second controller, over application Deployments that carry a receiver sidecar (label
+/// `hookwarden.io/sidecar`): it takes out every sidecar whose Webhook is gone or no longer
+/// names that Deployment. Triggered when such a Webhook changes or is deleted, and at start,
+/// so a sidecar left while the operator was down is found too. No finalizer on Webhooks is
+/// needed, so the operator never writes a Webhook beyond its status.
+async fn sidecar_cleanup(
+    client: Client,
+    ns: Option<String>,
+    webhooks: Store<Webhook>,
+    webhook_api: Api<Webhook>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let deployments: Api<Deployment> = scoped(&client, ns.as_deref());
+    let labelled = watcher::Config::default().labels(names::SIDECAR_LABEL);
+    let ctx = Arc::new(CleanupContext { client, webhooks });
+    Controller::new(deployments, labelled)
+        .watches(webhook_api, watcher::Config::default(), |w: Webhook| {
+            // The Deployment a Webhook injects into now, and the one it did before.
+            let ns = w.metadata.namespace.clone();
+            let now = w.spec.sidecar.map(|s| s.deployment);
+            let before = w.status.and_then(|s| s.sidecar_deployment);
+            now.into_iter()
+                .chain(before)
+                .map(move |name| {
+                    let r = ObjectRef::<Deployment>::new(&name);
+                    match &ns {
+                        Some(ns) => r.within(ns),
+                        None => r,
+                    }
+                })
+                .collect::<Vec<_>>()
         })
+        .graceful_shutdown_on(shutdown)
+        .run(
+            clean_deployment,
+            |_, error: &Error, _| {
+                warn!(%error, "sidecar cleanup failed; retrying");
+                Action::requeue(SECRET_RETRY)
+            },
+            ctx,
+        )
+        .for_each(|_| async {})
         .await;
+}
+
+async fn clean_deployment(deployment: Arc<Deployment>, ctx: Arc<CleanupContext>) -> Result<Action> {
+    // An empty store before the first list would look like "every Webhook is gone".
+    if ctx.webhooks.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(SECRET_RETRY));
+    }
+    let namespace = deployment
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let name = deployment.name_any();
+    for webhook in names::sidecar_managers(&deployment) {
+        let key = ObjectRef::<Webhook>::new(&webhook).within(&namespace);
+        let wanted = ctx
+            .webhooks
+            .get(&key)
+            .filter(|w| w.metadata.deletion_timestamp.is_none())
+            .and_then(|w| w.spec.sidecar.as_ref().map(|s| s.deployment == name))
+            .unwrap_or(false);
+        if !wanted {
+            remove_sidecar_of(&ctx.client, &webhook, &namespace, &name).await?;
+        }
+    }
+    Ok(Action::await_change())
 }
 
 fn neighbours(store: &Store<Webhook>, changed: &Webhook) -> Vec<ObjectRef<Webhook>> {
@@ -225,14 +310,19 @@ enum SecretCheck {
 }
 
 async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
-    if webhook.metadata.deletion_timestamp.is_some() {
-        // Children go with the Webhook through their owner references.
-        return Ok(Action::await_change());
-    }
     let name = webhook.name_any();
     let namespace = webhook
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let injected_into = webhook
+        .status
+        .as_ref()
+        .and_then(|s| s.sidecar_deployment.clone());
+    if webhook.metadata.deletion_timestamp.is_some() {
+        // Children go with the Webhook through their owner references; a sidecar in an
+        // application's Deployment is taken out by the sidecar cleanup controller.
+        return Ok(Action::await_change());
+    }
     let previous_secret = webhook.status.as_ref().and_then(|s| s.secret_name.clone());
 
     let spec = match validate(&name, &webhook.spec) {
@@ -269,9 +359,6 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     };
 
     let children = children::build(webhook, &spec, &ctx.config.receiver)?;
-    apply(ctx, &namespace, &children.service_account).await?;
-    apply(ctx, &namespace, &children.role).await?;
-    apply(ctx, &namespace, &children.role_binding).await?;
     apply(ctx, &namespace, &children.config).await?;
     let sink_usage = match &children.sink {
         Some(sink) => {
@@ -285,8 +372,67 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         None => SinkUsage::NoSink,
     };
     remove_stale_sinks(ctx, webhook, &namespace, &spec).await?;
-    apply(ctx, &namespace, &children.service).await?;
-    let deployment = apply(ctx, &namespace, &children.deployment).await?;
+
+    let (readiness, sidecar_deployment, again) = match &spec.sidecar {
+        None => {
+            if let Some(old) = &injected_into {
+                remove_sidecar(ctx, webhook, &namespace, old).await?;
+            }
+            apply(ctx, &namespace, &children.service_account).await?;
+            apply(ctx, &namespace, &children.role).await?;
+            apply(ctx, &namespace, &children.role_binding).await?;
+            apply(ctx, &namespace, &children.service).await?;
+            let deployment = apply(ctx, &namespace, &children.deployment).await?;
+            (status::deployment_readiness(&deployment), None, RESYNC)
+        }
+        Some(sidecar) => {
+            let apps: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+            let target = apps.get_opt(&sidecar.deployment).await?;
+            let selector = target
+                .as_ref()
+                .and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.selector.match_labels.clone())
+                .filter(|l| !l.is_empty());
+            let Some(selector) = selector else {
+                let message = match target {
+                    None => format!(
+                        "Deployment {:?} (spec.sidecar.deployment) does not exist in namespace {namespace:?}",
+                        sidecar.deployment
+                    ),
+                    Some(_) => format!(
+                        "Deployment {:?} selects its pods without matchLabels; the receiver's Service needs them",
+                        sidecar.deployment
+                    ),
+                };
+                let readiness = Readiness::new(Reason::DeploymentNotFound, message);
+                let again = Action::requeue(SECRET_RETRY);
+                return stop_not_ready(ctx, webhook, &readiness, previous_secret, again).await;
+            };
+            if let Some(old) = injected_into
+                .as_ref()
+                .filter(|old| **old != sidecar.deployment)
+            {
+                remove_sidecar(ctx, webhook, &namespace, old).await?;
+            }
+            let injection =
+                children::sidecar_injection(webhook, &spec, sidecar, &ctx.config.receiver)?;
+            let params = PatchParams::apply(&names::sidecar_field_manager(&name)).force();
+            let applied = apps
+                .patch(&sidecar.deployment, &params, &Patch::Apply(&injection))
+                .await?;
+            let service = children::sidecar_service(webhook, sidecar, selector)?;
+            apply(ctx, &namespace, &service).await?;
+            remove_own_receiver(ctx, webhook, &namespace).await?;
+            let readiness = status::sidecar_readiness(&applied);
+            // The application's Deployment is not watched: look again soon while it rolls.
+            let again = if readiness.reason.is_ready() {
+                RESYNC
+            } else {
+                SIDECAR_ROLLOUT_RETRY
+            };
+            (readiness, Some(sidecar.deployment.clone()), again)
+        }
+    };
     match &children.ingress {
         Some(ingress) => {
             apply(ctx, &namespace, ingress).await?;
@@ -294,13 +440,92 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         None => remove_stale_ingress(ctx, webhook, &namespace).await?,
     }
 
-    let readiness = status::deployment_readiness(&deployment);
-    let urls = status::Urls {
+    let placement = status::Placement {
         internal: children::url(webhook, &spec),
         external: children::external_url(&spec),
+        sidecar_deployment,
     };
-    write_status(ctx, webhook, &readiness, urls, generated, sink_usage).await?;
-    Ok(Action::requeue(RESYNC))
+    write_status(ctx, webhook, &readiness, placement, generated, sink_usage).await?;
+    Ok(Action::requeue(again))
+}
+
+/// Takes what this Webhook added out of an application's Deployment.
+async fn remove_sidecar(
+    ctx: &Context,
+    webhook: &Webhook,
+    namespace: &str,
+    deployment: &str,
+) -> Result<()> {
+    remove_sidecar_of(&ctx.client, &webhook.name_any(), namespace, deployment).await
+}
+
+/// Takes what the Webhook named `webhook` added out of `deployment` (nothing when the
+/// Deployment is gone): applying an empty configuration under its field manager removes
+/// the fields only that manager owned.
+async fn remove_sidecar_of(
+    client: &Client,
+    webhook: &str,
+    namespace: &str,
+    deployment: &str,
+) -> Result<()> {
+    let apps: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    if apps.get_opt(deployment).await?.is_none() {
+        return Ok(());
+    }
+    info!(
+        webhook,
+        namespace, deployment, "removing the receiver sidecar"
+    );
+    let params = PatchParams::apply(&names::sidecar_field_manager(webhook)).force();
+    let removal = children::sidecar_removal(namespace, deployment);
+    match apps
+        .patch(deployment, &params, &Patch::Apply(&removal))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the receiver's own Deployment, ServiceAccount, Role and RoleBinding (when it now
+/// runs as a sidecar), where this Webhook controls them.
+async fn remove_own_receiver(ctx: &Context, webhook: &Webhook, namespace: &str) -> Result<()> {
+    let name = names::receiver(&webhook.name_any());
+    delete_owned::<Deployment>(ctx, webhook, namespace, &name).await?;
+    delete_owned::<RoleBinding>(ctx, webhook, namespace, &name).await?;
+    delete_owned::<Role>(ctx, webhook, namespace, &name).await?;
+    delete_owned::<ServiceAccount>(ctx, webhook, namespace, &name).await
+}
+
+async fn delete_owned<K>(
+    ctx: &Context,
+    webhook: &Webhook,
+    namespace: &str,
+    name: &str,
+) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(existing) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let owned = existing
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == webhook.metadata.uid.as_ref() && o.controller == Some(true));
+    if !owned {
+        return Ok(());
+    }
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What a ConfigMap's data weighs against its 1 MiB limit.
@@ -328,11 +553,19 @@ async fn stop_not_ready(
     previous_secret: Option<String>,
     then: Action,
 ) -> Result<Action> {
+    // Where a sidecar was injected stays known, so that it can still be taken out.
+    let placement = status::Placement {
+        sidecar_deployment: webhook
+            .status
+            .as_ref()
+            .and_then(|s| s.sidecar_deployment.clone()),
+        ..status::Placement::default()
+    };
     write_status(
         ctx,
         webhook,
         readiness,
-        status::Urls::default(),
+        placement,
         previous_secret,
         SinkUsage::Unknown,
     )
@@ -467,24 +700,8 @@ async fn remove_stale_sinks(
 
 /// Deletes the Ingress this Webhook owns once `spec.ingress` is gone.
 async fn remove_stale_ingress(ctx: &Context, webhook: &Webhook, namespace: &str) -> Result<()> {
-    let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
     let name = names::receiver(&webhook.name_any());
-    let Some(existing) = api.get_opt(&name).await? else {
-        return Ok(());
-    };
-    let owned = existing
-        .owner_references()
-        .iter()
-        .any(|o| Some(&o.uid) == webhook.metadata.uid.as_ref() && o.controller == Some(true));
-    if owned {
-        info!(webhook = %webhook.name_any(), namespace, ingress = %name, "deleting Ingress no longer in spec");
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
+    delete_owned::<Ingress>(ctx, webhook, namespace, &name).await
 }
 
 /// Writes the status through the status subresource when it changed, and publishes an
@@ -493,7 +710,7 @@ async fn write_status(
     ctx: &Context,
     webhook: &Webhook,
     readiness: &Readiness,
-    urls: status::Urls,
+    placement: status::Placement,
     secret_name: Option<String>,
     sink: SinkUsage,
 ) -> Result<()> {
@@ -503,7 +720,7 @@ async fn write_status(
         previous,
         readiness,
         webhook.metadata.generation,
-        urls,
+        placement,
         secret_name,
         now.clone(),
     );

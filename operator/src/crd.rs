@@ -84,6 +84,34 @@ pub struct WebhookSpec {
     /// to paste into the sender. Removing this field deletes the Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<WebhookIngress>,
+
+    /// Run the receiver as a container inside an application's Deployment instead of in
+    /// pods of its own: verified deliveries go to the application over `127.0.0.1` through
+    /// `sinks.forward` (the only sink allowed here, since the container runs under the
+    /// application's ServiceAccount). The operator adds the container and its volumes to
+    /// the Deployment with server-side apply under a field manager of its own, touching
+    /// nothing else, and removes them when this field or the Webhook goes. The Service
+    /// `<name>-receiver` then selects the application's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarSettings>,
+}
+
+/// Where the receiver runs as a sidecar.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSettings {
+    /// The Deployment, in this namespace, whose pods get the receiver container
+    /// `hookwarden-<webhook name>`. Changing its pod template rolls its pods.
+    pub deployment: String,
+    /// The port the receiver listens on inside those pods; must be free there. Default:
+    /// 8090.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// The port of the receiver's `/metrics`; must be free there. Default: 8091.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub metrics_port: Option<i32>,
 }
 
 /// The Ingress that exposes a receiver.
@@ -238,6 +266,10 @@ pub struct WebhookStatus {
     /// The URL senders outside the cluster use, when `spec.ingress` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_url: Option<String>,
+    /// The Deployment the receiver container was added to (`spec.sidecar`), so that it can
+    /// be removed from there when the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_deployment: Option<String>,
     /// The Secret the operator generated the signing secret into (when `secretRef` is
     /// omitted). Its value is never shown here.
     #[serde(default, skip_serializing_if = "Option::is_none")]

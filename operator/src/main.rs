@@ -28,6 +28,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the Webhook CustomResourceDefinition as YAML.
     Crd,
+    /// Print the Webhook API reference as Markdown, generated from the CRD's schema.
+    Reference,
 }
 
 #[derive(Args)]
@@ -87,6 +89,10 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", hookwarden_operator::crd_yaml()?);
+            Ok(())
+        }
+        Command::Reference => {
+            print!("{}", hookwarden_operator::crd_reference()?);
             Ok(())
         }
         Command::Run(args) => run(*args).await,

@@ -74,6 +74,43 @@ pub fn check_dns_subdomain(field: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The receiver container a Webhook adds to an application's pods (`spec.sidecar`).
+pub fn sidecar_container(webhook: &str) -> String {
+    format!("hookwarden-{webhook}")
+}
+
+/// A volume the receiver container adds to an application's pods: `hw-<webhook>-<what>`.
+pub fn sidecar_volume(webhook: &str, what: &str) -> String {
+    format!("hw-{webhook}-{what}")
+}
+
+/// The field manager that owns what a Webhook added to an application's Deployment; one
+/// per Webhook, so that removing one sidecar leaves another's alone.
+pub fn sidecar_field_manager(webhook: &str) -> String {
+    format!("hookwarden.io/sidecar-{webhook}")
+}
+
+/// Label on an application Deployment that carries a receiver sidecar, so that the operator
+/// can find it again and take the sidecar out once its Webhook is gone.
+pub const SIDECAR_LABEL: &str = "hookwarden.io/sidecar";
+
+/// The Webhooks whose sidecar field managers own fields of `deployment`.
+pub fn sidecar_managers(deployment: &k8s_openapi::api::apps::v1::Deployment) -> Vec<String> {
+    let prefix = sidecar_field_manager("");
+    let mut found: Vec<String> = deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.as_deref()?.strip_prefix(prefix.as_str()))
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
 /// Labels that select a Webhook's receiver pods. Never change: a Deployment's selector is
 /// immutable.
 pub fn selector_labels(webhook: &str) -> BTreeMap<String, String> {

@@ -28,6 +28,8 @@ pub enum Reason {
     Conflict,
     /// The referenced Secret, or its key, does not exist.
     SecretNotFound,
+    /// `spec.sidecar.deployment` does not exist, or its pods cannot be selected.
+    DeploymentNotFound,
 }
 
 impl Reason {
@@ -38,6 +40,7 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::Conflict => "Conflict",
             Reason::SecretNotFound => "SecretNotFound",
+            Reason::DeploymentNotFound => "DeploymentNotFound",
         }
     }
 
@@ -93,6 +96,42 @@ pub fn deployment_readiness(deployment: &Deployment) -> Readiness {
     }
 }
 
+/// Readiness of an application Deployment the receiver runs in as a sidecar: ready once
+/// every replica runs the current pod template (the one with the receiver) and is available.
+pub fn sidecar_readiness(deployment: &Deployment) -> Readiness {
+    let name = deployment.metadata.name.as_deref().unwrap_or_default();
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or(0) >= generation;
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let replicas = status.replicas.unwrap_or(0);
+    if observed && desired > 0 && updated == desired && available == desired && replicas == desired
+    {
+        Readiness::new(
+            Reason::ReceiverAvailable,
+            format!("the receiver runs in all {desired} pods of Deployment {name}"),
+        )
+    } else if desired == 0 {
+        Readiness::new(
+            Reason::ReceiverUnavailable,
+            format!("Deployment {name} is scaled to 0 replicas"),
+        )
+    } else {
+        Readiness::new(
+            Reason::ReceiverUnavailable,
+            format!(
+                "rolling the receiver into Deployment {name}: {updated}/{desired} pods updated, {available} available"
+            ),
+        )
+    }
+}
+
 /// The `Ready` condition for `readiness`, keeping the previous transition time when the
 /// condition's status did not change.
 pub fn ready_condition(
@@ -120,13 +159,15 @@ pub fn ready_condition(
     }
 }
 
-/// Where a Webhook's receiver is reached; both unknown when the reconciliation stopped early.
+/// Where a Webhook's receiver runs and is reached.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Urls {
+pub struct Placement {
     /// Through its Service, inside the cluster.
     pub internal: Option<String>,
     /// Through its Ingress, from outside.
     pub external: Option<String>,
+    /// The application Deployment it runs in as a sidecar.
+    pub sidecar_deployment: Option<String>,
 }
 
 /// The whole status to write after a reconciliation.
@@ -134,7 +175,7 @@ pub fn next_status(
     previous: Option<&WebhookStatus>,
     readiness: &Readiness,
     generation: Option<i64>,
-    urls: Urls,
+    placement: Placement,
     secret_name: Option<String>,
     now: Time,
 ) -> WebhookStatus {
@@ -155,8 +196,9 @@ pub fn next_status(
     WebhookStatus {
         conditions,
         observed_generation: generation,
-        url: urls.internal,
-        external_url: urls.external,
+        url: placement.internal,
+        external_url: placement.external,
+        sidecar_deployment: placement.sidecar_deployment,
         secret_name,
     }
 }
@@ -234,10 +276,11 @@ mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
 
-    fn urls() -> Urls {
-        Urls {
+    fn urls() -> Placement {
+        Placement {
             internal: Some("u".into()),
             external: Some("https://e/u".into()),
+            sidecar_deployment: None,
         }
     }
 
@@ -279,11 +322,18 @@ mod tests {
         let waiting = Readiness::new(Reason::ReceiverUnavailable, "waiting");
         let invalid = Readiness::new(Reason::InvalidSpec, "bad path");
         let ready = Readiness::new(Reason::ReceiverAvailable, "ok");
-        let s1 = next_status(None, &waiting, Some(1), Urls::default(), None, t(10));
+        let s1 = next_status(None, &waiting, Some(1), Placement::default(), None, t(10));
         assert_eq!(s1.conditions[0].last_transition_time, t(10));
         assert_eq!(s1.conditions[0].status, "False");
         // False -> False with another reason: same transition time, new reason
-        let s2 = next_status(Some(&s1), &invalid, Some(2), Urls::default(), None, t(20));
+        let s2 = next_status(
+            Some(&s1),
+            &invalid,
+            Some(2),
+            Placement::default(),
+            None,
+            t(20),
+        );
         assert_eq!(s2.conditions[0].last_transition_time, t(10));
         assert_eq!(s2.conditions[0].reason, "InvalidSpec");
         assert_eq!(s2.conditions[0].observed_generation, Some(2));
@@ -302,7 +352,7 @@ mod tests {
     #[test]
     fn sink_capacity_turns_false_when_nearly_full_and_back() {
         let ready = Readiness::new(Reason::ReceiverAvailable, "ok");
-        let base = next_status(None, &ready, Some(1), Urls::default(), None, t(1));
+        let base = next_status(None, &ready, Some(1), Placement::default(), None, t(1));
         let used = |bytes| SinkUsage::Used {
             name: "opal-access".into(),
             bytes,
@@ -343,5 +393,43 @@ mod tests {
         let (dropped, _) = with_sink_capacity(s, &SinkUsage::NoSink, Some(1), t(5));
         assert!(dropped.conditions.iter().all(|c| c.type_ != SINK_CAPACITY));
         assert_eq!(dropped.conditions[0].type_, READY);
+    }
+
+    #[test]
+    fn sidecar_is_ready_only_when_every_pod_runs_it() {
+        use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+        let d = |generation: i64, observed: i64, updated: i32, available: i32, replicas: i32| {
+            Deployment {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    name: Some("billing".into()),
+                    generation: Some(generation),
+                    ..Default::default()
+                },
+                spec: Some(DeploymentSpec {
+                    replicas: Some(2),
+                    ..Default::default()
+                }),
+                status: Some(DeploymentStatus {
+                    observed_generation: Some(observed),
+                    updated_replicas: Some(updated),
+                    available_replicas: Some(available),
+                    replicas: Some(replicas),
+                    ..Default::default()
+                }),
+            }
+        };
+        assert!(sidecar_readiness(&d(3, 3, 2, 2, 2)).reason.is_ready());
+        // the controller has not seen the new template yet
+        assert!(!sidecar_readiness(&d(3, 2, 2, 2, 2)).reason.is_ready());
+        // old pods (without the receiver) still serve
+        assert!(!sidecar_readiness(&d(3, 3, 1, 2, 3)).reason.is_ready());
+        // new pods not available yet
+        let r = sidecar_readiness(&d(3, 3, 2, 1, 2));
+        assert_eq!(r.reason, Reason::ReceiverUnavailable);
+        assert!(
+            r.message.contains("2/2 pods updated, 1 available"),
+            "{}",
+            r.message
+        );
     }
 }

@@ -7,7 +7,7 @@
 
 use hookwarden_receiver::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provider};
 
-use crate::crd::{WebhookIngress, WebhookLimits, WebhookSpec};
+use crate::crd::{SidecarSettings, WebhookIngress, WebhookLimits, WebhookSpec};
 use crate::names;
 
 /// Event types Opal sends (../shared/seeds: Opal webhooks).
@@ -71,7 +71,21 @@ pub struct ValidSpec {
     pub limits: Limits,
     /// `spec.ingress`, checked.
     pub ingress: Option<WebhookIngress>,
+    /// `spec.sidecar`, checked, with its defaults.
+    pub sidecar: Option<ValidSidecar>,
 }
+
+/// Where the receiver runs as a sidecar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidSidecar {
+    pub deployment: String,
+    pub port: u16,
+    pub metrics_port: u16,
+}
+
+/// The sidecar's ports unless the Webhook says otherwise.
+pub const SIDECAR_PORT: u16 = 8090;
+pub const SIDECAR_METRICS_PORT: u16 = 8091;
 
 impl ValidSpec {
     /// Every active signing secret: the main one first, then the additional ones.
@@ -191,7 +205,8 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
     }
 
     let sinks = spec.sinks.clone().unwrap_or_default();
-    let events = sinks.events.unwrap_or(true);
+    // A sidecar runs under the application's ServiceAccount: it records nothing itself.
+    let events = sinks.events.unwrap_or(spec.sidecar.is_none());
     let config_map = sinks.config_map.map(|cm| {
         if let Err(p) = names::check_dns_subdomain("spec.sinks.configMap.name", &cm.name) {
             problems.push(p);
@@ -231,7 +246,7 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
         }
         f.url
     });
-    if !events && config_map.is_none() && forward.is_none() {
+    if !events && config_map.is_none() && forward.is_none() && spec.sidecar.is_none() {
         problems.push(
             "spec.sinks records deliveries nowhere; enable events, or set configMap or forward"
                 .into(),
@@ -268,6 +283,11 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
     if let Some(i) = &ingress {
         problems.extend(check_ingress(i));
     }
+    let sidecar = spec.sidecar.as_ref().map(|s| {
+        let (sidecar, found) = check_sidecar(s, events, config_map.is_some(), forward.is_some());
+        problems.extend(found);
+        sidecar
+    });
 
     match (provider, problems.is_empty()) {
         (Some(provider), true) => Ok(ValidSpec {
@@ -283,9 +303,58 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
             generic_hmac: spec.generic_hmac.clone(),
             limits,
             ingress,
+            sidecar,
         }),
         _ => Err(problems.join("; ")),
     }
+}
+
+/// `spec.sidecar` with its defaults, and its problems: a valid Deployment name, two distinct
+/// ports, and `forward` as the only sink.
+fn check_sidecar(
+    set: &SidecarSettings,
+    events: bool,
+    config_map: bool,
+    forward: bool,
+) -> (ValidSidecar, Vec<String>) {
+    let mut problems = Vec::new();
+    if let Err(p) = names::check_dns_subdomain("spec.sidecar.deployment", &set.deployment) {
+        problems.push(p);
+    }
+    let mut port = |field: &str, value: Option<i32>, default: u16| match value {
+        None => default,
+        Some(v) => u16::try_from(v).ok().filter(|p| *p > 0).unwrap_or_else(|| {
+            problems.push(format!("spec.sidecar.{field} {v} is not a port (1-65535)"));
+            default
+        }),
+    };
+    let sidecar = ValidSidecar {
+        deployment: set.deployment.clone(),
+        port: port("port", set.port, SIDECAR_PORT),
+        metrics_port: port("metricsPort", set.metrics_port, SIDECAR_METRICS_PORT),
+    };
+    if sidecar.port == sidecar.metrics_port {
+        problems.push(format!(
+            "spec.sidecar.port and spec.sidecar.metricsPort are both {}; use two ports",
+            sidecar.port
+        ));
+    }
+    if events || config_map {
+        problems.push(
+            "spec.sidecar runs the receiver under the application's ServiceAccount, which \
+             hookwarden does not grant rights to: use sinks.forward only (remove \
+             sinks.configMap, set sinks.events to false)"
+                .into(),
+        );
+    }
+    if !forward {
+        problems.push(
+            "spec.sidecar needs sinks.forward.url, the application's address in the pod \
+             (e.g. http://127.0.0.1:8080/webhooks)"
+                .into(),
+        );
+    }
+    (sidecar, problems)
 }
 
 /// Problems with `spec.ingress`: a concrete DNS host name, valid class and Secret names.
@@ -383,6 +452,7 @@ fn check_secret_key(key: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::crd::{ConfigMapSink, ForwardSink, SecretKeyRef, Sinks};
+    use crate::validate::ValidSidecar;
 
     fn spec(provider: &str, path: &str) -> WebhookSpec {
         WebhookSpec {
@@ -396,6 +466,7 @@ mod tests {
             generic_hmac: None,
             limits: None,
             ingress: None,
+            sidecar: None,
         }
     }
 
@@ -650,5 +721,62 @@ mod tests {
         });
         let err = validate("opal", &s).expect_err("invalid");
         assert!(err.contains("spec.ingress.host"), "{err}");
+    }
+
+    #[test]
+    fn sidecars_forward_only_on_two_free_ports() {
+        let sidecar = |port, metrics_port| {
+            Some(crate::crd::SidecarSettings {
+                deployment: "billing".into(),
+                port,
+                metrics_port,
+            })
+        };
+        let forward = Some(Sinks {
+            events: None,
+            config_map: None,
+            forward: Some(ForwardSink {
+                url: "http://127.0.0.1:8080/hooks".into(),
+            }),
+        });
+        let mut s = spec("stripe", "/stripe");
+        s.sinks = forward.clone();
+        s.sidecar = sidecar(None, None);
+        let valid = validate("stripe", &s).expect("valid");
+        assert!(!valid.events, "a sidecar records no Events by default");
+        assert_eq!(
+            valid.sidecar,
+            Some(ValidSidecar {
+                deployment: "billing".into(),
+                port: SIDECAR_PORT,
+                metrics_port: SIDECAR_METRICS_PORT
+            })
+        );
+
+        s.sidecar = sidecar(Some(9000), Some(9000));
+        assert!(
+            validate("stripe", &s)
+                .unwrap_err()
+                .contains("use two ports")
+        );
+        s.sidecar = sidecar(Some(70000), None);
+        assert!(
+            validate("stripe", &s)
+                .unwrap_err()
+                .contains("70000 is not a port")
+        );
+
+        s.sidecar = sidecar(None, None);
+        s.sinks = Some(Sinks {
+            events: Some(true),
+            config_map: Some(ConfigMapSink {
+                name: "x".into(),
+                mode: None,
+            }),
+            forward: None,
+        });
+        let err = validate("stripe", &s).unwrap_err();
+        assert!(err.contains("use sinks.forward only"), "{err}");
+        assert!(err.contains("needs sinks.forward.url"), "{err}");
     }
 }

@@ -14,6 +14,18 @@ fn committed_crd_matches_the_code() {
 }
 
 #[test]
+fn committed_reference_matches_the_code() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/webhook-reference.md");
+    let committed = std::fs::read_to_string(&path).expect("docs/webhook-reference.md");
+    let generated = hookwarden_operator::crd_reference().expect("render reference");
+    assert!(
+        committed == generated,
+        "docs/webhook-reference.md is stale: run `make crds` and commit the result"
+    );
+}
+
+#[test]
 fn crd_is_what_users_expect() {
     use kube::CustomResourceExt;
     let crd = hookwarden_operator::crd::Webhook::crd();

@@ -418,3 +418,162 @@ async fn concurrent_deliveries_through_two_replicas_lose_nothing() {
     users.dedup();
     assert_eq!(users.len(), N, "{state}");
 }
+
+/// `spec.sidecar`: the operator adds the receiver to an application's Deployment, the
+/// receiver's Service selects the application's pods, verified deliveries reach the
+/// application over 127.0.0.1; taking `spec.sidecar` out, or deleting the Webhook, takes
+/// the container out again and leaves the application's own fields alone.
+#[tokio::test]
+async fn a_sidecar_is_injected_forwards_and_is_removed_again() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let ns = TestNamespace::new("sidecar").await;
+    let app = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: billing, labels: {app: billing}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: billing}}
+  template:
+    metadata: {labels: {app: billing}}
+    spec:
+      containers:
+        - name: app
+          image: hookwarden-e2e-app:dev
+          imagePullPolicy: Never
+          ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: billing}
+spec:
+  selector: {app: billing}
+  ports: [{name: http, port: 8080, targetPort: http}]
+"#;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), app).unwrap();
+    let (ok, out) = kubectl(&["apply", "-n", &ns.name, "-f", file.path().to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let containers = |ns: &TestNamespace| {
+        let api = ns.api::<Deployment>();
+        async move {
+            let d = api.get("billing").await.expect("get billing");
+            let names: Vec<String> = d
+                .spec
+                .and_then(|s| s.template.spec)
+                .map(|p| p.containers.into_iter().map(|c| c.name).collect())
+                .unwrap_or_default();
+            names
+        }
+    };
+    let webhook = |sidecar: bool| {
+        let sidecar = if sidecar {
+            ", sidecar: {deployment: billing}, sinks: {events: false, forward: {url: 'http://127.0.0.1:8080/hooks'}}"
+        } else {
+            ", sinks: {events: true}"
+        };
+        format!(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: stripe}}\n\
+             spec: {{path: /stripe, provider: stripe{sidecar}}}\n"
+        )
+    };
+
+    ns.apply_webhook(&webhook(true)).await;
+    let ready = ns
+        .webhook_ready("stripe", "True", "ReceiverAvailable")
+        .await;
+    assert_eq!(
+        ready.status.as_ref().unwrap().sidecar_deployment.as_deref(),
+        Some("billing")
+    );
+    assert_eq!(containers(&ns).await, ["app", "hookwarden-stripe"]);
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt("stripe-receiver")
+            .await
+            .unwrap()
+            .is_none(),
+        "no receiver Deployment of its own"
+    );
+    let svc: Service = ns.api().get("stripe-receiver").await.unwrap();
+    assert_eq!(
+        svc.spec.as_ref().unwrap().selector.as_ref().unwrap()["app"],
+        "billing"
+    );
+
+    // A verified delivery reaches the application in the same pod; a forged one does not.
+    let secret: Secret = ns.api().get("stripe-signing-secret").await.unwrap();
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), &secret.data.unwrap()["secret"].0).unwrap();
+    let url = format!("http://{}/stripe", svc.spec.unwrap().cluster_ip.unwrap());
+    let body = r#"{"id":"evt_7","type":"invoice.paid"}"#;
+    let out = send_eventually(&url, "stripe", secret_file.path(), body, &[]);
+    assert!(out.starts_with("200"), "{out}");
+    let forged = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(forged.path(), "whsec_forged").unwrap();
+    let (ok, out) = send(&url, "stripe", forged.path(), body, &[]);
+    assert!(!ok && out.starts_with("401"), "{out}");
+    let app_svc: Service = ns.api().get("billing").await.unwrap();
+    let app_ip = app_svc.spec.unwrap().cluster_ip.unwrap();
+    let (status, text) = http_get(&app_ip, 8080, "/received").await.unwrap();
+    assert_eq!(status, 200);
+    let received: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(received.as_array().map(Vec::len), Some(1), "{text}");
+    assert_eq!(received[0]["path"], "/hooks");
+    assert_eq!(received[0]["body"], body);
+    assert_eq!(received[0]["webhook"], format!("{}/stripe", ns.name));
+
+    // Without spec.sidecar the container goes, and the receiver runs in pods of its own.
+    ns.apply_webhook(&webhook(false)).await;
+    eventually("the sidecar is taken out", CONVERGE, || async {
+        match containers(&ns).await.as_slice() {
+            [only] if only == "app" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let own = ns
+        .webhook_ready("stripe", "True", "ReceiverAvailable")
+        .await;
+    assert_eq!(own.status.unwrap().sidecar_deployment, None);
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt("stripe-receiver")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Back in, then the Webhook deleted: the cleanup controller takes the container out.
+    ns.apply_webhook(&webhook(true)).await;
+    eventually("the sidecar is back", CONVERGE, || async {
+        let c = containers(&ns).await;
+        if c == ["app", "hookwarden-stripe"] {
+            Ok(())
+        } else {
+            Err(c)
+        }
+    })
+    .await;
+    ns.delete::<hookwarden_operator::crd::Webhook>("stripe")
+        .await;
+    eventually(
+        "the sidecar is taken out after deletion",
+        CONVERGE,
+        || async {
+            match containers(&ns).await.as_slice() {
+                [only] if only == "app" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // The application's own fields are untouched.
+    let d: Deployment = ns.api().get("billing").await.unwrap();
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("hookwarden-e2e-app:dev")
+    );
+    assert!(pod.volumes.unwrap_or_default().is_empty());
+}

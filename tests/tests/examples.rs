@@ -252,3 +252,57 @@ async fn forward_example_hands_verified_deliveries_to_the_application() {
     let all: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(all.as_array().map(Vec::len), Some(1), "{text}");
 }
+
+#[tokio::test]
+async fn sidecar_example_runs_in_the_application_pod() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let ns = TestNamespace::new("ex-sidecar").await;
+    let (_, text) = example("sidecar.yaml");
+    let text = text.replace("ghcr.io/example/storefront:1.0", "hookwarden-e2e-app:dev");
+    let applied = apply_example(&ns, &text).await;
+    let (webhook, secret) = &applied[0];
+    let app: Deployment = ns.api().get("storefront").await.unwrap();
+    let pod = app.spec.unwrap().template.spec.unwrap();
+    let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["app", "hookwarden-shopify"]);
+
+    let url = service_url(&ns, webhook).await;
+    let body = r#"{"id":820982911946154508,"email":"jon@example.com"}"#;
+    let out = send_eventually(
+        &url,
+        "shopify",
+        secret.path(),
+        body,
+        &["--header", "X-Shopify-Topic: orders/create"],
+    );
+    assert!(out.starts_with("200"), "{out}");
+    // The application saw it: ask it through its pod (it has no Service in the example).
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    let list = pods
+        .list(&kube::api::ListParams::default().labels("app=storefront"))
+        .await
+        .unwrap();
+    let received = eventually(
+        "the application received the delivery",
+        CONVERGE,
+        || async {
+            for p in &list.items {
+                let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+                    continue;
+                };
+                if let Ok((200, text)) = http_get(&ip, 8080, "/received").await {
+                    let all: serde_json::Value =
+                        serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                    if all.as_array().map(Vec::len) == Some(1) {
+                        return Ok(all[0].clone());
+                    }
+                }
+            }
+            Err("not yet".to_string())
+        },
+    )
+    .await;
+    assert_eq!(received["path"], "/webhooks/shopify");
+    assert_eq!(received["eventTypes"], "orders/create");
+    assert_eq!(received["body"], body);
+}
