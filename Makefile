@@ -38,9 +38,11 @@ crds:
 	$(CARGO) run -q -p hookwarden-operator -- crd > crds/webhooks.hookwarden.io.yaml
 	$(CARGO) run -q -p hookwarden-operator -- reference > docs/webhook-reference.md
 
-## Regenerate deploy/hookwarden.yaml from the chart (a chart test fails when it is stale).
+## Regenerate deploy/hookwarden.yaml and deploy/pdb.yaml from the chart (a chart test fails
+## when either is stale).
 manifests:
 	tests/chart/helm manifest > deploy/hookwarden.yaml
+	tests/chart/helm manifest --pdb > deploy/pdb.yaml
 
 ## The receiver's speed and footprint against a bare axum server (see bench/run.sh).
 bench:

@@ -238,12 +238,22 @@ class Defaults(unittest.TestCase):
         self.assertIn("externalUrl", notes)
 
     def test_plain_manifest_is_not_stale(self) -> None:
-        generated = subprocess.run(
-            [sys.executable, str(Path(__file__).with_name("helm.py")), "manifest"],
-            check=True, capture_output=True, text=True).stdout
-        committed = (REPO / "deploy" / "hookwarden.yaml").read_text()
-        self.assertTrue(generated == committed,
-                        "deploy/hookwarden.yaml is stale: run `make manifests` and commit it")
+        for args, path in [([], "hookwarden.yaml"), (["--pdb"], "pdb.yaml")]:
+            generated = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name("helm.py")), "manifest", *args],
+                check=True, capture_output=True, text=True).stdout
+            committed = (REPO / "deploy" / path).read_text()
+            self.assertTrue(generated == committed,
+                            f"deploy/{path} is stale: run `make manifests` and commit it")
+
+    def test_plain_manifest_splits_off_the_pdb(self) -> None:
+        # deploy/hookwarden.yaml holds only APIs 1.20 serves; the policy/v1 PDB is apart.
+        main = (REPO / "deploy" / "hookwarden.yaml").read_text()
+        pdb = (REPO / "deploy" / "pdb.yaml").read_text()
+        self.assertNotIn("kind: PodDisruptionBudget", main)
+        self.assertIn("kind: Deployment", main)
+        self.assertIn("apiVersion: policy/v1\nkind: PodDisruptionBudget", pdb)
+        self.assertEqual(pdb.count("kind: "), 1)
 
 
 class EveryOption(unittest.TestCase):

@@ -139,12 +139,18 @@ class Render(unittest.TestCase):
         self.assertNotIn("clusterrolebinding", out)
 
     def test_plain_manifest_is_accepted(self) -> None:
-        text = (REPO / "deploy" / "hookwarden.yaml").read_text()
-        # Its PodDisruptionBudget is policy/v1, which 1.20 does not serve (the file says so).
-        docs = [d for d in text.split("\n---\n") if "kind: PodDisruptionBudget" not in d]
-        self.assertEqual(len(docs), len(text.split("\n---\n")) - 1)
-        out = kubectl("apply", "--dry-run=server", "-f", "-", stdin="\n---\n".join(docs))
-        self.assertIn("deployment.apps/hookwarden-operator", out)
+        # All of it: deploy/hookwarden.yaml holds only APIs that 1.20 serves.
+        out = kubectl("apply", "--dry-run=server", "-f", str(REPO / "deploy" / "hookwarden.yaml"))
+        for kind in ["namespace/hookwarden-system", "serviceaccount/hookwarden-operator",
+                     "clusterrole.rbac.authorization.k8s.io/hookwarden-operator",
+                     "clusterrolebinding.rbac.authorization.k8s.io/hookwarden-operator",
+                     "service/hookwarden-operator-metrics", "deployment.apps/hookwarden-operator"]:
+            self.assertIn(kind, out)
+        # deploy/pdb.yaml is policy/v1, which 1.20 does not serve: refused here, as its
+        # header says (the test proves the split is needed, and where the line runs).
+        out = kubectl("apply", "--dry-run=server", "-f", str(REPO / "deploy" / "pdb.yaml"),
+                      check=False)
+        self.assertIn('no matches for kind "PodDisruptionBudget" in version "policy/v1"', out)
 
 
 class Lifecycle(unittest.TestCase):
