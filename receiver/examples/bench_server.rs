@@ -7,6 +7,9 @@
 //!   server.
 //! - `bench_server requests N SECRET_FILE OUT`: N distinct Opal deliveries, signed now, one
 //!   per line as `timestamp<TAB>signature<TAB>body`, for wrk's Lua script to replay.
+//! - `bench_server stages N`: what each step of a delivery costs in-process, without the
+//!   network, in nanoseconds per delivery over N distinct deliveries: where the receiver's
+//!   time goes beyond a bare server's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
@@ -47,9 +50,10 @@ async fn main() {
             receiver(port.parse().unwrap(), metrics_port.parse().unwrap(), secret).await
         }
         ["requests", n, secret, out] => requests(n.parse().unwrap(), secret, out),
+        ["stages", n] => stages(n.parse().unwrap()).await,
         _ => {
             eprintln!(
-                "usage: bench_server bare PORT | receiver PORT METRICS_PORT SECRET_FILE | requests N SECRET_FILE OUT"
+                "usage: bench_server bare PORT | receiver PORT METRICS_PORT SECRET_FILE | requests N SECRET_FILE OUT | stages N"
             );
             std::process::exit(2);
         }
@@ -68,7 +72,25 @@ async fn bare(port: u16) {
 }
 
 async fn receiver(port: u16, metrics_port: u16, secret: &str) {
-    let config = ReceiverConfig {
+    let config = bench_config(port, metrics_port, secret);
+    let recorded = Arc::new(AtomicU64::new(0));
+    let state = AppState::new(
+        config,
+        Sinks(vec![Arc::new(CountingSink(recorded.clone()))]),
+    );
+    let metrics = tokio::net::TcpListener::bind(state.config.metrics_listen)
+        .await
+        .unwrap();
+    tokio::spawn(axum::serve(metrics, metrics_app(state.metrics.clone())).into_future());
+    let listener = tokio::net::TcpListener::bind(state.config.listen)
+        .await
+        .unwrap();
+    serve_on(listener, app(state), shutdown_signal()).await;
+    println!("recorded {}", recorded.load(Ordering::Relaxed));
+}
+
+fn bench_config(port: u16, metrics_port: u16, secret: &str) -> ReceiverConfig {
+    ReceiverConfig {
         webhook: WebhookIdentity {
             name: "bench".into(),
             namespace: "bench".into(),
@@ -86,21 +108,7 @@ async fn receiver(port: u16, metrics_port: u16, secret: &str) {
         },
         generic_hmac: None,
         limits: Limits::default(),
-    };
-    let recorded = Arc::new(AtomicU64::new(0));
-    let state = AppState::new(
-        config,
-        Sinks(vec![Arc::new(CountingSink(recorded.clone()))]),
-    );
-    let metrics = tokio::net::TcpListener::bind(state.config.metrics_listen)
-        .await
-        .unwrap();
-    tokio::spawn(axum::serve(metrics, metrics_app(state.metrics.clone())).into_future());
-    let listener = tokio::net::TcpListener::bind(state.config.listen)
-        .await
-        .unwrap();
-    serve_on(listener, app(state), shutdown_signal()).await;
-    println!("recorded {}", recorded.load(Ordering::Relaxed));
+    }
 }
 
 fn requests(n: usize, secret: &str, out: &str) {
@@ -109,9 +117,7 @@ fn requests(n: usize, secret: &str, out: &str) {
     let scheme = Scheme::new(Provider::Opal);
     let mut file = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
     for i in 0..n {
-        let body = format!(
-            r#"{{"event_ts":{now},"organization_id":"7c3c2ba1-8d1e-4b8e-9f1a-2b0f1c3d4e5f","events":[{{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"AWS_IAM_ROLE","user_id":"user{i}@example.com","resource_id":"0eb35db24007c8148","access_level":"admin"}}]}}"#
-        );
+        let body = opal_body(i, now);
         let headers = sign(&scheme, secret.expose(), body.as_bytes(), now, "", &[]);
         let signature = &headers
             .iter()
@@ -121,4 +127,119 @@ fn requests(n: usize, secret: &str, out: &str) {
         writeln!(file, "{now}\t{signature}\t{body}").unwrap();
     }
     file.flush().unwrap();
+}
+
+/// The body of the `i`th benchmark delivery, sent at `now`.
+fn opal_body(i: usize, now: i64) -> String {
+    format!(
+        r#"{{"event_ts":{now},"organization_id":"7c3c2ba1-8d1e-4b8e-9f1a-2b0f1c3d4e5f","events":[{{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"AWS_IAM_ROLE","user_id":"user{i}@example.com","resource_id":"0eb35db24007c8148","access_level":"admin"}}]}}"#
+    )
+}
+
+/// Times `f` over `n` runs and prints nanoseconds per run.
+fn time(name: &str, n: usize, mut f: impl FnMut(usize)) {
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        f(i);
+    }
+    let ns = started.elapsed().as_nanos() as f64 / n as f64;
+    println!("{name:<34} {ns:>8.0} ns");
+}
+
+async fn stages(n: usize) {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
+    use hookwarden_receiver::payload;
+    use hookwarden_receiver::replay::ReplayCache;
+    use hookwarden_receiver::secrets::Secret;
+    use tower::ServiceExt;
+
+    let secret = Secret::new(b"a-benchmark-secret-of-32-bytes!!");
+    let now = hookwarden_receiver::server::system_clock()();
+    let scheme = Scheme::new(Provider::Opal);
+    let deliveries: Vec<(HeaderMap, Bytes)> = (0..n)
+        .map(|i| {
+            let body = opal_body(i, now);
+            let mut headers = HeaderMap::new();
+            for (k, v) in sign(&scheme, secret.expose(), body.as_bytes(), now, "", &[]) {
+                headers.insert(
+                    HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(),
+                    HeaderValue::from_str(&v).unwrap(),
+                );
+            }
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            (headers, Bytes::from(body))
+        })
+        .collect();
+    let secrets = [secret.clone()];
+    println!(
+        "in-process cost per delivery ({n} distinct Opal deliveries, {} byte bodies):",
+        deliveries[0].1.len()
+    );
+    // The steps on a set small enough to stay in cache, as a request just read is.
+    let hot = &deliveries[..deliveries.len().min(1024)];
+    time("signature check", n, |i| {
+        let (h, b) = &hot[i % hot.len()];
+        std::hint::black_box(scheme.verify(h, b, &secrets, now).unwrap());
+    });
+    time("payload parse", n, |i| {
+        let (h, b) = &hot[i % hot.len()];
+        std::hint::black_box(payload::parse(Provider::Opal, h, b).unwrap());
+    });
+    let replay = ReplayCache::new(24 * 3600, 100_000);
+    for i in 0..100_000u32 {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k[4..8].copy_from_slice(&i.wrapping_mul(2654435761).to_le_bytes());
+        replay.remember(k, now);
+    }
+    time("replay check + remember (full)", n, |i| {
+        let mut k = [7u8; 32];
+        k[..8].copy_from_slice(&(i as u64).wrapping_mul(0x9E3779B97F4A7C15).to_le_bytes());
+        if !replay.seen(&k, now) {
+            replay.remember(k, now);
+        }
+    });
+
+    let recorded = Arc::new(AtomicU64::new(0));
+    let dir = std::env::temp_dir().join(format!("hw-stages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret"), secret.expose()).unwrap();
+    let config = bench_config(0, 0, dir.join("secret").to_str().unwrap());
+    let receiver = app(AppState::new(
+        config,
+        Sinks(vec![Arc::new(CountingSink(recorded.clone()))]),
+    ));
+    let bare = Router::new().route("/opal", post(|_: Bytes| async { "ok" }));
+    let request = |i: usize| {
+        let (h, b) = &deliveries[i];
+        let mut r = Request::post("/opal")
+            .body(axum::body::Body::from(b.clone()))
+            .unwrap();
+        *r.headers_mut() = h.clone();
+        r
+    };
+    let only = std::env::var("STAGES_ONLY").ok();
+    for (name, router) in [
+        ("bare router, request to response", bare),
+        ("receiver router, request to response", receiver),
+    ] {
+        if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        for i in 0..n {
+            let resp = router.clone().oneshot(request(i)).await.unwrap();
+            assert!(resp.status().is_success());
+        }
+        let ns = started.elapsed().as_nanos() as f64 / n as f64;
+        println!("{name:<34} {ns:>8.0} ns");
+    }
+    if only.is_none() {
+        assert_eq!(
+            recorded.load(Ordering::Relaxed),
+            n as u64,
+            "every delivery recorded once"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

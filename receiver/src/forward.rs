@@ -56,14 +56,14 @@ impl ForwardSink {
         let content_type = delivery
             .content_type
             .clone()
-            .unwrap_or_else(|| "application/octet-stream".into());
+            .unwrap_or_else(|| hyper::header::HeaderValue::from_static("application/octet-stream"));
         Request::post(self.url.clone())
             .header(hyper::header::CONTENT_TYPE, content_type)
             .header(WEBHOOK_HEADER, &self.webhook)
             .header(DELIVERY_HEADER, hex::encode(delivery.key))
             .header(EVENT_TYPES_HEADER, types.join(","))
             .body(Full::new(delivery.body.clone()))
-            // Only a content type a sender sent that is not a valid header value gets here.
+            // Not expected: every value here is a valid header value.
             .map_err(|e| RecordError::Refused(format!("cannot forward: {e}")))
     }
 

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod cmsink;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod forward;
 #[doc(hidden)]

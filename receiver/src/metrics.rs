@@ -20,6 +20,9 @@ pub struct OutcomeLabel {
 pub struct Metrics {
     pub registry: Registry,
     deliveries: Family<OutcomeLabel, Counter>,
+    /// The counters of the outcomes seen so far, for a lookup without hashing: a receiver
+    /// sees a handful of outcomes, `recorded` first.
+    counters: std::sync::RwLock<Vec<(&'static str, Counter)>>,
     latency: Histogram,
 }
 
@@ -45,16 +48,38 @@ impl Metrics {
         Metrics {
             registry: root,
             deliveries,
+            counters: Default::default(),
             latency,
         }
     }
 
     /// Counts one delivery with `outcome` that took `seconds`.
     pub fn observe(&self, outcome: &'static str, seconds: f64) {
-        self.deliveries
-            .get_or_create(&OutcomeLabel { outcome })
-            .inc();
+        self.counter(outcome).inc();
         self.latency.observe(seconds);
+    }
+
+    fn counter(&self, outcome: &'static str) -> Counter {
+        let known = match self.counters.read() {
+            Ok(c) => c
+                .iter()
+                .find(|(o, _)| *o == outcome)
+                .map(|(_, c)| c.clone()),
+            Err(_) => None,
+        };
+        known.unwrap_or_else(|| {
+            // A counter of the family shares its value with this clone.
+            let counter = self
+                .deliveries
+                .get_or_create(&OutcomeLabel { outcome })
+                .clone();
+            if let Ok(mut c) = self.counters.write()
+                && !c.iter().any(|(o, _)| *o == outcome)
+            {
+                c.push((outcome, counter.clone()));
+            }
+            counter
+        })
     }
 
     pub fn encode(&self) -> String {

@@ -15,9 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::ReceiverConfig;
+pub use crate::connection::HEADER_READ_TIMEOUT;
+use crate::connection::{self, Activity};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::payload::{self, ParseError};
@@ -51,8 +53,9 @@ pub struct AppState {
     pub sinks: Arc<Sinks>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
-    /// Deliveries in flight; when none is left, a delivery is shed with 503.
-    pub permits: Arc<Semaphore>,
+    /// Deliveries in flight, at most `limits.maxConcurrentDeliveries`; past that, a delivery
+    /// is shed with 503.
+    pub in_flight: Arc<InFlight>,
 }
 
 impl AppState {
@@ -60,7 +63,7 @@ impl AppState {
         let scheme = config.scheme();
         let config_webhook = config.webhook.clone();
         let config_provider = config.provider;
-        let permits = config.limits.max_concurrent_deliveries as usize;
+        let max_in_flight = config.limits.max_concurrent_deliveries as usize;
         AppState {
             secrets: SecretStore::new(config.secret_files.clone()),
             config: Arc::new(config),
@@ -72,8 +75,42 @@ impl AppState {
                 config_provider.as_str(),
             )),
             clock: system_clock(),
-            permits: Arc::new(Semaphore::new(permits)),
+            in_flight: Arc::new(InFlight::new(max_in_flight)),
         }
+    }
+}
+
+/// A count of deliveries in flight with a ceiling: a semaphore that never waits.
+#[derive(Debug)]
+pub struct InFlight {
+    count: AtomicUsize,
+    max: usize,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        InFlight {
+            count: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A place for one more delivery, held until the guard is dropped; `None` when full.
+    pub fn enter(&self) -> Option<InFlightGuard<'_>> {
+        self.count
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlightGuard(self))
+    }
+}
+
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -231,20 +268,20 @@ impl IntoResponse for Outcome {
 }
 
 async fn deliver(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let (parts, body) = request.into_parts();
-    let outcome = match state.permits.try_acquire() {
+    let outcome = match state.in_flight.enter() {
         // Load shedding: a sender told to retry shortly beats one left waiting.
-        Err(_) => Outcome::Overloaded,
-        Ok(_permit) => {
+        None => Outcome::Overloaded,
+        Some(_place) => {
             let limits = &state.config.limits;
             let work = async {
                 match read_body(body, limits.max_body_bytes as usize).await {
-                    Ok(bytes) => handle(&state, &parts.headers, &bytes).await,
+                    Ok(bytes) => handle(&state, &parts.headers, &bytes, started).await,
                     Err(outcome) => outcome,
                 }
             };
-            tokio::time::timeout(limits.request_timeout(), work)
+            tokio::time::timeout_at(started + limits.request_timeout(), work)
                 .await
                 .unwrap_or(Outcome::TimedOut)
         }
@@ -287,7 +324,12 @@ fn log(webhook: &str, outcome: &Outcome) {
     }
 }
 
-async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Outcome {
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    arrived: tokio::time::Instant,
+) -> Outcome {
     let secrets = match state.secrets.current() {
         SecretState::Loaded(s) => s,
         SecretState::Unavailable(_) => return Outcome::NoSecret,
@@ -321,13 +363,11 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Outcome 
         key,
         events,
         body: body.clone(),
-        content_type: headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from),
+        content_type: headers.get(header::CONTENT_TYPE).cloned(),
         event_ts,
     };
-    let deadline = tokio::time::Instant::now() + state.config.limits.record_budget();
+    // The sender's clock started when the delivery arrived.
+    let deadline = arrived + state.config.limits.record_budget();
     match state.sinks.record(&delivery, deadline).await {
         Ok(()) => {
             state.replay.remember(key, now);
@@ -337,16 +377,21 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Outcome 
     }
 }
 
-/// What identifies a delivery: the sender's id where the scheme has one, else the signed
-/// timestamp and the body (which is what the signature covers).
+/// What identifies a delivery: the sender's id where the scheme has one; else the MAC that
+/// verified it, which stands for the signed timestamp and body (and costs one hash block
+/// instead of a second pass over the body); else (a token scheme) the body itself.
 fn delivery_key(verified: &Verified, body: &[u8]) -> Key {
     let mut h = Sha256::new();
-    match &verified.delivery_id {
-        Some(id) => {
+    match (&verified.delivery_id, &verified.mac) {
+        (Some(id), _) => {
             h.update(b"id:");
             h.update(id.as_bytes());
         }
-        None => {
+        (None, Some(mac)) => {
+            h.update(b"mac:");
+            h.update(mac.as_slice());
+        }
+        (None, None) => {
             h.update(b"ts:");
             h.update(verified.timestamp.unwrap_or_default().to_be_bytes());
             h.update(b"body:");
@@ -356,8 +401,6 @@ fn delivery_key(verified: &Verified, body: &[u8]) -> Key {
     h.finalize().into()
 }
 
-/// A client must send its request headers within this time, or the connection is closed.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long in-flight deliveries may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -410,14 +453,14 @@ pub async fn serve_on(
     router: Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
     use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
+    use tower::Service;
 
     let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    // No hyper header_read_timeout: `connection` keeps that limit with one timer per
+    // connection instead of one per request.
+    let http = hyper::server::conn::http1::Builder::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -431,11 +474,31 @@ pub async fn serve_on(
                         continue;
                     }
                 };
-                let service = TowerToHyperService::new(router.clone());
+                let activity = Activity::new();
+                let service = {
+                    let router = router.clone();
+                    let activity = activity.clone();
+                    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let busy = activity.request();
+                        let response = router.clone().call(request);
+                        async move {
+                            let response = response.await;
+                            drop(busy);
+                            response
+                        }
+                    })
+                };
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
-                    if let Err(error) = conn.await {
-                        tracing::debug!(%error, "connection ended with an error");
+                    tokio::select! {
+                        result = conn => {
+                            if let Err(error) = result {
+                                tracing::debug!(%error, "connection ended with an error");
+                            }
+                        }
+                        () = connection::idle_expired(&activity, HEADER_READ_TIMEOUT) => {
+                            tracing::debug!("closed a connection that sent no request headers in time");
+                        }
                     }
                 });
             }

@@ -3,14 +3,34 @@
 //! verdict comes out. Every comparison of a signature is constant-time
 //! (`Mac::verify_slice`), and a malformed header is rejected, never "fixed up".
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::Provider;
 use crate::secrets::Secret;
+
+/// The headers the schemes read, parsed once.
+mod names {
+    use axum::http::HeaderName;
+
+    pub const OPAL_SIGNATURE: HeaderName = HeaderName::from_static("x-opal-signature");
+    pub const OPAL_TIMESTAMP: HeaderName = HeaderName::from_static("x-opal-request-timestamp");
+    pub const MEMBRANE_SIGNATURE: HeaderName = HeaderName::from_static("x-signature");
+    pub const GITHUB_SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
+    pub const SLACK_SIGNATURE: HeaderName = HeaderName::from_static("x-slack-signature");
+    pub const SLACK_TIMESTAMP: HeaderName = HeaderName::from_static("x-slack-request-timestamp");
+    pub const STRIPE_SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
+    pub const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+    pub const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+    pub const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+    pub const SHOPIFY_SIGNATURE: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
+    pub const GITLAB_TOKEN: HeaderName = HeaderName::from_static("x-gitlab-token");
+    pub const GITLAB_EVENT_UUID: HeaderName = HeaderName::from_static("x-gitlab-event-uuid");
+}
 
 /// Default replay window: deliveries signed more than this far in the past or future are
 /// refused.
@@ -94,6 +114,41 @@ pub struct Verified {
     pub delivery_id: Option<String>,
     /// The signed timestamp, where the scheme has one.
     pub timestamp: Option<i64>,
+    /// The MAC that matched, where the scheme signs with one: it stands for everything
+    /// signed (timestamp and body), so a delivery's identity can be derived from it
+    /// without hashing the body again.
+    pub mac: Option<Tag>,
+}
+
+/// The longest MAC a scheme produces: HMAC-SHA512's 64 bytes.
+const MAX_TAG: usize = 64;
+
+/// A MAC: a signature as decoded from its header, or as computed. Kept on the stack, so no
+/// allocation per delivery.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Tag {
+    /// Room for base64 decoding, which needs a little slack past `MAX_TAG`.
+    bytes: [u8; MAX_TAG + 8],
+    len: usize,
+}
+
+impl Tag {
+    fn empty() -> Self {
+        Tag {
+            bytes: [0; MAX_TAG + 8],
+            len: 0,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::fmt::Debug for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tag(<{} bytes>)", self.len)
+    }
 }
 
 /// The scheme of one Webhook.
@@ -133,10 +188,14 @@ impl Scheme {
             });
         }
         for secret in secrets {
-            if check.matches(secret, body)? {
+            if let Some(mac) = check.matches(secret, body) {
                 return Ok(Verified {
                     delivery_id: check.delivery_id.clone(),
                     timestamp: check.timestamp,
+                    mac: match check.kind {
+                        CheckKind::Hmac { .. } => Some(mac),
+                        CheckKind::Token(_) => None,
+                    },
                 });
             }
         }
@@ -144,44 +203,53 @@ impl Scheme {
     }
 
     /// Reads the scheme's headers into what must be checked.
-    fn parse(&self, headers: &HeaderMap) -> Result<Check, Rejection> {
+    fn parse<'h>(&self, headers: &'h HeaderMap) -> Result<Check<'h>, Rejection> {
         use Provider::*;
-        let plain = |algorithm, header: &str, encoding, prefix: &str| -> Result<Check, Rejection> {
+        let plain = |algorithm,
+                     header: &HeaderName,
+                     encoding,
+                     prefix: &str|
+         -> Result<Check<'h>, Rejection> {
             let value = header_str(headers, header)?;
-            let sig = strip(value, prefix, header)?;
+            let sig = strip(value, prefix, header.as_str())?;
             Ok(Check::hmac(
                 algorithm,
-                vec![decode(sig, encoding, header)?],
+                vec![decode(sig, encoding, header.as_str())?],
                 Layout::Body,
             ))
         };
         match self.provider {
-            Membrane => plain(Algorithm::Sha256, "x-signature", Encoding::Hex, ""),
+            Membrane => plain(
+                Algorithm::Sha256,
+                &names::MEMBRANE_SIGNATURE,
+                Encoding::Hex,
+                "",
+            ),
             Github => plain(
                 Algorithm::Sha256,
-                "x-hub-signature-256",
+                &names::GITHUB_SIGNATURE,
                 Encoding::Hex,
                 "sha256=",
             ),
             Shopify => plain(
                 Algorithm::Sha256,
-                "x-shopify-hmac-sha256",
+                &names::SHOPIFY_SIGNATURE,
                 Encoding::Base64,
                 "",
             ),
             Opal | Slack => {
                 let (sig_h, ts_h, prefix) = if self.provider == Opal {
-                    ("x-opal-signature", "x-opal-request-timestamp", "")
+                    (&names::OPAL_SIGNATURE, &names::OPAL_TIMESTAMP, "")
                 } else {
-                    ("x-slack-signature", "x-slack-request-timestamp", "v0=")
+                    (&names::SLACK_SIGNATURE, &names::SLACK_TIMESTAMP, "v0=")
                 };
                 let ts_raw = header_str(headers, ts_h)?;
-                let ts = parse_ts(ts_raw, ts_h)?;
-                let sig = strip(header_str(headers, sig_h)?, prefix, sig_h)?;
+                let ts = parse_ts(ts_raw, ts_h.as_str())?;
+                let sig = strip(header_str(headers, sig_h)?, prefix, sig_h.as_str())?;
                 let mut c = Check::hmac(
                     Algorithm::Sha256,
-                    vec![decode(sig, Encoding::Hex, sig_h)?],
-                    Layout::Prefixed(format!("v0:{ts_raw}:").into_bytes()),
+                    vec![decode(sig, Encoding::Hex, sig_h.as_str())?],
+                    Layout::Prefixed([b"v0:", ts_raw.as_bytes(), b":", b""]),
                 );
                 c.timestamp = Some(ts);
                 Ok(c)
@@ -189,11 +257,11 @@ impl Scheme {
             Stripe => parse_stripe(headers),
             StandardWebhooks => parse_standard(headers),
             Gitlab => {
-                let token = header_str(headers, "x-gitlab-token")?;
+                let token = header_str(headers, &names::GITLAB_TOKEN)?;
                 Ok(Check {
                     kind: CheckKind::Token(token.as_bytes().to_vec()),
                     delivery_id: headers
-                        .get("x-gitlab-event-uuid")
+                        .get(names::GITLAB_EVENT_UUID)
                         .and_then(|v| v.to_str().ok())
                         .map(String::from),
                     timestamp: None,
@@ -209,35 +277,36 @@ impl Scheme {
 
 /// What is signed, around the body.
 #[derive(Debug, Clone)]
-enum Layout {
+enum Layout<'h> {
     Body,
-    /// A prefix, then the body.
-    Prefixed(Vec<u8>),
+    /// Pieces before the body (from the request's headers and literals), then the body.
+    Prefixed([&'h [u8]; 4]),
     /// Generic template parts; `None` stands for the body.
     Parts(Vec<Option<Vec<u8>>>),
 }
 
 #[derive(Debug, Clone)]
-enum CheckKind {
+enum CheckKind<'h> {
     Hmac {
         algorithm: Algorithm,
-        candidates: Vec<Vec<u8>>,
-        layout: Layout,
+        candidates: Vec<Tag>,
+        layout: Layout<'h>,
         /// Standard Webhooks keys are `whsec_` + base64 of the real key.
         whsec: bool,
     },
     Token(Vec<u8>),
 }
 
+/// What must be checked of one delivery, read from its headers.
 #[derive(Debug, Clone)]
-struct Check {
-    kind: CheckKind,
+struct Check<'h> {
+    kind: CheckKind<'h>,
     delivery_id: Option<String>,
     timestamp: Option<i64>,
 }
 
-impl Check {
-    fn hmac(algorithm: Algorithm, candidates: Vec<Vec<u8>>, layout: Layout) -> Self {
+impl<'h> Check<'h> {
+    fn hmac(algorithm: Algorithm, candidates: Vec<Tag>, layout: Layout<'h>) -> Self {
         Check {
             kind: CheckKind::Hmac {
                 algorithm,
@@ -250,41 +319,82 @@ impl Check {
         }
     }
 
-    fn matches(&self, secret: &Secret, body: &[u8]) -> Result<bool, Rejection> {
+    /// The MAC that matched (for a token, an empty one), or `None`.
+    fn matches(&self, secret: &Secret, body: &[u8]) -> Option<Tag> {
         match &self.kind {
-            CheckKind::Token(token) => Ok(constant_time_eq(token, secret.expose())),
+            CheckKind::Token(token) => constant_time_eq(token, secret.expose()).then(Tag::empty),
             CheckKind::Hmac {
                 algorithm,
                 candidates,
                 layout,
                 whsec,
             } => {
-                let decoded;
-                let key = if *whsec {
-                    decoded = whsec_key(secret.expose());
-                    match &decoded {
-                        Some(k) => k.as_slice(),
-                        None => return Ok(false),
+                let signed = |update: &mut dyn FnMut(&[u8])| layout.feed(body, update);
+                match algorithm {
+                    // The common case: the secret's prepared key.
+                    Algorithm::Sha256 => {
+                        mac_matches(secret.hmac_sha256(*whsec)?, signed, candidates)
                     }
-                } else {
-                    secret.expose()
-                };
-                let parts: Vec<&[u8]> = match layout {
-                    Layout::Body => vec![body],
-                    Layout::Prefixed(p) => vec![p, body],
-                    Layout::Parts(parts) => {
-                        parts.iter().map(|p| p.as_deref().unwrap_or(body)).collect()
-                    }
-                };
-                Ok(candidates
-                    .iter()
-                    .any(|c| verify_hmac(*algorithm, key, &parts, c)))
+                    Algorithm::Sha512 => mac_matches(
+                        Hmac::<sha2::Sha512>::new_from_slice(secret.expose()).ok()?,
+                        signed,
+                        candidates,
+                    ),
+                    Algorithm::Sha1 => mac_matches(
+                        Hmac::<sha1::Sha1>::new_from_slice(secret.expose()).ok()?,
+                        signed,
+                        candidates,
+                    ),
+                }
             }
         }
     }
 }
 
-fn whsec_key(secret: &[u8]) -> Option<Vec<u8>> {
+impl Layout<'_> {
+    /// Feeds what is signed, in order, to `update`.
+    fn feed(&self, body: &[u8], update: &mut dyn FnMut(&[u8])) {
+        match self {
+            Layout::Body => update(body),
+            Layout::Prefixed(pieces) => {
+                for piece in pieces {
+                    update(piece);
+                }
+                update(body);
+            }
+            Layout::Parts(parts) => {
+                for part in parts {
+                    update(part.as_deref().unwrap_or(body));
+                }
+            }
+        }
+    }
+}
+
+/// The MAC of what `signed` feeds, if it equals any candidate: computed once, compared to
+/// each in constant time.
+fn mac_matches<M: Mac>(
+    mut mac: M,
+    signed: impl FnOnce(&mut dyn FnMut(&[u8])),
+    candidates: &[Tag],
+) -> Option<Tag> {
+    signed(&mut |part| mac.update(part));
+    let computed = mac.finalize().into_bytes();
+    let computed = computed.as_slice();
+    let matched: bool = candidates
+        .iter()
+        .fold(Choice::from(0), |any, c| any | computed.ct_eq(c.as_slice()))
+        .into();
+    matched.then(|| {
+        let mut tag = Tag::empty();
+        tag.len = computed.len().min(MAX_TAG);
+        tag.bytes[..tag.len].copy_from_slice(&computed[..tag.len]);
+        tag
+    })
+}
+
+/// The key of a Standard Webhooks secret: base64 after an optional `whsec_`.
+pub(crate) fn whsec_key(secret: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(secret).ok()?;
     B64.decode(text.strip_prefix("whsec_").unwrap_or(text)).ok()
 }
@@ -331,21 +441,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     verify_hmac(Algorithm::Sha256, b"hookwarden-token-compare", &[b], &ka)
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection> {
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Rejection> {
     let mut values = headers.get_all(name).iter();
     let value = values
         .next()
-        .ok_or_else(|| Rejection::MissingHeader(name.to_string()))?;
+        .ok_or_else(|| Rejection::MissingHeader(name.as_str().to_string()))?;
     if values.next().is_some() {
         return Err(Rejection::MalformedHeader {
-            header: name.into(),
+            header: name.as_str().into(),
             reason: "sent more than once",
         });
     }
     value.to_str().map_err(|_| Rejection::MalformedHeader {
-        header: name.into(),
+        header: name.as_str().into(),
         reason: "not visible ASCII",
     })
+}
+
+/// A header named in the Webhook's configuration; a name no header can have is missing.
+fn configured_header(name: &str) -> Result<HeaderName, Rejection> {
+    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| Rejection::MissingHeader(name.to_ascii_lowercase()))
 }
 
 fn strip<'a>(value: &'a str, prefix: &str, header: &str) -> Result<&'a str, Rejection> {
@@ -357,7 +473,7 @@ fn strip<'a>(value: &'a str, prefix: &str, header: &str) -> Result<&'a str, Reje
         })
 }
 
-fn decode(sig: &str, encoding: Encoding, header: &str) -> Result<Vec<u8>, Rejection> {
+fn decode(sig: &str, encoding: Encoding, header: &str) -> Result<Tag, Rejection> {
     let bad = |reason| Rejection::MalformedHeader {
         header: header.into(),
         reason,
@@ -365,13 +481,30 @@ fn decode(sig: &str, encoding: Encoding, header: &str) -> Result<Vec<u8>, Reject
     if sig.is_empty() {
         return Err(bad("empty signature"));
     }
+    let mut tag = Tag::empty();
     match encoding {
         Encoding::Hex => {
             // Lowercase or uppercase hex, nothing else (no whitespace, no 0x).
-            hex::decode(sig).map_err(|_| bad("not hexadecimal"))
+            if sig.len() > 2 * MAX_TAG {
+                return Err(bad("longer than any signature"));
+            }
+            if !sig.len().is_multiple_of(2) {
+                return Err(bad("not hexadecimal"));
+            }
+            tag.len = sig.len() / 2;
+            hex::decode_to_slice(sig, &mut tag.bytes[..tag.len])
+                .map_err(|_| bad("not hexadecimal"))?;
         }
-        Encoding::Base64 => B64.decode(sig).map_err(|_| bad("not base64")),
+        Encoding::Base64 => {
+            if sig.len() > MAX_TAG.div_ceil(3) * 4 {
+                return Err(bad("longer than any signature"));
+            }
+            tag.len = B64
+                .decode_slice(sig, &mut tag.bytes)
+                .map_err(|_| bad("not base64"))?;
+        }
     }
+    Ok(tag)
 }
 
 fn parse_ts(raw: &str, header: &str) -> Result<i64, Rejection> {
@@ -387,9 +520,9 @@ fn parse_ts(raw: &str, header: &str) -> Result<i64, Rejection> {
     })
 }
 
-fn parse_stripe(headers: &HeaderMap) -> Result<Check, Rejection> {
+fn parse_stripe(headers: &HeaderMap) -> Result<Check<'_>, Rejection> {
     const H: &str = "stripe-signature";
-    let value = header_str(headers, H)?;
+    let value = header_str(headers, &names::STRIPE_SIGNATURE)?;
     let mut ts_raw = None;
     let mut candidates = Vec::new();
     for item in value.split(',') {
@@ -423,17 +556,17 @@ fn parse_stripe(headers: &HeaderMap) -> Result<Check, Rejection> {
     let mut c = Check::hmac(
         Algorithm::Sha256,
         candidates,
-        Layout::Prefixed(format!("{ts_raw}.").into_bytes()),
+        Layout::Prefixed([ts_raw.as_bytes(), b".", b"", b""]),
     );
     c.timestamp = Some(ts);
     Ok(c)
 }
 
-fn parse_standard(headers: &HeaderMap) -> Result<Check, Rejection> {
-    let id = header_str(headers, "webhook-id")?;
-    let ts_raw = header_str(headers, "webhook-timestamp")?;
+fn parse_standard(headers: &HeaderMap) -> Result<Check<'_>, Rejection> {
+    let id = header_str(headers, &names::WEBHOOK_ID)?;
+    let ts_raw = header_str(headers, &names::WEBHOOK_TIMESTAMP)?;
     let ts = parse_ts(ts_raw, "webhook-timestamp")?;
-    let value = header_str(headers, "webhook-signature")?;
+    let value = header_str(headers, &names::WEBHOOK_SIGNATURE)?;
     let mut candidates = Vec::new();
     for item in value.split(' ').filter(|s| !s.is_empty()) {
         let (version, sig) = item.split_once(',').ok_or(Rejection::MalformedHeader {
@@ -454,7 +587,7 @@ fn parse_standard(headers: &HeaderMap) -> Result<Check, Rejection> {
         kind: CheckKind::Hmac {
             algorithm: Algorithm::Sha256,
             candidates,
-            layout: Layout::Prefixed(format!("{id}.{ts_raw}.").into_bytes()),
+            layout: Layout::Prefixed([id.as_bytes(), b".", ts_raw.as_bytes(), b"."]),
             whsec: true,
         },
         delivery_id: Some(id.to_string()),
@@ -462,16 +595,20 @@ fn parse_standard(headers: &HeaderMap) -> Result<Check, Rejection> {
     })
 }
 
-fn parse_generic(g: &GenericHmac, headers: &HeaderMap) -> Result<Check, Rejection> {
-    let header = g.header.to_ascii_lowercase();
+fn parse_generic<'h>(g: &GenericHmac, headers: &'h HeaderMap) -> Result<Check<'h>, Rejection> {
+    let header = configured_header(&g.header)?;
     let value = header_str(headers, &header)?;
-    let sig = decode(strip(value, &g.prefix, &header)?, g.encoding, &header)?;
+    let sig = decode(
+        strip(value, &g.prefix, header.as_str())?,
+        g.encoding,
+        header.as_str(),
+    )?;
     let mut timestamp = None;
     let mut ts_value = None;
     if let Some(th) = &g.timestamp_header {
-        let th = th.to_ascii_lowercase();
+        let th = configured_header(th)?;
         let raw = header_str(headers, &th)?;
-        timestamp = Some(parse_ts(raw, &th)?);
+        timestamp = Some(parse_ts(raw, th.as_str())?);
         ts_value = Some(raw.to_string());
     }
     let template = g.template.as_deref().unwrap_or("{body}");
@@ -511,7 +648,7 @@ fn render_template(
             })?),
             t if t.starts_with("header:") => literal.push_str(header_str(
                 headers,
-                &t["header:".len()..].to_ascii_lowercase(),
+                &configured_header(&t["header:".len()..])?,
             )?),
             _ => {
                 return Err(Rejection::MalformedHeader {

@@ -25,8 +25,8 @@ pub struct Delivery {
     pub events: Vec<ReceivedEvent>,
     /// The raw body the signature covered, for the `forward` sink.
     pub body: axum::body::Bytes,
-    /// The sender's `Content-Type`, if it sent a readable one.
-    pub content_type: Option<String>,
+    /// The sender's `Content-Type`, if it sent one.
+    pub content_type: Option<axum::http::HeaderValue>,
     /// The sender's event time, where it has one (Opal's `event_ts`): orders state changes.
     pub event_ts: Option<i64>,
 }

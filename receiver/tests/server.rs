@@ -410,6 +410,44 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     );
 }
 
+#[tokio::test]
+async fn a_kept_alive_connection_must_send_its_next_headers_in_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = harness(Provider::Opal, &[]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(hookwarden_receiver::server::serve_on(
+        listener,
+        app(h.state.clone()),
+        std::future::pending(),
+    ));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A first request, answered, and the connection kept open ...
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // ... then a second one whose headers never end: closed, without an answer.
+    s.write_all(b"POST /hook HTTP/1.1\r\nHost: x\r\nX-Opal-Sig")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut rest))
+        .await
+        .expect("the server must close a connection whose next headers never end")
+        .ok();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let waited = started.elapsed();
+    let limit = hookwarden_receiver::server::HEADER_READ_TIMEOUT;
+    assert!(
+        waited >= limit - std::time::Duration::from_millis(200) && waited <= limit * 2,
+        "{waited:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn deliveries_beyond_the_concurrency_limit_are_shed_with_retry_after() {
     let limits = Limits {
