@@ -185,11 +185,13 @@ async fn stages(n: usize) {
         let (h, b) = &hot[i % hot.len()];
         std::hint::black_box(payload::parse(Provider::Opal, h, b).unwrap());
     });
-    let replay = ReplayCache::new(24 * 3600, 100_000);
-    for i in 0..100_000u32 {
+    // Full, as after a busy day.
+    let capacity = hookwarden_receiver::server::REPLAY_CAPACITY;
+    let replay = ReplayCache::new(24 * 3600, capacity);
+    for i in 0..capacity as u64 {
         let mut k = [0u8; 32];
-        k[..4].copy_from_slice(&i.to_le_bytes());
-        k[4..8].copy_from_slice(&i.wrapping_mul(2654435761).to_le_bytes());
+        k[..8].copy_from_slice(&i.wrapping_mul(0x2545F4914F6CDD1D).to_le_bytes());
+        k[8..16].copy_from_slice(&i.to_le_bytes());
         replay.remember(k, now);
     }
     time("replay check + remember (full)", n, |i| {

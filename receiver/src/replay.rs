@@ -1,27 +1,36 @@
 //! Recently recorded deliveries, so that a replayed or retried delivery is acknowledged
-//! without being recorded twice. Keys are digests of what identifies a delivery (its
-//! signature headers and body, or the sender's delivery id). Pure: the clock is passed in.
+//! without being recorded twice. Keys are digests of what identifies a delivery (the MAC
+//! that verified it, or the sender's delivery id). Pure: the clock is passed in.
 //!
 //! This is the fast path inside one receiver; the sinks make recording idempotent across
 //! replicas and restarts (Event names are derived from the delivery).
+//!
+//! Two generations of keys rather than an ordered queue: a key goes into the current
+//! generation; when that is full, it becomes the previous one and the old previous one is
+//! forgotten at once. So the cache remembers at least the last `capacity / 2` keys and
+//! never more than `capacity`, and recording one costs one hash-table insert, not an insert
+//! plus the eviction of the oldest key (a second random memory access, which on the verify
+//! path cost more than the lookup itself).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 /// A delivery's identity.
 pub type Key = [u8; 32];
 
-/// Keys recorded within the last `window_secs`, at most `capacity` of them.
-#[derive(Debug)]
-pub struct ReplayCache {
-    window_secs: i64,
-    capacity: usize,
-    inner: Mutex<Inner>,
+/// The first 128 bits of a key: as unique as the whole for any number of deliveries a
+/// receiver sees, in half the memory.
+type Short = u128;
+
+fn short(key: &Key) -> Short {
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&key[..16]);
+    u128::from_le_bytes(first)
 }
 
 /// Keys are SHA-256 digests already, uniformly spread and not choosable by a sender without
-/// the secret, so their first eight bytes serve as the hash; no second hash per lookup.
+/// the secret, so their low 64 bits serve as the hash; no second hash per lookup.
 #[derive(Default)]
 struct DigestHasher(u64);
 
@@ -31,28 +40,41 @@ impl Hasher for DigestHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 32]` hashes as one write of its bytes (arrays hash their slice, and the
-        // length prefix of slices is written with `write_usize`, below).
-        let mut first = [0u8; 8];
-        let n = bytes.len().min(8);
-        first[..n].copy_from_slice(&bytes[..n]);
-        self.0 ^= u64::from_le_bytes(first);
+        // Not reached for `u128` keys (`write_u128` below); folds anything else.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
     }
 
-    fn write_usize(&mut self, _: usize) {}
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type Generation = HashMap<Short, i64, BuildHasherDefault<DigestHasher>>;
+
+/// Keys recorded within the last `window_secs`; at least the last `capacity / 2` of them
+/// and at most `capacity`.
+#[derive(Debug)]
+pub struct ReplayCache {
+    window_secs: i64,
+    generation_size: usize,
+    inner: Mutex<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    seen: HashMap<Key, i64, BuildHasherDefault<DigestHasher>>,
-    order: VecDeque<(i64, Key)>,
+    current: Generation,
+    previous: Generation,
 }
 
 impl ReplayCache {
     pub fn new(window_secs: i64, capacity: usize) -> Self {
         ReplayCache {
             window_secs,
-            capacity,
+            generation_size: (capacity / 2).max(1),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -66,37 +88,31 @@ impl ReplayCache {
 
     /// Whether `key` was recorded within the window before `now`.
     pub fn seen(&self, key: &Key, now: i64) -> bool {
-        let mut inner = self.lock();
-        self.expire(&mut inner, now);
-        inner.seen.contains_key(key)
+        let key = short(key);
+        let inner = self.lock();
+        inner
+            .current
+            .get(&key)
+            .or_else(|| inner.previous.get(&key))
+            .is_some_and(|at| now - at <= self.window_secs)
     }
 
     /// Remembers that `key` was recorded at `now`.
     pub fn remember(&self, key: Key, now: i64) {
         let mut inner = self.lock();
-        self.expire(&mut inner, now);
-        if inner.seen.insert(key, now).is_none() {
-            inner.order.push_back((now, key));
+        if inner.current.len() >= self.generation_size {
+            // The previous generation is forgotten; its table is kept for the next one.
+            let Inner { current, previous } = &mut *inner;
+            previous.clear();
+            std::mem::swap(current, previous);
         }
-        while inner.order.len() > self.capacity {
-            if let Some((_, old)) = inner.order.pop_front() {
-                inner.seen.remove(&old);
-            }
-        }
+        inner.current.insert(short(&key), now);
     }
 
-    fn expire(&self, inner: &mut Inner, now: i64) {
-        while let Some((at, key)) = inner.order.front().copied() {
-            if now - at <= self.window_secs {
-                break;
-            }
-            inner.order.pop_front();
-            inner.seen.remove(&key);
-        }
-    }
-
+    /// How many keys are remembered (a key remembered in both generations counts twice).
     pub fn len(&self) -> usize {
-        self.lock().seen.len()
+        let inner = self.lock();
+        inner.current.len() + inner.previous.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -108,8 +124,10 @@ impl ReplayCache {
 mod tests {
     use super::*;
 
-    fn k(n: u8) -> Key {
-        [n; 32]
+    fn k(n: u32) -> Key {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&n.to_le_bytes());
+        key
     }
 
     #[test]
@@ -120,17 +138,33 @@ mod tests {
         assert!(c.seen(&k(1), 1000));
         assert!(c.seen(&k(1), 1300));
         assert!(!c.seen(&k(1), 1301));
-        assert!(c.is_empty());
     }
 
     #[test]
-    fn is_bounded() {
-        let c = ReplayCache::new(300, 3);
-        for n in 0..5 {
+    fn keeps_at_least_half_its_capacity_and_never_more_than_all_of_it() {
+        let c = ReplayCache::new(300, 100);
+        for n in 0..1000 {
             c.remember(k(n), 1000);
+            assert!(c.len() <= 100, "{} keys after {n}", c.len());
+            // The last 50 are always remembered.
+            for recent in n.saturating_sub(49)..=n {
+                assert!(c.seen(&k(recent), 1000), "{recent} forgotten after {n}");
+            }
         }
-        assert_eq!(c.len(), 3);
         assert!(!c.seen(&k(0), 1000));
-        assert!(c.seen(&k(4), 1000));
+        assert!(!c.seen(&k(899), 1000));
+    }
+
+    #[test]
+    fn keys_differing_past_their_first_half_are_one_key() {
+        // Documents the 128-bit identity: only the first 16 bytes of a digest count.
+        let c = ReplayCache::new(300, 100);
+        let mut a = k(7);
+        c.remember(a, 1000);
+        a[31] = 0xff;
+        assert!(c.seen(&a, 1000));
+        let mut b = k(7);
+        b[15] = 0xff;
+        assert!(!c.seen(&b, 1000));
     }
 }

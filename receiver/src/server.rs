@@ -30,6 +30,9 @@ use crate::sink::{Delivery, RecordError, Sinks};
 
 /// How long a recorded delivery is remembered for replay detection without a timestamp.
 pub const REPLAY_MEMORY_SECS: i64 = 24 * 3600;
+/// At most this many deliveries are remembered for replay detection, and at least half as
+/// many: the last 100 000 (see `replay`).
+pub const REPLAY_CAPACITY: usize = 200_000;
 
 /// The clock, in Unix seconds; injected so that tests can check the replay window.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -68,7 +71,7 @@ impl AppState {
             secrets: SecretStore::new(config.secret_files.clone()),
             config: Arc::new(config),
             scheme: Arc::new(scheme),
-            replay: Arc::new(ReplayCache::new(REPLAY_MEMORY_SECS, 100_000)),
+            replay: Arc::new(ReplayCache::new(REPLAY_MEMORY_SECS, REPLAY_CAPACITY)),
             sinks: Arc::new(sinks),
             metrics: Arc::new(Metrics::new(
                 &format!("{}/{}", config_webhook.namespace, config_webhook.name),
