@@ -50,7 +50,7 @@ impl ForwardSink {
         let mut types: Vec<&str> = delivery
             .events
             .iter()
-            .map(|e| e.event_type.as_str())
+            .map(|e| e.event_type.as_ref())
             .collect();
         types.dedup();
         let content_type = delivery

@@ -2,6 +2,8 @@
 //! Pure. A parse error names the problem, never the payload's contents.
 
 use axum::http::HeaderMap;
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use crate::config::Provider;
@@ -9,8 +11,9 @@ use crate::config::Provider;
 /// One event of a delivery (an Opal delivery may carry several).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedEvent {
-    /// The sender's event type, e.g. `USER_ADDED_TO_RESOURCE`, `org-created`, `push`.
-    pub event_type: String,
+    /// The sender's event type, e.g. `USER_ADDED_TO_RESOURCE`, `org-created`, `push`
+    /// (borrowed for the senders whose types hookwarden knows).
+    pub event_type: Cow<'static, str>,
     /// What happened, typed where hookwarden knows the sender.
     pub detail: Detail,
 }
@@ -30,7 +33,7 @@ pub struct OpalEnvelope<'a> {
     pub event_ts: i64,
     /// Required, but not kept: borrowed from the body, so it costs no copy.
     #[serde(borrow)]
-    pub organization_id: std::borrow::Cow<'a, str>,
+    pub organization_id: Cow<'a, str>,
     pub events: Vec<OpalEvent>,
 }
 
@@ -286,11 +289,19 @@ fn json_error(e: serde_json::Error) -> ParseError {
     ParseError(format!("{what} (line {}, column {})", e.line(), e.column()))
 }
 
+/// Reads a JSON body. JSON is UTF-8 (RFC 8259): checked once for the whole body, which
+/// spares serde_json checking every string again (a tenth of the parse).
+fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ParseError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ParseError("body is not valid JSON (not UTF-8)".into()))?;
+    serde_json::from_str(text).map_err(json_error)
+}
+
 /// The events in a verified delivery.
 pub fn parse(provider: Provider, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ParseError> {
     match provider {
         Provider::Opal => {
-            let env: OpalEnvelope = serde_json::from_slice(body).map_err(json_error)?;
+            let env: OpalEnvelope = from_json(body)?;
             if env.events.is_empty() {
                 return Err(ParseError("Opal delivery carries no events".into()));
             }
@@ -307,7 +318,7 @@ pub fn parse(provider: Provider, headers: &HeaderMap, body: &[u8]) -> Result<Par
             })
         }
         Provider::Membrane => {
-            let e: MembraneEvent = serde_json::from_slice(body).map_err(json_error)?;
+            let e: MembraneEvent = from_json(body)?;
             Ok(Parsed {
                 event_ts: None,
                 events: vec![ReceivedEvent {
@@ -321,7 +332,7 @@ pub fn parse(provider: Provider, headers: &HeaderMap, body: &[u8]) -> Result<Par
             Ok(Parsed {
                 event_ts: None,
                 events: vec![ReceivedEvent {
-                    event_type,
+                    event_type: event_type.into(),
                     detail: Detail::Other,
                 }],
             })
@@ -361,7 +372,7 @@ fn other_event_type(
             .ok_or_else(|| ParseError(format!("missing header {name}")))
     };
     let from_body = || -> Result<String, ParseError> {
-        let t: Typed = serde_json::from_slice(body).map_err(json_error)?;
+        let t: Typed = from_json(body)?;
         t.type_
             .ok_or_else(|| ParseError("body has no \"type\"".into()))
     };

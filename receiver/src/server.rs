@@ -356,7 +356,7 @@ async fn handle(
     let events: Vec<_> = parsed
         .events
         .into_iter()
-        .filter(|e| accepted.is_empty() || accepted.contains(&e.event_type))
+        .filter(|e| accepted.is_empty() || accepted.iter().any(|a| *a == e.event_type))
         .collect();
     if events.is_empty() {
         return Outcome::Ignored;

@@ -426,7 +426,7 @@ fn apply_log(
         event_types: delivery
             .events
             .iter()
-            .map(|e| e.event_type.clone())
+            .map(|e| e.event_type.to_string())
             .collect(),
         payload: String::from_utf8_lossy(&delivery.body).into_owned(),
     });
