@@ -385,9 +385,8 @@ async fn shutdown_lets_in_flight_deliveries_finish() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
-#[tokio::test]
-async fn a_client_that_never_finishes_its_headers_is_disconnected() {
-    let h = harness(Provider::Opal, &[]);
+/// Serves the harness's receiver on a loopback port, as `serve` does; stops with the test.
+async fn serve_until_dropped(h: &Harness) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(hookwarden_receiver::server::serve_on(
@@ -395,6 +394,12 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
         app(h.state.clone()),
         std::future::pending(),
     ));
+    addr
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let addr = serve_until_dropped(&harness(Provider::Opal, &[])).await;
     let started = std::time::Instant::now();
     let answer = tokio::time::timeout(
         std::time::Duration::from_secs(15),
@@ -413,14 +418,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 #[tokio::test]
 async fn a_kept_alive_connection_must_send_its_next_headers_in_time() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let h = harness(Provider::Opal, &[]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(hookwarden_receiver::server::serve_on(
-        listener,
-        app(h.state.clone()),
-        std::future::pending(),
-    ));
+    let addr = serve_until_dropped(&harness(Provider::Opal, &[])).await;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     // A first request, answered, and the connection kept open ...
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
