@@ -268,8 +268,10 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
         (Some(p), Some(_)) if p != Provider::GenericHmac => problems.push(format!(
             "spec.genericHmac applies to provider generic-hmac only, not {p}; remove it"
         )),
-        (_, Some(g)) if g.header.trim().is_empty() => {
-            problems.push("spec.genericHmac.header is empty; name the signature header".into())
+        (_, Some(g)) => {
+            if let Some(problem) = g.problem() {
+                problems.push(format!("spec.genericHmac.{problem}"))
+            }
         }
         _ => {}
     }
@@ -524,6 +526,16 @@ mod tests {
         assert!(validate("w", &s).unwrap_err().contains("generic-hmac only"));
         s.provider = "generic-hmac".into();
         assert!(validate("w", &s).is_ok());
+        // A layout that does not sign the body is refused, with the reason.
+        if let Some(g) = s.generic_hmac.as_mut() {
+            g.timestamp_header = Some("X-Ts".into());
+            g.template = Some("{timestamp}".into());
+        }
+        let err = validate("w", &s).unwrap_err();
+        assert!(
+            err.contains("spec.genericHmac.template does not sign {body}"),
+            "{err}"
+        );
     }
 
     #[test]

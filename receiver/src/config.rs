@@ -286,6 +286,9 @@ impl ReceiverConfig {
                 "provider generic-hmac needs genericHmac (header, algorithm, encoding)".into(),
             ));
         }
+        if let Some(problem) = self.generic_hmac.as_ref().and_then(|g| g.problem()) {
+            return Err(Error::Config(format!("genericHmac.{problem}")));
+        }
         if !self.path.starts_with('/') {
             return Err(Error::Config(format!(
                 "path {:?} must start with '/'",

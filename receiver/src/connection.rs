@@ -5,7 +5,8 @@
 //! forever. hyper can enforce that itself (`header_read_timeout`), but it arms and disarms a
 //! timer for every request, which cost the receiver about 6 % of its throughput on the
 //! verify path (`make bench`). Here a connection has one timer, which wakes at most a few
-//! times per timeout period, and a request only stamps the time it was answered.
+//! times per timeout period, and a request only stamps the time it was answered. The time
+//! runs from the answer being ready, a moment before hyper writes it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -61,9 +62,9 @@ impl Drop for Busy {
 }
 
 /// Completes once the connection has waited longer than `limit` for a request's headers:
-/// no request in flight, and none answered within `limit`. While requests are in flight it
-/// looks again every quarter of `limit`, so an idle connection is closed between `limit`
-/// and 1.25 `limit` after its last answer.
+/// no request in flight, and none answered within `limit`. While a request is in flight it
+/// looks again every quarter of `limit`; once none is, it sleeps until `limit` after the
+/// last answer, so an idle connection is closed `limit` after it (to the millisecond).
 pub async fn idle_expired(activity: &Activity, limit: Duration) {
     let mut at = activity.idle_since() + limit;
     loop {

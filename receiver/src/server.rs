@@ -461,9 +461,10 @@ pub async fn serve_on(
     use tower::Service;
 
     let graceful = GracefulShutdown::new();
-    // No hyper header_read_timeout: `connection` keeps that limit with one timer per
+    // Not hyper's header_read_timeout: `connection` keeps that limit with one timer per
     // connection instead of one per request.
-    let http = hyper::server::conn::http1::Builder::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.header_read_timeout(None);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

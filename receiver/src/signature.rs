@@ -1,7 +1,8 @@
 //! Signature schemes: how each sender signs a delivery, and the check of one delivery
 //! against the active secrets. Pure: headers, raw body, secrets and the clock go in, a
-//! verdict comes out. Every comparison of a signature is constant-time
-//! (`Mac::verify_slice`), and a malformed header is rejected, never "fixed up".
+//! verdict comes out. Every comparison of a signature is constant-time (`subtle`'s
+//! `ct_eq`, one MAC per delivery against every candidate), and a malformed header is
+//! rejected, never "fixed up".
 
 use axum::http::{HeaderMap, HeaderName};
 use base64::Engine;
@@ -70,9 +71,58 @@ pub struct GenericHmac {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_header: Option<String>,
     /// What is signed. `{body}` is the raw body, `{timestamp}` the timestamp header's value,
-    /// `{header:Name}` any header's value. Default `{body}`.
+    /// `{header:Name}` any header's value; it must contain `{body}`. Default `{body}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+}
+
+impl GenericHmac {
+    /// What is wrong with this layout, naming the field, if anything. A template must sign
+    /// the body: a signature that does not cover it would let anyone who saw one delivery
+    /// send any body.
+    pub fn problem(&self) -> Option<String> {
+        let valid_header = |name: &str| HeaderName::from_bytes(name.as_bytes()).is_ok();
+        if self.header.trim().is_empty() {
+            return Some("header is empty; name the signature header".into());
+        }
+        if !valid_header(&self.header) {
+            return Some(format!(
+                "header {:?} is not a valid header name",
+                self.header
+            ));
+        }
+        if let Some(th) = &self.timestamp_header
+            && !valid_header(th)
+        {
+            return Some(format!("timestampHeader {th:?} is not a valid header name"));
+        }
+        let Some(template) = &self.template else {
+            return None;
+        };
+        let mut signs_body = false;
+        let mut rest = template.as_str();
+        while let Some(start) = rest.find('{') {
+            let Some(end) = rest[start..].find('}').map(|e| start + e) else {
+                return Some("template has a { without its }".into());
+            };
+            match &rest[start + 1..end] {
+                "body" => signs_body = true,
+                "timestamp" if self.timestamp_header.is_none() => {
+                    return Some("template uses {timestamp}; set timestampHeader".into());
+                }
+                "timestamp" => {}
+                t if t.strip_prefix("header:").is_some_and(valid_header) => {}
+                t => {
+                    return Some(format!(
+                        "template placeholder {{{t}}} is unknown; use {{body}}, {{timestamp}} or {{header:Name}}"
+                    ));
+                }
+            }
+            rest = &rest[end + 1..];
+        }
+        (!signs_body)
+            .then(|| "template does not sign {body}; a signature must cover the body".into())
+    }
 }
 
 /// Why a delivery was refused. Messages name the header and the problem, never a secret
@@ -192,9 +242,10 @@ impl Scheme {
                 return Ok(Verified {
                     delivery_id: check.delivery_id.clone(),
                     timestamp: check.timestamp,
-                    mac: match check.kind {
-                        CheckKind::Hmac { .. } => Some(mac),
-                        CheckKind::Token(_) => None,
+                    // The MAC stands for the delivery only where it covers the body.
+                    mac: match &check.kind {
+                        CheckKind::Hmac { layout, .. } if layout.signs_body() => Some(mac),
+                        _ => None,
                     },
                 });
             }
@@ -352,6 +403,13 @@ impl<'h> Check<'h> {
 }
 
 impl Layout<'_> {
+    fn signs_body(&self) -> bool {
+        match self {
+            Layout::Body | Layout::Prefixed(_) => true,
+            Layout::Parts(parts) => parts.iter().any(Option::is_none),
+        }
+    }
+
     /// Feeds what is signed, in order, to `update`.
     fn feed(&self, body: &[u8], update: &mut dyn FnMut(&[u8])) {
         match self {
@@ -484,7 +542,11 @@ fn decode(sig: &str, encoding: Encoding, header: &str) -> Result<Tag, Rejection>
     let mut tag = Tag::empty();
     match encoding {
         Encoding::Hex => {
-            // Lowercase or uppercase hex, nothing else (no whitespace, no 0x).
+            // Lowercase or uppercase hex, nothing else (no whitespace, no 0x, which the
+            // decoder would otherwise skip).
+            if sig.starts_with("0x") || sig.starts_with("0X") {
+                return Err(bad("not hexadecimal"));
+            }
             if sig.len() > 2 * MAX_TAG {
                 return Err(bad("longer than any signature"));
             }
@@ -843,6 +905,43 @@ mod tests {
             ),
         )]);
         assert!(s.verify(&as_hex, body, &secrets, 0).is_err());
+    }
+
+    #[test]
+    fn generic_layouts_must_sign_the_body() {
+        let layout = |template: Option<&str>, ts: Option<&str>| GenericHmac {
+            header: "X-Sig".into(),
+            algorithm: Algorithm::Sha256,
+            encoding: Encoding::Hex,
+            prefix: String::new(),
+            timestamp_header: ts.map(String::from),
+            template: template.map(String::from),
+        };
+        for ok in [
+            None,
+            Some("{body}"),
+            Some("v1:{timestamp}:{header:X-Id}:{body}"),
+        ] {
+            assert_eq!(layout(ok, Some("X-Ts")).problem(), None, "{ok:?}");
+        }
+        for (template, ts, says) in [
+            (Some("{timestamp}"), Some("X-Ts"), "does not sign {body}"),
+            (
+                Some("{header:X-Id}.{timestamp}"),
+                Some("X-Ts"),
+                "does not sign {body}",
+            ),
+            (Some("{timestamp}.{body}"), None, "set timestampHeader"),
+            (Some("{body"), None, "without its }"),
+            (Some("{secret}{body}"), None, "{secret} is unknown"),
+            (Some("{header:bad name}{body}"), None, "is unknown"),
+        ] {
+            let problem = layout(template, ts).problem().unwrap_or_default();
+            assert!(problem.contains(says), "{template:?}: {problem}");
+        }
+        let mut bad_header = layout(None, None);
+        bad_header.header = "X Sig".into();
+        assert!(bad_header.problem().is_some());
     }
 
     #[test]
