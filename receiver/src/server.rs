@@ -5,6 +5,7 @@
 //! and a short reason, never a secret, an expected signature or internal error text.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::ReceiverConfig;
 pub use crate::connection::HEADER_READ_TIMEOUT;
