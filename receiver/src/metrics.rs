@@ -55,31 +55,33 @@ impl Metrics {
 
     /// Counts one delivery with `outcome` that took `seconds`.
     pub fn observe(&self, outcome: &'static str, seconds: f64) {
-        self.counter(outcome).inc();
+        let counted = match self.counters.read() {
+            Ok(known) => known
+                .iter()
+                .find(|(o, _)| *o == outcome)
+                .map(|(_, counter)| counter.inc())
+                .is_some(),
+            Err(_) => false,
+        };
+        if !counted {
+            self.first_of(outcome).inc();
+        }
         self.latency.observe(seconds);
     }
 
-    fn counter(&self, outcome: &'static str) -> Counter {
-        let known = match self.counters.read() {
-            Ok(c) => c
-                .iter()
-                .find(|(o, _)| *o == outcome)
-                .map(|(_, c)| c.clone()),
-            Err(_) => None,
-        };
-        known.unwrap_or_else(|| {
-            // A counter of the family shares its value with this clone.
-            let counter = self
-                .deliveries
-                .get_or_create(&OutcomeLabel { outcome })
-                .clone();
-            if let Ok(mut c) = self.counters.write()
-                && !c.iter().any(|(o, _)| *o == outcome)
-            {
-                c.push((outcome, counter.clone()));
-            }
-            counter
-        })
+    /// The counter of an outcome not counted before, remembered for the next time.
+    fn first_of(&self, outcome: &'static str) -> Counter {
+        // A counter of the family shares its value with this clone.
+        let counter = self
+            .deliveries
+            .get_or_create(&OutcomeLabel { outcome })
+            .clone();
+        if let Ok(mut known) = self.counters.write()
+            && !known.iter().any(|(o, _)| *o == outcome)
+        {
+            known.push((outcome, counter.clone()));
+        }
+        counter
     }
 
     pub fn encode(&self) -> String {

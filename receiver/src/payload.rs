@@ -123,66 +123,40 @@ impl TryFrom<RawOpalEvent> for OpalEvent {
             field.ok_or_else(|| format!("missing field `{name}`"))
         };
         Ok(match event_type {
-            T::UserAddedToResource | T::UserRemovedFromResource => {
-                let resource_type = need(resource_type, "resource_type")?;
-                let user_id = need(user_id, "user_id")?;
-                let resource_id = need(resource_id, "resource_id")?;
-                let access_level = need(access_level, "access_level")?;
-                if event_type == T::UserAddedToResource {
-                    OpalEvent::UserAddedToResource {
-                        resource_type,
-                        user_id,
-                        resource_id,
-                        access_level,
-                    }
-                } else {
-                    OpalEvent::UserRemovedFromResource {
-                        resource_type,
-                        user_id,
-                        resource_id,
-                        access_level,
-                    }
-                }
-            }
-            T::UserAddedToGroup | T::UserRemovedFromGroup => {
-                let group_type = need(group_type, "group_type")?;
-                let user_id = need(user_id, "user_id")?;
-                let group_id = need(group_id, "group_id")?;
-                if event_type == T::UserAddedToGroup {
-                    OpalEvent::UserAddedToGroup {
-                        group_type,
-                        user_id,
-                        group_id,
-                    }
-                } else {
-                    OpalEvent::UserRemovedFromGroup {
-                        group_type,
-                        user_id,
-                        group_id,
-                    }
-                }
-            }
-            T::ResourceAddedToGroup | T::ResourceRemovedFromGroup => {
-                let group_type = need(group_type, "group_type")?;
-                let resource_type = need(resource_type, "resource_type")?;
-                let group_id = need(group_id, "group_id")?;
-                let resource_id = need(resource_id, "resource_id")?;
-                if event_type == T::ResourceAddedToGroup {
-                    OpalEvent::ResourceAddedToGroup {
-                        group_type,
-                        resource_type,
-                        group_id,
-                        resource_id,
-                    }
-                } else {
-                    OpalEvent::ResourceRemovedFromGroup {
-                        group_type,
-                        resource_type,
-                        group_id,
-                        resource_id,
-                    }
-                }
-            }
+            T::UserAddedToResource => OpalEvent::UserAddedToResource {
+                resource_type: need(resource_type, "resource_type")?,
+                user_id: need(user_id, "user_id")?,
+                resource_id: need(resource_id, "resource_id")?,
+                access_level: need(access_level, "access_level")?,
+            },
+            T::UserRemovedFromResource => OpalEvent::UserRemovedFromResource {
+                resource_type: need(resource_type, "resource_type")?,
+                user_id: need(user_id, "user_id")?,
+                resource_id: need(resource_id, "resource_id")?,
+                access_level: need(access_level, "access_level")?,
+            },
+            T::UserAddedToGroup => OpalEvent::UserAddedToGroup {
+                group_type: need(group_type, "group_type")?,
+                user_id: need(user_id, "user_id")?,
+                group_id: need(group_id, "group_id")?,
+            },
+            T::UserRemovedFromGroup => OpalEvent::UserRemovedFromGroup {
+                group_type: need(group_type, "group_type")?,
+                user_id: need(user_id, "user_id")?,
+                group_id: need(group_id, "group_id")?,
+            },
+            T::ResourceAddedToGroup => OpalEvent::ResourceAddedToGroup {
+                group_type: need(group_type, "group_type")?,
+                resource_type: need(resource_type, "resource_type")?,
+                group_id: need(group_id, "group_id")?,
+                resource_id: need(resource_id, "resource_id")?,
+            },
+            T::ResourceRemovedFromGroup => OpalEvent::ResourceRemovedFromGroup {
+                group_type: need(group_type, "group_type")?,
+                resource_type: need(resource_type, "resource_type")?,
+                group_id: need(group_id, "group_id")?,
+                resource_id: need(resource_id, "resource_id")?,
+            },
         })
     }
 }
