@@ -493,3 +493,88 @@ async fn a_delivery_not_recorded_within_the_request_timeout_gets_503() {
     assert!(headers.contains_key(header::RETRY_AFTER));
     assert_eq!(started.elapsed(), std::time::Duration::from_secs(2));
 }
+
+/// A chunked request to `path`, its body in pieces of `piece` bytes.
+fn chunked_request(req: &Request<Body>, path: &str, body: &str, piece: usize) -> Vec<u8> {
+    let mut text = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n"
+    );
+    for (k, v) in req.headers() {
+        text.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+    }
+    text.push_str("\r\n");
+    for chunk in body.as_bytes().chunks(piece) {
+        text.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            chunk.len(),
+            std::str::from_utf8(chunk).unwrap()
+        ));
+    }
+    text.push_str("0\r\n\r\n");
+    text.into_bytes()
+}
+
+#[tokio::test]
+async fn a_delivery_in_many_chunks_is_read_whole_and_the_limit_still_holds() {
+    let limits = Limits {
+        max_body_bytes: BODY.len() as u32,
+        ..Limits::default()
+    };
+    let h = harness_with(Provider::Opal, &[], limits);
+    let addr = serve_until_dropped(&h).await;
+    let req = signed(Provider::Opal, BODY, NOW);
+    let answer = raw_request(addr, &chunked_request(&req, "/hook", BODY, 7))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(r#"{"events":2,"status":"recorded"}"#),
+        "{answer}"
+    );
+    let recorded = h.recorded.deliveries.lock().unwrap().clone();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(&recorded[0].body[..], BODY.as_bytes());
+
+    // Past the limit without a Content-Length: refused once the limit is passed.
+    let big = BODY.replace("r1", "r12");
+    let req = signed(Provider::Opal, &big, NOW);
+    let answer = raw_request(addr, &chunked_request(&req, "/hook", &big, 64))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(h.recorded.deliveries.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn on_a_connection_other_paths_and_methods_get_the_usual_answers() {
+    let h = harness(Provider::Opal, &[]);
+    let addr = serve_until_dropped(&h).await;
+    let ask = |request: &'static str| raw_request(addr, request.as_bytes());
+    let answer = ask("GET /hook HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("allow: post"),
+        "{answer}"
+    );
+    for path in ["/hook/", "/hooks", "/elsewhere"] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        let answer = raw_request(addr, request.as_bytes()).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+    }
+    let answer = ask("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A query string does not change the path: still the delivery path, and unsigned.
+    let answer = ask(
+        "POST /hook?from=test HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(h.recorded.deliveries.lock().unwrap().is_empty());
+}
