@@ -4,7 +4,8 @@
 //! - `bench_server receiver PORT METRICS_PORT SECRET_FILE`: the receiver's own router and
 //!   connection loop for an `opal` Webhook, with a sink that confirms at once, so what is
 //!   measured is HTTP, verification, replay detection and parsing: everything but the API
-//!   server.
+//!   server. With `BENCH_LOG_FORMAT=json` (or `text`) it logs to stdout as
+//!   `hookwarden-receiver run` does, one line per delivery.
 //! - `bench_server requests N SECRET_FILE OUT`: N distinct Opal deliveries, signed now, one
 //!   per line as `timestamp<TAB>signature<TAB>body`, for wrk's Lua script to replay.
 //! - `bench_server stages N`: what each step of a delivery costs in-process, without the
@@ -26,6 +27,7 @@ use hookwarden_receiver::secrets::read_secret_file;
 use hookwarden_receiver::server::{AppState, app, metrics_app, serve_on, shutdown_signal};
 use hookwarden_receiver::signature::{Scheme, sign};
 use hookwarden_receiver::sink::{Delivery, RecordError, Sink, Sinks};
+use hookwarden_receiver::telemetry::{self, LogFormat};
 
 /// Confirms every delivery at once and counts them.
 struct CountingSink(Arc<AtomicU64>);
@@ -72,6 +74,11 @@ async fn bare(port: u16) {
 }
 
 async fn receiver(port: u16, metrics_port: u16, secret: &str) {
+    match std::env::var("BENCH_LOG_FORMAT").as_deref() {
+        Ok("json") => telemetry::init(LogFormat::Json, "info"),
+        Ok("text") => telemetry::init(LogFormat::Text, "info"),
+        _ => {}
+    }
     let config = bench_config(port, metrics_port, secret);
     let recorded = Arc::new(AtomicU64::new(0));
     let state = AppState::new(

@@ -131,7 +131,8 @@ impl TestNamespace {
             .unwrap_or_else(|e| panic!("delete {} {name}: {e}", K::kind(&())));
     }
 
-    /// Waits until the Webhook's `Ready` condition has `status` and `reason`; returns it.
+    /// Waits until the Webhook's `Ready` condition describes its current spec (its
+    /// `observedGeneration`) with `status` and `reason`; returns the Webhook.
     pub async fn webhook_ready(&self, name: &str, status: &str, reason: &str) -> Webhook {
         let api = self.api::<Webhook>();
         eventually(
@@ -145,6 +146,11 @@ impl TestNamespace {
                 async move {
                     let w = api.get(name).await.map_err(|e| e.to_string())?;
                     match w.ready_condition() {
+                        // A condition about an older spec says nothing about this one.
+                        Some(c) if c.observed_generation != w.metadata.generation => Err(format!(
+                            "Ready describes generation {:?}, the spec is at {:?}",
+                            c.observed_generation, w.metadata.generation
+                        )),
                         Some(c) if c.status == status && c.reason == reason => Ok(w.clone()),
                         Some(c) => Err(format!(
                             "Ready={} reason={} message={}",
