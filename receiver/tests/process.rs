@@ -114,10 +114,7 @@ sinks: {{forward: {{url: "http://{app_addr}/hooks"}}}}
     }
     assert_eq!(forwarded.load(Ordering::Relaxed), DELIVERIES);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
@@ -134,7 +131,11 @@ sinks: {{forward: {{url: "http://{app_addr}/hooks"}}}}
         .filter(|l| l["message"] == "delivery recorded")
         .count();
     assert_eq!(recorded, DELIVERIES, "one line per delivery");
-    assert!(lines.iter().all(|l| l["webhook"] == "orgs" || l["webhook"].is_null()));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["webhook"] == "orgs" || l["webhook"].is_null())
+    );
     // Logged after SIGTERM, as the process ends.
     assert!(
         lines
