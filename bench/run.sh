@@ -10,15 +10,17 @@
 # to a file), as `hookwarden-receiver run --log-format json` runs in a pod: what a receiver
 # really costs in production; the target is measured on `receiver`, as the issue defines it.
 #
-# The servers run alternately ROUNDS times (default 3) and each one's median round is
-# reported: on a shared VM single runs vary by 15 % or more.
+# The servers run alternately ROUNDS times (default 5) and each one's median round is
+# reported: on a shared VM single runs vary by 15 % or more, and a neighbour's load can halve
+# a round. The ratio is the median of each round's receiver against that round's bare
+# server, run just before it, so that a slow stretch of the host weighs on both sides.
 #
 # Not a test: nothing here fails on a slow machine. Figures go into README.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${BENCH_DURATION:-10}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 PORT=18080
 METRICS_PORT=18081
@@ -105,10 +107,17 @@ for name in bare receiver logged; do
   read -r rps p50 p99 idle peak requests non2xx recorded <<<"$(median "$name")"
   printf '%-9s %10s req/s   p50 %8s   p99 %8s   RSS idle %5s MiB, peak %5s MiB\n' \
     "$name" "$rps" "$p50" "$p99" "$(mib "$idle")" "$(mib "$peak")"
-  eval "${name}_rps=$rps"
 done
-awk -v r="$receiver_rps" -v b="$bare_rps" 'BEGIN {printf "ratio     %.2f of the bare server'"'"'s throughput on the verify path\n", r / b}'
-awk -v r="$logged_rps" -v b="$bare_rps" 'BEGIN {printf "          %.2f with JSON logs, one line per delivery\n", r / b}'
+# ratios NAME: NAME's throughput over the bare server's, round by round ("median r1 r2 ...").
+ratios() {
+  paste -d' ' "$WORK/$1.rounds" "$WORK/bare.rounds" |
+    awk '{printf "%.2f\n", $1 / $9}' | sort -n |
+    awk '{r[NR] = $1} END {printf "%s ", r[int((NR + 1) / 2)]; for (i = 1; i <= NR; i++) printf " %s", r[i]; print ""}'
+}
+read -r ratio rounds <<<"$(ratios receiver)"
+echo "ratio     $ratio of the bare server's throughput on the verify path (median; rounds, sorted: $rounds)"
+read -r ratio rounds <<<"$(ratios logged)"
+echo "          $ratio with JSON logs, one line per delivery (rounds: $rounds)"
 # Where the receiver's time goes beyond the bare server's, step by step, without the network.
 taskset -c "$SERVER_CPU" "$SERVER" stages 200000
 # Every receiver round, with logs or without: all answered 2xx, each recorded (wrk stops
