@@ -9,8 +9,10 @@ all: build
 build:
 	$(CARGO) build --workspace
 
-## Every test: formatting, lints, unit tests, then the end-to-end tests on the project's
-## own Kubernetes (built from Debian's packages on first use, cached afterwards).
+## Every test: formatting, lints, unit tests, the chart, then the end-to-end tests on the
+## project's own Kubernetes: every suite on the newest release, then the operator, examples
+## and chart suites on the oldest supported one (each built from the Go module proxy on
+## first use, about 25 minutes apiece; cached afterwards). See tests/cluster/README.md.
 test: lint unit chart e2e
 
 lint:
@@ -28,7 +30,8 @@ chart:
 e2e:
 	tests/e2e.sh
 
-## The local cluster with hookwarden and the example Webhooks; stays up for you to explore.
+## The local cluster (the newest Kubernetes; K8S_VERSION=1.33.13 for the oldest) with
+## hookwarden and the example Webhooks; stays up for you to explore.
 demo:
 	tests/demo.sh
 
@@ -38,11 +41,9 @@ crds:
 	$(CARGO) run -q -p hookwarden-operator -- crd > crds/webhooks.hookwarden.io.yaml
 	$(CARGO) run -q -p hookwarden-operator -- reference > docs/webhook-reference.md
 
-## Regenerate deploy/hookwarden.yaml and deploy/pdb.yaml from the chart (a chart test fails
-## when either is stale).
+## Regenerate deploy/hookwarden.yaml from the chart (a chart test fails when it is stale).
 manifests:
 	tests/chart/helm manifest > deploy/hookwarden.yaml
-	tests/chart/helm manifest --pdb > deploy/pdb.yaml
 
 ## The receiver's speed and footprint against a bare axum server (see bench/run.sh).
 bench:

@@ -4,14 +4,18 @@
 # `make cluster-down` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# KUBECONFIG and the kubectl built for the cluster's version first on PATH (the newest
+# Kubernetes unless K8S_VERSION says otherwise)
 eval "$(tests/cluster/cluster.sh env)"
-# The cluster's own kubectl (1.20) serves when the machine has none.
-export PATH="$PATH:${HOOKWARDEN_CACHE:-$HOME/.cache/hookwarden}/k8s-1.20.2/bin"
 NS=hookwarden-demo
 tests/cluster/cluster.sh up
+echo "== kubectl version"
+kubectl version
 tests/install.sh
 
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl create namespace "$NS" --dry-run=client -o yaml |
+  kubectl label --local -f - -o yaml pod-security.kubernetes.io/enforce=restricted |
+  kubectl apply -f - >/dev/null
 # Opal generates the signing secret and shows it once; the user stores it in a Secret.
 # Here a random value stands in for the one Opal would show.
 if ! kubectl -n "$NS" get secret opal-signing >/dev/null 2>&1; then

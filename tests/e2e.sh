@@ -1,35 +1,77 @@
 #!/usr/bin/env bash
 # End-to-end tests: start the project's Kubernetes, install hookwarden as shipped, run the
-# tests in tests/tests/, and stop the cluster afterwards (KEEP_CLUSTER=1 keeps it running).
+# tests in tests/tests/ and the chart's cluster tests; first on the newest Kubernetes
+# (versions.sh: K8S_VERSION_NEW) with every suite, then on the oldest that k8s-openapi
+# supports (K8S_VERSION_OLD) with the operator, chart and GitOps (examples) suites. The
+# cluster is stopped afterwards (KEEP_CLUSTER=1 keeps the last one running).
+#
+#   E2E_VERSIONS="1.37.2"   run on these releases only (default: both, newest first)
+#   E2E_THREADS=4           tests at once within a suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(tests/cluster/cluster.sh env)"
-# The cluster's own kubectl (1.20) serves when the machine has none.
-export PATH="$PATH:${HOOKWARDEN_CACHE:-$HOME/.cache/hookwarden}/k8s-1.20.2/bin"
+. tests/cluster/versions.sh
+VERSIONS=${E2E_VERSIONS:-"$K8S_VERSION_NEW $K8S_VERSION_OLD"}
 if [ "${KEEP_CLUSTER:-0}" != 1 ]; then
   trap 'echo "e2e: stopping the cluster" >&2; tests/cluster/cluster.sh down' EXIT
 fi
-tests/cluster/cluster.sh up
-tests/install.sh
-status=0
-# Tests share one operator; each works in its own namespace.
-cargo test -p hookwarden-tests --test operator -- --test-threads="${E2E_THREADS:-4}" || status=$?
-# Deliveries through the receivers' Services, signed by `hookwarden-receiver send`.
-HOOKWARDEN_RECEIVER_BIN=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver \
-  cargo test -p hookwarden-tests --test deliveries -- --test-threads="${E2E_THREADS:-4}" || status=$?
-# Every file in examples/, applied with kubectl and sent a signed delivery.
-HOOKWARDEN_RECEIVER_BIN=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver \
-  cargo test -p hookwarden-tests --test examples -- --test-threads="${E2E_THREADS:-4}" || status=$?
-# Deletes an operator pod, so it runs alone.
-cargo test -p hookwarden-tests --test leader || status=$?
-# Pauses the API server, so it runs alone, last.
-HOOKWARDEN_RECEIVER_BIN=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver \
-  cargo test -p hookwarden-tests --test outage || status=$?
-# The chart against this cluster: server dry runs of what it renders, then upgrade,
-# uninstall and reinstall of the release everything above ran under; so it runs last.
-tests/chart/python -m unittest discover -s tests/chart -p 'test_cluster.py' -v || status=$?
-if [ "$status" != 0 ]; then
-  echo "e2e: FAILED; operator logs follow" >&2
-  kubectl -n hookwarden-system logs -l app.kubernetes.io/name=hookwarden-operator --tail=80 --prefix >&2 || true
+RECEIVER_BIN=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver
+THREADS=${E2E_THREADS:-4}
+failed=""
+t_all=$SECONDS
+
+# suite VERSION NAME CMD...: one suite, its outcome remembered
+suite() {
+  local v=$1 name=$2 t0=$SECONDS; shift 2
+  echo "e2e: [$v] suite $name" >&2
+  if "$@"; then
+    echo "e2e: [$v] suite $name passed in $((SECONDS - t0))s" >&2
+  else
+    echo "e2e: [$v] suite $name FAILED after $((SECONDS - t0))s" >&2
+    failed="$failed $v/$name"
+  fi
+}
+
+run_on() {
+  local v=$1 all=$2 t0=$SECONDS
+  export K8S_VERSION=$v
+  eval "$(tests/cluster/cluster.sh env)"
+  # (cluster.sh up restarts the cluster from scratch when another version runs)
+  tests/cluster/cluster.sh up
+  echo "e2e: [$v] $(kubectl version 2>/dev/null | tr '\n' ' ')" >&2
+  tests/install.sh
+  # Tests share one operator; each works in its own namespace.
+  suite "$v" operator cargo test -p hookwarden-tests --test operator -- --test-threads="$THREADS"
+  # Every file in examples/, applied with kubectl as a GitOps tool would (kubectl diff clean
+  # after apply) and sent a signed delivery.
+  suite "$v" examples env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
+    cargo test -p hookwarden-tests --test examples -- --test-threads="$THREADS"
+  if [ "$all" = all ]; then
+    # Deliveries through the receivers' Services, signed by `hookwarden-receiver send`.
+    suite "$v" deliveries env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
+      cargo test -p hookwarden-tests --test deliveries -- --test-threads="$THREADS"
+    # Deletes an operator pod, so it runs alone.
+    suite "$v" leader cargo test -p hookwarden-tests --test leader
+    # Pauses the API server, so it runs alone, after the others on this cluster.
+    suite "$v" outage env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" cargo test -p hookwarden-tests --test outage
+  fi
+  # The chart against this cluster: server dry runs of what it renders, then upgrade,
+  # uninstall and reinstall of the release everything above ran under; so it runs last.
+  suite "$v" chart tests/chart/python -m unittest discover -s tests/chart -p 'test_cluster.py' -v
+  case $failed in
+    *"$v/"*)
+      echo "e2e: [$v] FAILED; operator logs follow" >&2
+      kubectl -n hookwarden-system logs -l app.kubernetes.io/name=hookwarden-operator --tail=80 --prefix >&2 || true ;;
+  esac
+  echo "e2e: [$v] done in $((SECONDS - t0))s" >&2
+}
+
+first=1
+for v in $VERSIONS; do
+  if [ $first = 1 ]; then run_on "$v" all; else run_on "$v" some; fi
+  first=0
+done
+echo "e2e: all done in $((SECONDS - t_all))s" >&2
+if [ -n "$failed" ]; then
+  echo "e2e: FAILED suites:$failed" >&2
+  exit 1
 fi
-exit "$status"

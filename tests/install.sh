@@ -4,9 +4,8 @@
 # with only the images swapped for the local builds (tests/chart/local.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# KUBECONFIG, containerd's socket, and the kubectl built for the cluster's version first on PATH
 eval "$(tests/cluster/cluster.sh env)"
-# The cluster's own kubectl (1.20) serves when the machine has none.
-export PATH="$PATH:${HOOKWARDEN_CACHE:-$HOME/.cache/hookwarden}/k8s-1.20.2/bin"
 # PROFILE=release builds the images from release binaries (the benchmarks do).
 PROFILE=${PROFILE:-dev}
 if [ "$PROFILE" = dev ]; then PROFILE_DIR=target/debug; else PROFILE_DIR=target/$PROFILE; fi
@@ -26,6 +25,12 @@ if kubectl get crd webhooks.hookwarden.io >/dev/null 2>&1; then
 else
   restart=0
 fi
+# The install namespace admits only pods of the restricted Pod Security profile, as a
+# hardened cluster's would: the operator must run there as shipped.
+kubectl create namespace hookwarden-system --dry-run=client -o yaml |
+  kubectl label --local -f - -o yaml pod-security.kubernetes.io/enforce=restricted \
+    pod-security.kubernetes.io/warn=restricted |
+  kubectl apply -f - >/dev/null
 echo "install: helm install charts/hookwarden" >&2
 tests/chart/helm install --name hookwarden --namespace hookwarden-system --values tests/chart/local.yaml
 kubectl wait --for=condition=Established --timeout=60s crd/webhooks.hookwarden.io >/dev/null

@@ -135,26 +135,28 @@ pub struct WebhookIngress {
 
 /// Limits of the receiver. Unset fields take the default given.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+// Each limit's schema says `format: int32`, a format Kubernetes knows, instead of
+// schemars' `uint32`, which the API server warns about; every range fits in an int32.
 #[serde(rename_all = "camelCase")]
 pub struct WebhookLimits {
     /// Largest delivery body accepted, in bytes; larger ones are answered 413. Default:
     /// 1048576 (1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 16_777_216))]
+    #[schemars(range(min = 1, max = 16_777_216), extend("format" = "int32"))]
     pub max_body_bytes: Option<u32>,
     /// Signed timestamps further than this in the past or future are refused. Default: 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 86_400))]
+    #[schemars(range(min = 1, max = 86_400), extend("format" = "int32"))]
     pub replay_window_seconds: Option<u32>,
     /// Deliveries each receiver pod handles at once; more are answered 503 with
     /// `Retry-After`. Default: 512.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 65_536))]
+    #[schemars(range(min = 1, max = 65_536), extend("format" = "int32"))]
     pub max_concurrent_deliveries: Option<u32>,
     /// Time from request to answer; keep it below the sender's deadline (Opal waits 10 s,
     /// Membrane 30 s). Default: 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 2, max = 60))]
+    #[schemars(range(min = 2, max = 60), extend("format" = "int32"))]
     pub request_timeout_seconds: Option<u32>,
 }
 

@@ -4,8 +4,7 @@ Run it through tests/chart/helm, which provides the virtualenv:
 
   helm lint                          lint the chart (strict); fails on any warning or error
   helm template [OPTIONS]            render manifests (install order) to stdout
-  helm manifest [--pdb]              the plain install manifest (deploy/hookwarden.yaml;
-                                     with --pdb, deploy/pdb.yaml)
+  helm manifest                      the plain install manifest (deploy/hookwarden.yaml)
   helm install [OPTIONS]             install, or upgrade when the release exists
   helm upgrade [OPTIONS]             upgrade an existing release
   helm uninstall [--name N] [--namespace NS]
@@ -45,23 +44,14 @@ KIND_ORDER = [
 ]
 
 MANIFEST_HEADER = """\
-# hookwarden operator: identity, least-privilege RBAC, Deployment and metrics Service, in
-# namespace hookwarden-system. Everything here is served by Kubernetes 1.20 and later.
+# hookwarden operator: identity, least-privilege RBAC, Deployment, metrics Service and
+# PodDisruptionBudget, in namespace hookwarden-system. For Kubernetes 1.33 and later.
 #
 # GENERATED from charts/hookwarden with its default values by `make manifests`; do not edit
 # (a test fails when this file is stale). Install the CRD first:
 #
 #   kubectl apply --server-side -f crds/
 #   kubectl apply -f deploy/hookwarden.yaml
-#   kubectl apply -f deploy/pdb.yaml          # Kubernetes 1.21 and later
-"""
-
-PDB_HEADER = """\
-# The operator's PodDisruptionBudget (one replica kept through drains), policy/v1: Kubernetes
-# 1.21 and later. On 1.20, which serves only policy/v1beta1, install with Helm (the chart
-# picks the version the cluster serves) or go without it.
-#
-# GENERATED from charts/hookwarden with its default values by `make manifests`; do not edit.
 """
 
 
@@ -127,21 +117,18 @@ def cmd_template(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    """deploy/hookwarden.yaml, or with --pdb deploy/pdb.yaml: the PodDisruptionBudget goes
-    in a file of its own because its API version (policy/v1) is not served by 1.20."""
-    pdb_only = args.pdb
+    """deploy/hookwarden.yaml: everything the chart renders with its defaults, and the
+    namespace, which Helm creates itself (--create-namespace) and so no template holds."""
     args.name, args.namespace, args.set, args.values = "hookwarden", "hookwarden-system", [], []
     docs = documents(render(args))
-    if pdb_only:
-        body = [text for kind, text in docs if kind == "PodDisruptionBudget"]
-        sys.stdout.write(PDB_HEADER + "---\n" + "---\n".join(body))
-        return 0
     namespace = (
         "# Source: the namespace the chart is installed in\n"
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: hookwarden-system\n"
         "  labels:\n    app.kubernetes.io/part-of: hookwarden\n"
+        "    # the operator runs under the restricted Pod Security profile\n"
+        "    pod-security.kubernetes.io/enforce: restricted\n"
     )
-    body = [namespace] + [text for kind, text in docs if kind != "PodDisruptionBudget"]
+    body = [namespace] + [text for _, text in docs]
     sys.stdout.write(MANIFEST_HEADER + "---\n" + "---\n".join(body))
     return 0
 
@@ -213,9 +200,6 @@ def main(argv: list[str]) -> int:
         p.add_argument("--set", action="append")
         p.add_argument("--values", action="append")
         p.add_argument("--timeout", type=int, default=300)
-        if name == "manifest":
-            p.add_argument("--pdb", action="store_true",
-                           help="only the PodDisruptionBudget (deploy/pdb.yaml)")
     args = parser.parse_args(argv)
     helm.disable_logging()
     handler = globals()[f"cmd_{args.command}"]

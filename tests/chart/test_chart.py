@@ -20,6 +20,10 @@ import helm as tool  # noqa: E402  (tests/chart/helm.py)
 REPO = tool.REPO
 CHART = tool.CHART
 
+# The Kubernetes minors the project supports (k8s-openapi 0.29's range); Chart.yaml's
+# kubeVersion says the same lower bound.
+SUPPORTED_KUBE_VERSIONS = ["v1.33.0", "v1.34.0", "v1.35.0", "v1.36.0", "v1.37.0"]
+
 # Every option the chart offers, set to something other than its default.
 EVERY_OPTION = {
     "operator": {
@@ -86,11 +90,11 @@ def env(deployment: dict) -> dict[str, str]:
 
 
 class Lint(unittest.TestCase):
-    def lint(self, values: dict) -> None:
-        report = helm.lint(CHART, values, strict=True)
+    def lint(self, values: dict, kube_version: str | None = None) -> None:
+        report = helm.lint(CHART, values, strict=True, kube_version=kube_version)
         problems = [m for m in report["messages"] if m["severity"] >= 2]
-        self.assertEqual(problems, [])
-        self.assertEqual(report["errors"], [])
+        self.assertEqual(problems, [], kube_version)
+        self.assertEqual(report["errors"], [], kube_version)
         self.assertEqual(report["total_charts_linted"], 1)
 
     def test_lint_is_clean_with_defaults(self) -> None:
@@ -98,6 +102,12 @@ class Lint(unittest.TestCase):
 
     def test_lint_is_clean_with_every_option(self) -> None:
         self.lint(EVERY_OPTION)
+
+    def test_lint_is_clean_on_every_supported_kubernetes(self) -> None:
+        # Lint renders for the given version and warns (strict: fails) of any API that version
+        # deprecates or no longer serves, as policy/v1beta1 PodDisruptionBudgets from 1.21.
+        for version in SUPPORTED_KUBE_VERSIONS:
+            self.lint(EVERY_OPTION, kube_version=version)
 
 
 class Schema(unittest.TestCase):
@@ -199,6 +209,18 @@ class Defaults(unittest.TestCase):
         self.assertNotIn("HOOKWARDEN_WATCH_NAMESPACES", e)
         self.assertIn("--lease-name=hookwarden-operator", c["args"])
 
+    def test_pdb_is_policy_v1_whatever_the_kubernetes(self) -> None:
+        # Every supported version serves policy/v1, so the chart does not ask the cluster
+        # (.Capabilities) which version to render: nothing it renders depends on the version.
+        pdb = one(self.objects, "PodDisruptionBudget")
+        self.assertEqual(pdb["apiVersion"], "policy/v1")
+        chart = helm.Chart.load(CHART)
+        for template in chart.templates:
+            self.assertNotIn(".Capabilities", template["data"], template["name"])
+        # Helm refuses to install or upgrade on a cluster older than this; the SDK's offline
+        # render and lint take no notice of it, so this test can only read the claim.
+        self.assertEqual(chart.metadata["kubeVersion"], ">=1.33.0-0")
+
     def test_pdb_and_metrics_service_select_the_operator(self) -> None:
         selector = one(self.objects, "Deployment")["spec"]["selector"]["matchLabels"]
         pdb = one(self.objects, "PodDisruptionBudget")
@@ -238,22 +260,23 @@ class Defaults(unittest.TestCase):
         self.assertIn("externalUrl", notes)
 
     def test_plain_manifest_is_not_stale(self) -> None:
-        for args, path in [([], "hookwarden.yaml"), (["--pdb"], "pdb.yaml")]:
-            generated = subprocess.run(
-                [sys.executable, str(Path(__file__).with_name("helm.py")), "manifest", *args],
-                check=True, capture_output=True, text=True).stdout
-            committed = (REPO / "deploy" / path).read_text()
-            self.assertTrue(generated == committed,
-                            f"deploy/{path} is stale: run `make manifests` and commit it")
+        generated = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("helm.py")), "manifest"],
+            check=True, capture_output=True, text=True).stdout
+        committed = (REPO / "deploy" / "hookwarden.yaml").read_text()
+        self.assertTrue(generated == committed,
+                        "deploy/hookwarden.yaml is stale: run `make manifests` and commit it")
 
-    def test_plain_manifest_splits_off_the_pdb(self) -> None:
-        # deploy/hookwarden.yaml holds only APIs 1.20 serves; the policy/v1 PDB is apart.
+    def test_plain_manifest_holds_everything_with_the_pdb(self) -> None:
+        # One file for every supported version: each serves policy/v1, so the PDB needs no
+        # file of its own.
         main = (REPO / "deploy" / "hookwarden.yaml").read_text()
-        pdb = (REPO / "deploy" / "pdb.yaml").read_text()
-        self.assertNotIn("kind: PodDisruptionBudget", main)
+        self.assertEqual(main.count("apiVersion: policy/v1\nkind: PodDisruptionBudget"), 1)
+        self.assertEqual(main.count("kind: PodDisruptionBudget"), 1)
         self.assertIn("kind: Deployment", main)
-        self.assertIn("apiVersion: policy/v1\nkind: PodDisruptionBudget", pdb)
-        self.assertEqual(pdb.count("kind: "), 1)
+        self.assertNotIn("deploy/pdb.yaml", main)
+        self.assertFalse((REPO / "deploy" / "pdb.yaml").exists())
+        self.assertNotIn("pdb.yaml", (REPO / "deploy" / "kustomization.yaml").read_text())
 
 
 class EveryOption(unittest.TestCase):

@@ -2,7 +2,8 @@
 upgrades, uninstalls and reinstalls the release every other test runs under).
 
 - What the chart renders for this cluster, with defaults and with every option, is accepted
-  by the API server (server-side dry run), and so is the plain manifest in deploy/.
+  by the API server (server-side dry run), and so is all of the plain manifest
+  deploy/hookwarden.yaml, its policy/v1 PodDisruptionBudget included.
 - `helm upgrade` with a changed value rolls the operator, which goes on reconciling.
 - `helm uninstall` removes everything the chart made but the CRD, which Helm never deletes
   (deleting it would delete every Webhook), and so leaves Webhooks and their receivers
@@ -125,8 +126,10 @@ class Render(unittest.TestCase):
     def test_defaults_are_accepted(self) -> None:
         out = self.server_dry_run({})
         self.assertIn("deployment.apps/hookwarden-dryrun-operator created (server dry run)", out)
-        # Kubernetes 1.20 serves PodDisruptionBudget only as policy/v1beta1.
-        self.assertIn("apiVersion: policy/v1beta1", out)
+        # policy/v1, the only PodDisruptionBudget version every supported Kubernetes serves.
+        self.assertIn("apiVersion: policy/v1\nkind: PodDisruptionBudget", out)
+        self.assertIn(
+            "poddisruptionbudget.policy/hookwarden-dryrun-operator created (server dry run)", out)
 
     def test_every_option_is_accepted(self) -> None:
         values = json.loads(json.dumps(EVERY_OPTION))
@@ -139,18 +142,15 @@ class Render(unittest.TestCase):
         self.assertNotIn("clusterrolebinding", out)
 
     def test_plain_manifest_is_accepted(self) -> None:
-        # All of it: deploy/hookwarden.yaml holds only APIs that 1.20 serves.
+        # All of it in one apply, the PodDisruptionBudget (policy/v1) included: every API in
+        # deploy/hookwarden.yaml is served by each supported Kubernetes, 1.33 and later.
         out = kubectl("apply", "--dry-run=server", "-f", str(REPO / "deploy" / "hookwarden.yaml"))
         for kind in ["namespace/hookwarden-system", "serviceaccount/hookwarden-operator",
                      "clusterrole.rbac.authorization.k8s.io/hookwarden-operator",
                      "clusterrolebinding.rbac.authorization.k8s.io/hookwarden-operator",
-                     "service/hookwarden-operator-metrics", "deployment.apps/hookwarden-operator"]:
+                     "service/hookwarden-operator-metrics", "deployment.apps/hookwarden-operator",
+                     "poddisruptionbudget.policy/hookwarden-operator"]:
             self.assertIn(kind, out)
-        # deploy/pdb.yaml is policy/v1, which 1.20 does not serve: refused here, as its
-        # header says (the test proves the split is needed, and where the line runs).
-        out = kubectl("apply", "--dry-run=server", "-f", str(REPO / "deploy" / "pdb.yaml"),
-                      check=False)
-        self.assertIn('no matches for kind "PodDisruptionBudget" in version "policy/v1"', out)
 
 
 class Lifecycle(unittest.TestCase):

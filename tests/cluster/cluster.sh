@@ -1,57 +1,76 @@
 #!/usr/bin/env bash
-# hookwarden's test cluster: a real single-node Kubernetes 1.20.2 built from Debian's
-# packages alone (no registry, no downloads beyond Debian's mirror). Run as root.
+# hookwarden's test cluster: a real single-node Kubernetes, every program built from the Go
+# module proxy by build.sh (no container registry, no downloads beyond the package
+# registries). Run as root.
 #
-#   etcd            Debian's etcd-server (127.0.0.1 only)
-#   control plane   kube-apiserver, kube-controller-manager, kube-scheduler (and kubectl) built
-#                   from Debian's `kubernetes` source package with Debian's Go
-#   node            Debian's docker.io (containerd + dockerd + runc, on their own sockets and
-#                   directories under $HOOKWARDEN_STATE) for the kubelet's dockershim, Debian's
-#                   containernetworking-plugins (bridge cni0 10.244.0.0/24, host-local, portmap),
-#                   kubelet (node "node1") and kube-proxy (iptables mode)
+#   etcd            etcd 3.6 (127.0.0.1 only)
+#   control plane   kube-apiserver, kube-controller-manager, kube-scheduler
+#   node            containerd 2 (its CRI plugin, on its own socket and directories under
+#                   $HOOKWARDEN_STATE) with Debian's runc and CNI plugins (bridge cni0
+#                   10.244.0.0/24, host-local, portmap); kubelet (node "node1") and kube-proxy
+#                   (iptables mode)
+#   add-ons         CoreDNS as a Deployment behind the kube-dns Service (10.96.0.10)
 #
-# Usage: tests/cluster/cluster.sh build | up | down | status | env
-#   build   install packages and build the Kubernetes binaries (cached; ~7 min the first time)
-#   up      build if needed, then start the control plane and the node and wait until the node
-#           is Ready and the default ServiceAccount has its token; idempotent (returns at once
-#           when the cluster is already up and healthy, restarts it when it is half up)
+# Usage: tests/cluster/cluster.sh build | up | down | status | env | version
+#   build   install packages and build the programs (cached; about 25 min the first time)
+#   up      build if needed, then start everything and wait until the node is Ready and
+#           cluster DNS answers; idempotent (returns at once when a healthy cluster of the
+#           wanted version runs, restarts it from scratch otherwise)
 #   down    stop every process, remove every container, mount, link and iptables rule the
-#           cluster made, forget the cluster (etcd); keeps the built images; idempotent
+#           cluster made, forget the cluster (etcd, containerd's state); keeps the cached
+#           builds and image tarballs; idempotent
 #   status  print whether each component is running (exit 1 unless all are)
-#   env     print the exports to talk to the cluster (KUBECONFIG, DOCKER_HOST)
+#   env     print the exports to talk to the cluster (KUBECONFIG, PATH with its kubectl,
+#           CONTAINERD_ADDRESS)
+#   version print the Kubernetes version `up` starts
 #
-# Where things go (override with the environment):
-#   HOOKWARDEN_CACHE  built binaries and Kubernetes sources (default ~/.cache/hookwarden)
-#   HOOKWARDEN_STATE  certificates, logs, etcd, docker data (default /tmp/hookwarden-cluster);
+# Environment:
+#   K8S_VERSION       the Kubernetes release (default: the newest in versions.sh)
+#   HOOKWARDEN_CACHE  builds, Go caches, image tarballs (default ~/.cache/hookwarden)
+#   HOOKWARDEN_STATE  certificates, logs, etcd, containerd (default /tmp/hookwarden-cluster);
 #                     component logs are in $HOOKWARDEN_STATE/logs
 #   HOOKWARDEN_PORT   API server port (default 16443); in pods: https://10.96.0.1:443
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.sh
+. "$HERE/versions.sh"
 CACHE=${HOOKWARDEN_CACHE:-${HOME:-/root}/.cache/hookwarden}
+case $CACHE in /*) ;; *) CACHE=$PWD/$CACHE ;; esac
+export HOOKWARDEN_CACHE=$CACHE
 ROOT=${HOOKWARDEN_STATE:-/tmp/hookwarden-cluster}
 case $ROOT in /*) ;; *) ROOT=$PWD/$ROOT ;; esac
-BIN=$CACHE/k8s-1.20.2/bin
+K8S_VERSION=${K8S_VERSION:-$K8S_VERSION_NEW}
+export K8S_VERSION
+BIN=$("$HERE/build.sh" path "kubernetes-$K8S_VERSION")
+CONTAINERD_BIN=$("$HERE/build.sh" path containerd)
+ETCD_BIN=$("$HERE/build.sh" path etcd)
+CRANE=$("$HERE/build.sh" path crane)/crane
+CTR=$CONTAINERD_BIN/ctr
 PORT=${HOOKWARDEN_PORT:-16443}
 ETCD_PORT=${HOOKWARDEN_ETCD_PORT:-23790}
-export DOCKER_HOST=unix://$ROOT/docker.sock
 export KUBECONFIG=$ROOT/kubeconfig
-WHAT="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
-PKGS="golang-go etcd-server rsync jq golang-github-modern-go-reflect2-dev gcc libc6-dev openssl iproute2 \
-docker.io containernetworking-plugins conntrack socat ebtables ethtool iptables curl util-linux"
+export CONTAINERD_ADDRESS=$ROOT/containerd/containerd.sock
+PKGS="runc containernetworking-plugins iptables conntrack iproute2 openssl jq curl util-linux socat ethtool gcc libc6-dev tar"
 # start order; down stops them in reverse
-COMPONENTS="etcd containerd dockerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+COMPONENTS="etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
 SERVICE_CIDR=10.96.0.0/16
+DNS_IP=10.96.0.10
 POD_SUBNET=10.244.0.0/24
 CLUSTER_CIDR=10.244.0.0/16
 NODE=node1
 CNI_NET=hookwarden
+# the pod sandbox image, built from the release's pause.c and pinned in containerd's config
+PAUSE_IMAGE=registry.k8s.io/pause:hookwarden
+COREDNS_IMAGE=registry.k8s.io/coredns/coredns:v$COREDNS_VERSION
 # host settings the kubelet, kube-proxy and the bridge change; down puts them back
 SYSCTLS="net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.ipv4.conf.all.route_localnet \
 vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
-DOCKER=/usr/bin/docker   # Debian's CLI, the engine's own version (not a newer one earlier in PATH)
 
 log() { echo "cluster: $*" >&2; }
 set -E
 trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
+# shellcheck source=oci.sh
+. "$HERE/oci.sh"
 
 install_packages() {
   local missing=""
@@ -65,47 +84,32 @@ install_packages() {
 
 build() {
   install_packages
-  local missing=0
-  for b in $WHAT pause; do [ -x "$BIN/$b" ] || missing=1; done
-  [ $missing = 0 ] && return 0
-  log "building Kubernetes 1.20.2 from Debian's source package into $CACHE (about 7 minutes)"
-  if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then
-    # the same mirror and suites as the machine's binary packages, for source packages
-    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > /etc/apt/sources.list.d/hookwarden-debsrc.sources
-    apt-get update -qq >/dev/null
-  fi
-  local src=$CACHE/k8s-1.20.2/src
-  mkdir -p "$src"
-  (
-    cd "$src"
-    if [ ! -d kubernetes-1.20.2 ]; then
-      apt-get source --download-only kubernetes >/dev/null 2>&1
-      tar xzf kubernetes_*.orig.tar.gz
-    fi
-    cd kubernetes-1.20.2
-    # The vendored reflect2 1.0.1 faults under Go >= 1.18 (map iteration when a custom
-    # resource is created); Debian ships 1.0.2.
-    rm -rf vendor/github.com/modern-go/reflect2
-    cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/modern-go/reflect2
-    rm -f vendor/github.com/modern-go/reflect2/go.mod
-    mkdir -p .go/src/k8s.io && ln -sfn ../../.. .go/src/k8s.io/kubernetes
-    if ! GOPATH=$PWD/.go CGO_ENABLED=0 HOME=$CACHE/k8s-1.20.2/home \
-      make WHAT="$(for b in $WHAT; do printf 'cmd/%s ' "$b"; done)" >"$CACHE/k8s-1.20.2/build.log" 2>&1; then
-      log "build failed; last lines of $CACHE/k8s-1.20.2/build.log:"
-      tail -n 40 "$CACHE/k8s-1.20.2/build.log" >&2
-      exit 1
-    fi
-    mkdir -p "$BIN"
-    for b in $WHAT; do cp "_output/local/bin/linux/amd64/$b" "$BIN/"; done
-    gcc -Os -static -o "$BIN/pause" build/pause/linux/pause.c
-  )
-  log "built $(ls "$BIN" | tr '\n' ' ')"
+  "$HERE/build.sh" "kubernetes-$K8S_VERSION" etcd containerd coredns crane
+  add_on_images
+}
+
+# The pause and CoreDNS images as tarballs in the cache, made once per version.
+add_on_images() {
+  local dir=$CACHE/images work
+  mkdir -p "$dir"
+  [ -s "$dir/pause-$K8S_VERSION.tar" ] && [ -s "$dir/coredns-$COREDNS_VERSION.tar" ] && return 0
+  work=$(mktemp -d)
+  mkdir -p "$work/pause" "$work/coredns"
+  cp "$BIN/pause" "$work/pause/pause"
+  oci_layer "$work/pause" "$work/pause.layer.tar"
+  oci_image "$PAUSE_IMAGE" "$dir/pause-$K8S_VERSION.tar.tmp" "$work/pause.layer.tar" -- --entrypoint /pause --user 65535:65535
+  mv "$dir/pause-$K8S_VERSION.tar.tmp" "$dir/pause-$K8S_VERSION.tar"
+  cp "$("$HERE/build.sh" path coredns)/coredns" "$work/coredns/coredns"
+  oci_layer "$work/coredns" "$work/coredns.layer.tar"
+  oci_image "$COREDNS_IMAGE" "$dir/coredns-$COREDNS_VERSION.tar.tmp" "$work/coredns.layer.tar" -- --entrypoint /coredns --user 65532:65532
+  mv "$dir/coredns-$COREDNS_VERSION.tar.tmp" "$dir/coredns-$COREDNS_VERSION.tar"
+  oci_stop
+  rm -rf "$work"
 }
 
 # --- helpers -------------------------------------------------------------------------------
 
 kubectl() { "$BIN/kubectl" --kubeconfig="$KUBECONFIG" --request-timeout=10s "$@"; }
-docker() { "$DOCKER" "$@"; }
 
 node_ip() {
   local ip
@@ -135,7 +139,7 @@ start() {
   rm -f "$ROOT/run/$name.pid"
   # shellcheck disable=SC2016
   setsid bash -c 'echo $$ > "$0"; exec "$@"' "$ROOT/run/$name.pid" "$@" \
-    </dev/null >>"$ROOT/logs/$name.log" 2>&1 9>&- &
+    </dev/null >>"$ROOT/logs/$name.log" 2>&1 9>&- 8>&- &
   for _ in $(seq 50); do [ -s "$ROOT/run/$name.pid" ] && return 0; sleep 0.1; done
   fail "$name" "did not start"
 }
@@ -178,14 +182,15 @@ node_ready() {
   [ "$(kubectl get node "$NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
 
-sa_token_ready() {
-  local secret
-  secret=$(kubectl -n default get serviceaccount default -o 'jsonpath={.secrets[0].name}' 2>/dev/null)
-  [ -n "$secret" ] && kubectl -n default get secret "$secret" -o 'jsonpath={.data.token}' 2>/dev/null | grep -q .
+dns_ready() {
+  [ "$(kubectl -n kube-system get deployment coredns -o 'jsonpath={.status.availableReplicas}' 2>/dev/null)" = 1 ] &&
+    kubectl -n default get serviceaccount default >/dev/null 2>&1 &&
+    kubectl -n default get configmap kube-root-ca.crt >/dev/null 2>&1
 }
 
 healthy() {
   local c
+  [ "$(cat "$ROOT/version" 2>/dev/null)" = "$K8S_VERSION" ] || return 1
   for c in $COMPONENTS; do alive "$c" || return 1; done
   kubectl get --raw /readyz >/dev/null 2>&1 && node_ready
 }
@@ -201,12 +206,15 @@ certs() {
     printf 'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:%s,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$ip" >apiserver.ext
     openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 365 -extfile apiserver.ext 2>/dev/null
-    # the API server's client certificate for the kubelet's API (logs, exec, port-forward)
+    # client certificates: the API server's for the kubelet's API (logs, exec, port-forward),
+    # and the node's (group system:nodes, so the Node authorizer and NodeRestriction apply)
     printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >client.ext
     openssl req -newkey rsa:2048 -nodes -keyout apiserver-kubelet-client.key -out apiserver-kubelet-client.csr \
       -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
     openssl x509 -req -in apiserver-kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
       -out apiserver-kubelet-client.crt -days 365 -extfile client.ext 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout kubelet.key -out kubelet.csr -subj "/O=system:nodes/CN=system:node:$NODE" 2>/dev/null
+    openssl x509 -req -in kubelet.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out kubelet.crt -days 365 -extfile client.ext 2>/dev/null
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
     # the admin identity: a static token in group system:masters
@@ -215,10 +223,9 @@ certs() {
   )
 }
 
-kubeconfig() {
-  local token
-  token=$(cut -d, -f1 "$ROOT/pki/tokens.csv")
-  cat >"$KUBECONFIG.tmp" <<EOF
+# kubeconfig FILE USER-YAML: a kubeconfig for the API server on loopback
+write_kubeconfig() {
+  cat >"$1.tmp" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -227,48 +234,62 @@ clusters:
     server: https://127.0.0.1:$PORT
     certificate-authority-data: $(base64 -w0 "$ROOT/pki/ca.crt")
 users:
-- name: admin
+- name: user
   user:
-    token: $token
+$2
 contexts:
 - name: hookwarden
-  context: {cluster: hookwarden, user: admin, namespace: default}
+  context: {cluster: hookwarden, user: user, namespace: default}
 current-context: hookwarden
 EOF
-  chmod 600 "$KUBECONFIG.tmp"
-  mv "$KUBECONFIG.tmp" "$KUBECONFIG"
+  chmod 600 "$1.tmp"
+  mv "$1.tmp" "$1"
+}
+
+kubeconfigs() {
+  write_kubeconfig "$KUBECONFIG" "    token: $(cut -d, -f1 "$ROOT/pki/tokens.csv")"
+  write_kubeconfig "$ROOT/kubelet.kubeconfig" "    client-certificate: $ROOT/pki/kubelet.crt
+    client-key: $ROOT/pki/kubelet.key"
 }
 
 node_config() {
-  # runc as the default runtime, behind a wrapper: this sandbox lacks CAP_SYS_RESOURCE, so
-  # the negative oom_score_adj the kubelet asks for (-998 for pod sandboxes) cannot be set
-  # and runc would fail the container; clamp it to 0
-  cat >"$ROOT/runc-wrapper" <<'EOF'
-#!/bin/sh
-prev=""
-for a in "$@"; do
-  if [ "$prev" = "--bundle" ] || [ "$prev" = "-b" ]; then
-    [ -f "$a/config.json" ] && sed -i 's/"oomScoreAdj": *-[0-9]*/"oomScoreAdj":0/' "$a/config.json"
-  fi
-  prev="$a"
-done
-exec /usr/sbin/runc "$@"
-EOF
-  chmod +x "$ROOT/runc-wrapper"
+  local ip=$1
   mkdir -p "$ROOT/containerd"
+  # containerd 2's config (version 3). This sandbox lacks CAP_SYS_RESOURCE, so a negative
+  # oom_score_adj (the kubelet asks -998 for sandboxes) cannot be set: the CRI plugin clamps
+  # it to containerd's own (0). cgroupfs, not systemd (PID 1 is not systemd).
   cat >"$ROOT/containerd/config.toml" <<EOF
-version = 2
+version = 3
 root = "$ROOT/containerd/root"
 state = "$ROOT/containerd/state"
 oom_score = 0
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
-  address = "$ROOT/containerd/containerd.sock"
-[plugins."io.containerd.internal.v1.opt"]
+  address = "$CONTAINERD_ADDRESS"
+[ttrpc]
+  address = "$CONTAINERD_ADDRESS.ttrpc"
+[plugins.'io.containerd.internal.v1.opt']
   path = "$ROOT/containerd/opt"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = 'overlayfs'
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = '$PAUSE_IMAGE'
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = 'runc'
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = 'io.containerd.runc.v2'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = '/usr/sbin/runc'
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ['/usr/lib/cni']
+    conf_dir = '$ROOT/cni/net.d'
+[plugins.'io.containerd.grpc.v1.cri']
+  disable_tcp_service = true
+  stream_server_address = '127.0.0.1'
 EOF
-  # not /etc/docker/key.json
-  printf '{"deprecated-key-path": "%s"}\n' "$ROOT/docker/key.json" >"$ROOT/docker-daemon.json"
   mkdir -p "$ROOT/cni/net.d"
   cat >"$ROOT/cni/net.d/10-$CNI_NET.conflist" <<EOF
 {
@@ -282,13 +303,51 @@ EOF
   ]
 }
 EOF
+  # The kubelet's settings in its config file (the flags for most are gone or deprecated).
+  # Quirks of this sandbox: cgroup v1 (refused by default since 1.35: failCgroupV1), no
+  # CAP_SYS_RESOURCE (oomScoreAdj 0), no systemd (cgroupfs, no QoS cgroups, no allocatable
+  # enforcement); images come from no registry, so image GC never runs.
+  cat >"$ROOT/kubelet-config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://$CONTAINERD_ADDRESS
+imageServiceEndpoint: unix://$CONTAINERD_ADDRESS
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+failCgroupV1: false
+oomScoreAdj: 0
+clusterDNS: [$DNS_IP]
+clusterDomain: cluster.local
+resolvConf: $ROOT/resolv.conf
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $ROOT/pki/ca.crt}
+authorization: {mode: Webhook}
+address: $ip
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+volumePluginDir: $ROOT/kubelet-plugins
+podLogsDir: $ROOT/pod-logs
+evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+syncFrequency: 10s
+nodeStatusUpdateFrequency: 3s
+serializeImagePulls: false
+EOF
+  # Pods' upstream resolver: the host's, without loopback servers a pod cannot reach
+  # (CoreDNS forwards other names there; with none, it answers only cluster names)
+  grep -v '^nameserver 127\.' /etc/resolv.conf >"$ROOT/resolv.conf" 2>/dev/null || : >"$ROOT/resolv.conf"
 }
 
-# Paths outside $ROOT that the components insist on (dockerd's /run/docker/plugins, the
-# kubelet's /var/lib/kubelet/device-plugins and /var/log/{pods,containers}): down removes the
-# ones that did not exist before the cluster first came up.
-# (containerd's shims put their sockets in /run/containerd/s whatever containerd's state is)
-HOST_PATHS="/run/docker /run/containerd /var/lib/kubelet /var/log/pods /var/log/containers"
+# Paths outside $ROOT that the components insist on (the kubelet's /var/lib/kubelet and
+# /var/log/containers, the shims' sockets in /run/containerd/s): down removes the ones that
+# did not exist before the cluster first came up.
+HOST_PATHS="/run/containerd /var/lib/kubelet /var/log/pods /var/log/containers /etc/cni /opt/cni"
 save_host_paths() {
   [ -f "$ROOT/host-paths.created" ] && return 0
   local p
@@ -304,78 +363,64 @@ save_sysctls() {
   mv "$ROOT/sysctl.saved.tmp" "$ROOT/sysctl.saved"
 }
 
+add_ons() {
+  # CoreDNS, as kubeadm deploys it, from the image built above
+  sed -e "s|@IMAGE@|$COREDNS_IMAGE|" -e "s|@DNS_IP@|$DNS_IP|" "$HERE/coredns.yaml" | kubectl apply -f - >/dev/null
+}
+
 up() {
   [ "$(id -u)" = 0 ] || { log "must run as root"; exit 1; }
-  if healthy; then log "already up (export KUBECONFIG=$KUBECONFIG)"; return 0; fi
+  if healthy; then log "Kubernetes $K8S_VERSION already up (export KUBECONFIG=$KUBECONFIG)"; return 0; fi
   build
   # a clean slate: a half-up or crashed cluster's processes, mounts, links and rules go
-  [ -d "$ROOT/run" ] && log "the cluster is not healthy; restarting it"
+  [ -d "$ROOT/run" ] && log "no healthy cluster of Kubernetes $K8S_VERSION; (re)starting it"
   down_locked
   local t0=$SECONDS ip
   ip=$(node_ip)
   mkdir -p "$ROOT/run" "$ROOT/logs"
-  log "starting a single-node Kubernetes 1.20.2 in $ROOT (node IP $ip)"
+  log "starting a single-node Kubernetes $K8S_VERSION in $ROOT (node IP $ip)"
   certs "$ip"
-  kubeconfig
-  node_config
+  kubeconfigs
+  node_config "$ip"
   save_sysctls
   save_host_paths
-  sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 >/dev/null
+  modprobe br_netfilter 2>/dev/null || true
+  sysctl -qw net.ipv4.ip_forward=1 >/dev/null
+  sysctl -qw net.bridge.bridge-nf-call-iptables=1 >/dev/null 2>&1 || log "net.bridge.bridge-nf-call-iptables is not available"
 
   rm -rf "$ROOT/etcd"
-  start etcd etcd --name hookwarden --data-dir "$ROOT/etcd" \
+  start etcd "$ETCD_BIN/etcd" --name hookwarden --data-dir "$ROOT/etcd" --unsafe-no-fsync \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
-    --initial-cluster "hookwarden=http://127.0.0.1:$((ETCD_PORT + 10))"
+    --initial-cluster "hookwarden=http://127.0.0.1:$((ETCD_PORT + 10))" --listen-metrics-urls "http://127.0.0.1:$((ETCD_PORT + 20))"
   # the node's runtime comes up while the control plane does
-  start containerd containerd --config "$ROOT/containerd/config.toml"
+  start containerd "$CONTAINERD_BIN/containerd" --config "$ROOT/containerd/config.toml"
   wait_for etcd 30 "etcd health" curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
   log "etcd up"
   start kube-apiserver "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=0.0.0.0 --secure-port="$PORT" --insecure-port=0 --advertise-address="$ip" \
+    --bind-address=0.0.0.0 --secure-port="$PORT" --advertise-address="$ip" \
     --tls-cert-file="$ROOT/pki/apiserver.crt" --tls-private-key-file="$ROOT/pki/apiserver.key" \
     --client-ca-file="$ROOT/pki/ca.crt" --token-auth-file="$ROOT/pki/tokens.csv" --authorization-mode=Node,RBAC \
+    --enable-admission-plugins=NodeRestriction \
     --service-account-key-file="$ROOT/pki/sa.pub" --service-account-signing-key-file="$ROOT/pki/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true --cert-dir="$ROOT/pki/apiserver-certs" \
     --kubelet-preferred-address-types=InternalIP --kubelet-client-certificate="$ROOT/pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$ROOT/pki/apiserver-kubelet-client.key"
-  wait_for containerd 30 "containerd's socket" test -S "$ROOT/containerd/containerd.sock"
-  start dockerd dockerd --host "$DOCKER_HOST" --config-file "$ROOT/docker-daemon.json" \
-    --containerd "$ROOT/containerd/containerd.sock" --data-root "$ROOT/docker" --exec-root "$ROOT/docker-exec" \
-    --pidfile "$ROOT/run/dockerd.self.pid" --add-runtime hookwarden="$ROOT/runc-wrapper" --default-runtime=hookwarden \
-    --bridge=none --iptables=false --ip-masq=false --ip-forward=false --userland-proxy=false \
-    --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent=/hookwarden --oom-score-adjust=0
-  wait_for kube-apiserver 60 "the API server's /readyz" kubectl get --raw /readyz
+  wait_for containerd 30 "containerd's socket" test -S "$CONTAINERD_ADDRESS"
+  log "containerd up; importing the pause and CoreDNS images"
+  oci_import "$CACHE/images/pause-$K8S_VERSION.tar" "$CACHE/images/coredns-$COREDNS_VERSION.tar"
+  wait_for kube-apiserver 90 "the API server's /readyz" kubectl get --raw /readyz
   log "API server up"
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG" \
     --service-account-private-key-file="$ROOT/pki/sa.key" --root-ca-file="$ROOT/pki/ca.crt" \
     --cluster-signing-cert-file="$ROOT/pki/ca.crt" --cluster-signing-key-file="$ROOT/pki/ca.key" \
-    --leader-elect=false --bind-address=127.0.0.1 --secure-port=0 --port=0 \
-    --controllers='*,-nodeipam,-attachdetach,-persistentvolume-binder,-route,-service,-cloud-node-lifecycle'
+    --use-service-account-credentials=true --leader-elect=false --bind-address=127.0.0.1 --secure-port=0 \
+    --controllers='*,-node-ipam-controller,-persistentvolume-attach-detach-controller,-persistentvolume-binder-controller'
   start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG" --leader-elect=false \
-    --bind-address=127.0.0.1 --secure-port=0 --port=0
-  wait_for dockerd 60 "the Docker engine" docker version
-  docker ps -aq | xargs -r "$DOCKER" rm -f >/dev/null 2>&1 || true
-  if ! docker image inspect k8s.gcr.io/pause:3.2 >/dev/null 2>&1; then
-    mkdir -p "$ROOT/pause"
-    cp "$BIN/pause" "$ROOT/pause/pause"
-    printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' >"$ROOT/pause/Dockerfile"
-    DOCKER_BUILDKIT=0 docker build -q -t k8s.gcr.io/pause:3.2 "$ROOT/pause" >/dev/null
-  fi
-  log "Docker engine up"
-  # (--docker: cAdvisor's own flag; without it cAdvisor tries /var/run/docker.sock for 5 s)
-  start kubelet "$BIN/kubelet" --kubeconfig="$KUBECONFIG" --hostname-override="$NODE" --node-ip="$ip" \
-    --container-runtime=docker --docker-endpoint="$DOCKER_HOST" --docker="$DOCKER_HOST" \
-    --container-runtime-endpoint="unix://$ROOT/dockershim.sock" --experimental-dockershim-root-directory="$ROOT/dockershim" \
-    --pod-infra-container-image=k8s.gcr.io/pause:3.2 \
-    --network-plugin=cni --cni-bin-dir=/usr/lib/cni --cni-conf-dir="$ROOT/cni/net.d" --cni-cache-dir="$ROOT/cni/cache" \
-    --root-dir="$ROOT/kubelet" --cert-dir="$ROOT/kubelet-pki" --volume-plugin-dir="$ROOT/kubelet-plugins" \
-    --seccomp-profile-root="$ROOT/kubelet-seccomp" \
-    --cgroup-driver=cgroupfs --cgroups-per-qos=false --enforce-node-allocatable= --fail-swap-on=false \
-    --eviction-hard= --image-gc-high-threshold=100 --image-gc-low-threshold=99 --oom-score-adj=0 \
-    --client-ca-file="$ROOT/pki/ca.crt" --anonymous-auth=false --authorization-mode=Webhook --authentication-token-webhook \
-    --read-only-port=0 --healthz-bind-address=127.0.0.1 --cluster-domain=cluster.local --sync-frequency=10s --node-status-update-frequency=3s
+    --bind-address=127.0.0.1 --secure-port=0
+  start kubelet "$BIN/kubelet" --config="$ROOT/kubelet-config.yaml" --kubeconfig="$ROOT/kubelet.kubeconfig" \
+    --hostname-override="$NODE" --node-ip="$ip" --root-dir="$ROOT/kubelet" --cert-dir="$ROOT/kubelet-pki"
   # kube-proxy reads the node's IP from its Node object: start it once the kubelet registered
   wait_for kubelet 60 "node $NODE to register" kubectl get node "$NODE"
   start kube-proxy "$BIN/kube-proxy" --kubeconfig="$KUBECONFIG" --hostname-override="$NODE" --proxy-mode=iptables \
@@ -385,14 +430,17 @@ up() {
   wait_for kubelet 90 "node $NODE to be Ready" node_ready
   log "node $NODE Ready"
   wait_for kube-proxy 30 "kube-proxy's first sync" curl -fsS http://127.0.0.1:10256/healthz
-  wait_for kube-controller-manager 60 "the default ServiceAccount's token" sa_token_ready
+  wait_for kube-apiserver 30 "the API server to take the add-ons" add_ons
+  wait_for kube-controller-manager 120 "CoreDNS and the default ServiceAccount" dns_ready
   alive kube-scheduler || fail kube-scheduler "exited"
-  log "up in $((SECONDS - t0))s; export KUBECONFIG=$KUBECONFIG DOCKER_HOST=$DOCKER_HOST"
+  echo "$K8S_VERSION" >"$ROOT/version"
+  log "Kubernetes $K8S_VERSION up in $((SECONDS - t0))s; export KUBECONFIG=$KUBECONFIG"
 }
 
 # --- down ----------------------------------------------------------------------------------
 
-# our leftover processes: the known daemons whose command lines name $ROOT (pidfiles lost)
+# our leftover processes: the known daemons whose command lines name $ROOT (pidfiles lost),
+# and every process a shim of ours started (the containers)
 stray_pids() {
   local p exe
   for p in /proc/[0-9]*; do
@@ -400,25 +448,31 @@ stray_pids() {
     [ "$p" = $$ ] && continue
     exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
     case $exe in
-      "$BIN"/kubectl) continue ;;  # a client's, not ours
-      "$BIN"/* | /usr/bin/etcd | /usr/bin/containerd | /usr/bin/containerd-shim* | /usr/sbin/dockerd | /usr/sbin/runc) ;;
-      *) continue ;;
+      */kubectl) continue ;;  # a client's, not ours
+      "$CACHE"/bin/*) alive_pid "$p" && echo "$p" ;;
     esac
-    alive_pid "$p" && echo "$p"
   done
 }
 
-# processes in the containers' cgroup (dockerd --cgroup-parent=/hookwarden)
+# the containers: every process below one of our shims
 container_pids() {
-  cat /sys/fs/cgroup/pids/hookwarden/*/cgroup.procs /sys/fs/cgroup/pids/hookwarden/cgroup.procs 2>/dev/null || true
+  local p exe
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
+    case $exe in "$CACHE"/bin/containerd-*/containerd-shim-runc-v2) pgrep -P "$p" || true ;; esac
+  done
 }
 
+# the cgroups runc made for pods (kubepods..., or the containers' own ids under the root)
 remove_cgroups() {
   local d
-  for d in /sys/fs/cgroup/*/hookwarden; do
+  for d in /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/*/hookwarden; do
     [ -d "$d" ] || continue
     find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
+  [ -f "$ROOT/cgroups.ours" ] || return 0
+  while read -r d; do [ -d "$d" ] && rmdir "$d" 2>/dev/null || true; done <"$ROOT/cgroups.ours"
 }
 
 # delete the rules of table $1 that jump to one of the chains $2 or carry our CNI network's
@@ -439,7 +493,8 @@ drop_chains() {
 }
 
 clean_iptables() {
-  # kube-proxy's rules
+  command -v iptables >/dev/null || return 0
+  # kube-proxy's rules (iptables and, had it used them, nftables and ipvs)
   if [ -x "$BIN/kube-proxy" ]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
   # the kubelet's chains (KUBE-FIREWALL, KUBE-MARK-DROP, KUBE-MARK-MASQ, KUBE-POSTROUTING,
   # canaries), and the bridge (ipMasq) and portmap plugins' per-pod chains and rules for our
@@ -460,6 +515,10 @@ clean_iptables() {
   if iptables -w -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 && [ "$(iptables -w -t nat -S CNI-HOSTPORT-DNAT | grep -c '^-A')" = 0 ]; then
     drop_chains nat "$(iptables -w -t nat -S | awk '$1 == "-N" && $2 ~ /^CNI-HOSTPORT-/ {print $2}' | tr '\n' ' ')"
   fi
+  # the kubelet's and kube-proxy's nftables tables, where nft exists
+  if command -v nft >/dev/null; then
+    for t in kube-proxy kubelet; do nft delete table ip "$t" 2>/dev/null || true; nft delete table ip6 "$t" 2>/dev/null || true; done
+  fi
 }
 
 restore_sysctls() {
@@ -473,22 +532,33 @@ down_locked() {
   local c pid i
   # first the node agents, so that nothing restarts the containers
   for c in kube-proxy kubelet kube-scheduler kube-controller-manager; do stop "$c"; done
-  if alive dockerd; then
-    docker ps -aq 2>/dev/null | xargs -r timeout 60 "$DOCKER" rm -f >/dev/null 2>&1 || true
-  fi
-  for c in dockerd containerd kube-apiserver etcd; do stop "$c"; done
-  # whatever is left: containers whose engine died, daemons whose pidfiles were lost
+  # the containers, then their runtime
   for i in 1 2 3; do
-    pid="$(container_pids) $(stray_pids)"
+    pid=$(container_pids | tr '\n' ' ')
+    [ -n "${pid// /}" ] || break
+    # shellcheck disable=SC2086
+    kill -KILL $pid 2>/dev/null || true
+    sleep 0.5
+  done
+  for c in containerd kube-apiserver etcd; do stop "$c"; done
+  # whatever is left: shims, daemons whose pidfiles were lost
+  for i in 1 2 3; do
+    pid="$(container_pids | tr '\n' ' ') $(stray_pids | tr '\n' ' ')"
     [ -n "${pid// /}" ] || break
     # shellcheck disable=SC2086
     kill -KILL $pid 2>/dev/null || true
     sleep 0.5
   done
   remove_cgroups
-  # the kubelet's volume mounts, docker's overlays and network namespaces outlive them
+  # the kubelet's volume mounts, containerd's overlays and network namespaces outlive them
   awk -v r="$ROOT/" 'index($5, r) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
+  # containerd's network namespaces live under /run/netns (cni-UUID)
+  for n in /run/netns/cni-*; do
+    [ -e "$n" ] || continue
+    umount "$n" 2>/dev/null || umount -l "$n" 2>/dev/null || true
+    rm -f "$n"
   done
   # the CNI bridge and its veths
   if ip link show cni0 >/dev/null 2>&1; then
@@ -499,12 +569,6 @@ down_locked() {
   fi
   clean_iptables
   restore_sysctls
-  # the kubelet's log links to our containers
-  for d in /var/log/pods/*; do
-    [ -d "$d" ] || continue
-    if find "$d" -type l -lname "$ROOT/*" | grep -q .; then rm -rf "$d"; fi
-  done
-  for l in /var/log/containers/*.log; do if [ -L "$l" ] && [ ! -e "$l" ]; then rm -f "$l"; fi; done
   if [ -f "$ROOT/host-paths.created" ]; then
     while read -r p; do
       case $p in
@@ -519,11 +583,10 @@ down_locked() {
     done <"$ROOT/host-paths.created"
     rm -f "$ROOT/host-paths.created"
   fi
-  # forget the cluster; keep the Docker engine's images (the pause and test images)
-  rm -rf "$ROOT/etcd" "$ROOT/kubelet" "$ROOT/kubelet-pki" "$ROOT/kubelet-plugins" "$ROOT/kubelet-seccomp" \
-    "$ROOT/dockershim" "$ROOT/dockershim.sock" "$ROOT/cni" "$ROOT/containerd/state" "$ROOT/docker-exec" \
-    "$ROOT/containerd/containerd.sock" "$ROOT/containerd/containerd.sock.ttrpc" \
-    "$ROOT/run" "$ROOT/docker.sock"
+  rmdir /run/netns 2>/dev/null || true
+  # forget the cluster and containerd's images (imported again by the next up)
+  rm -rf "$ROOT/etcd" "$ROOT/kubelet" "$ROOT/kubelet-pki" "$ROOT/kubelet-plugins" "$ROOT/pod-logs" \
+    "$ROOT/cni" "$ROOT/containerd" "$ROOT/run" "$ROOT/version"
 }
 
 down() {
@@ -537,6 +600,7 @@ down() {
 
 status() {
   local c ok=0 pid
+  echo "kubernetes               $(cat "$ROOT/version" 2>/dev/null || echo "(not up; up starts $K8S_VERSION)")"
   for c in $COMPONENTS; do
     pid=$(pid_of "$c")
     if alive_pid "$pid"; then printf '%-24s running (pid %s)\n' "$c" "$pid"; else printf '%-24s stopped\n' "$c"; ok=1; fi
@@ -544,6 +608,7 @@ status() {
   if [ $ok = 0 ]; then
     if kubectl get --raw /readyz >/dev/null 2>&1; then echo "api server               ready (https://127.0.0.1:$PORT)"; else echo "api server               not ready"; ok=1; fi
     if node_ready; then echo "node $NODE               Ready"; else echo "node $NODE               not Ready"; ok=1; fi
+    if dns_ready; then echo "cluster DNS              ready ($DNS_IP)"; else echo "cluster DNS              not ready"; ok=1; fi
   fi
   return $ok
 }
@@ -559,6 +624,7 @@ case "${1:-up}" in
   up) lock; up ;;
   down) lock; down ;;
   status) status || exit 1 ;;
-  env) echo "export KUBECONFIG=$KUBECONFIG DOCKER_HOST=$DOCKER_HOST" ;;
-  *) echo "usage: $0 build|up|down|status|env" >&2; exit 2 ;;
+  env) echo "export KUBECONFIG=$KUBECONFIG CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS K8S_VERSION=$K8S_VERSION PATH=$BIN:\$PATH" ;;
+  version) echo "$K8S_VERSION" ;;
+  *) echo "usage: $0 build|up|down|status|env|version" >&2; exit 2 ;;
 esac

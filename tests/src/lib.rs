@@ -52,7 +52,17 @@ impl TestNamespace {
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
-                labels: Some([("hookwarden.io/e2e".to_string(), "true".to_string())].into()),
+                // Pods here must meet the restricted Pod Security profile: the receivers,
+                // dedicated or sidecar, and the tests' stand-in applications.
+                labels: Some(
+                    [
+                        ("hookwarden.io/e2e", "true"),
+                        ("pod-security.kubernetes.io/enforce", "restricted"),
+                        ("pod-security.kubernetes.io/warn", "restricted"),
+                    ]
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .into(),
+                ),
                 ..ObjectMeta::default()
             },
             ..Namespace::default()

@@ -100,6 +100,77 @@ async fn opal_deliveries_become_events_once() {
     assert_eq!(recorded_reasons(&ns, "opal").await.len(), before);
 }
 
+/// A client inside the cluster reaches a Webhook at its `status.url` as written: the
+/// Service's name, resolved by the cluster's DNS. The sender is a pod (the receiver image's
+/// `send`, under the restricted profile) with the generated secret mounted.
+#[tokio::test]
+async fn a_pod_delivers_to_status_url_by_name() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    let ns = TestNamespace::new("dns").await;
+    let (_, _secret) = ready_receiver(&ns, "membrane", "membrane", "").await;
+    let webhook: hookwarden_operator::crd::Webhook = ns.api().get("membrane").await.unwrap();
+    let url = webhook.status.unwrap().url.unwrap();
+    assert_eq!(
+        url,
+        format!("http://membrane-receiver.{}.svc/membrane", ns.name)
+    );
+    let body: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "body"},
+        "data": {"body.json": MEMBRANE[2]}
+    }))
+    .unwrap();
+    ns.apply(&body).await;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sender"},
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "send",
+                "image": "hookwarden-receiver:dev",
+                "imagePullPolicy": "Never",
+                "args": ["send", url, "--provider", "membrane",
+                         "--secret-file", "/secret/secret", "--body-file", "/body/body.json"],
+                "securityContext": {"allowPrivilegeEscalation": false,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "secret", "mountPath": "/secret", "readOnly": true},
+                                 {"name": "body", "mountPath": "/body", "readOnly": true}]
+            }],
+            "volumes": [{"name": "secret", "secret": {"secretName": "membrane-signing-secret"}},
+                        {"name": "body", "configMap": {"name": "body"}}]
+        }
+    }))
+    .unwrap();
+    let pods = ns.api::<Pod>();
+    pods.create(&kube::api::PostParams::default(), &pod)
+        .await
+        .unwrap();
+    eventually("the sender pod succeeds", CONVERGE, || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("sender").await.map_err(|e| e.to_string())?;
+            match p.status.and_then(|s| s.phase).as_deref() {
+                Some("Succeeded") => Ok(()),
+                other => Err(format!(
+                    "{other:?}: {}",
+                    pods.logs("sender", &Default::default())
+                        .await
+                        .unwrap_or_default()
+                )),
+            }
+        }
+    })
+    .await;
+    let log = pods.logs("sender", &Default::default()).await.unwrap();
+    assert!(
+        log.contains(r#"200 {"events":1,"status":"recorded"}"#),
+        "{log}"
+    );
+    let reasons = recorded_reasons(&ns, "membrane").await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(reasons[0].0, "OrgCreated");
+}
+
 #[tokio::test]
 async fn membrane_deliveries_become_events() {
     let ns = TestNamespace::new("membrane-deliver").await;
@@ -437,11 +508,13 @@ spec:
   template:
     metadata: {labels: {app: billing}}
     spec:
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
       containers:
         - name: app
           image: hookwarden-e2e-app:dev
           imagePullPolicy: Never
           ports: [{name: http, containerPort: 8080}]
+          securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
 ---
 apiVersion: v1
 kind: Service

@@ -198,20 +198,12 @@ async fn generic_hmac_example_verifies_its_layout() {
 async fn forward_example_hands_verified_deliveries_to_the_application() {
     let ns = TestNamespace::new("ex-forward").await;
     let (_, text) = example("forward.yaml");
-    // The stand-in application for the placeholder image; its Service first, so that the
-    // Webhook can name its ClusterIP (no cluster DNS here).
+    // The stand-in application for the placeholder image; the forward URL stays as written
+    // (`http://billing:8080/...`, resolved by the cluster's DNS in the receiver's pod).
     let text = text.replace("ghcr.io/example/billing:1.0", "hookwarden-e2e-app:dev");
-    let docs: Vec<&str> = text.split("\n---\n").collect();
-    let app: Vec<&str> = docs
-        .iter()
-        .copied()
-        .filter(|d| !d.contains("kind: Webhook"))
-        .collect();
-    kubectl_apply(&ns, &app.join("\n---\n"));
+    let applied = apply_example(&ns, &text).await;
     let svc: Service = ns.api().get("billing").await.unwrap();
     let ip = svc.spec.unwrap().cluster_ip.unwrap();
-    let text = text.replace("http://billing:8080/", &format!("http://{ip}:8080/"));
-    let applied = apply_example(&ns, &text).await;
     let (webhook, secret) = &applied[0];
     let url = service_url(&ns, webhook).await;
 

@@ -11,7 +11,8 @@ use hookwarden_receiver::config::{CONFIG_FILE_NAME, Provider, ReceiverConfig};
 use hookwarden_tests::*;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -143,14 +144,19 @@ spec:
     // The Service routes to the receiver: ask it through the ClusterIP, as a client would.
     let service: Service = get(&ns, "opal-receiver").await.expect("Service");
     assert!(controlled_by(&service.metadata, &webhook));
-    let endpoints: Endpoints = get(&ns, "opal-receiver").await.expect("Endpoints");
+    // (EndpointSlices: core/v1 Endpoints is deprecated from 1.33 on)
+    let slices = ns
+        .api::<EndpointSlice>()
+        .list(&ListParams::default().labels("kubernetes.io/service-name=opal-receiver"))
+        .await
+        .unwrap();
     assert!(
-        endpoints.subsets.unwrap_or_default().iter().any(|s| !s
-            .addresses
-            .clone()
-            .unwrap_or_default()
-            .is_empty()),
-        "the Service has no ready endpoints"
+        slices.items.iter().flat_map(|s| &s.endpoints).any(|e| e
+            .conditions
+            .as_ref()
+            .and_then(|c| c.ready)
+            == Some(true)),
+        "the Service has no ready endpoints: {slices:?}"
     );
     let ip = service.spec.unwrap().cluster_ip.unwrap();
     let (code, body) = eventually("receiver /readyz through its Service", SHORT * 3, || {
@@ -159,6 +165,27 @@ spec:
     })
     .await;
     assert_eq!((code, body.as_str()), (200, "ok\n"));
+
+    // The operator writes status through the status subresource, by server-side apply
+    // under its own field manager, and owns nothing of the spec.
+    let managed = webhook.metadata.managed_fields.clone().unwrap_or_default();
+    let status_entry = managed
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("hookwarden-operator"))
+        .unwrap_or_else(|| panic!("no managedFields entry of the operator: {managed:?}"));
+    assert_eq!(status_entry.operation.as_deref(), Some("Apply"));
+    assert_eq!(status_entry.subresource.as_deref(), Some("status"));
+    let owned = serde_json::to_value(&status_entry.fields_v1).unwrap();
+    assert!(owned["f:status"].is_object(), "{owned}");
+    assert!(owned.get("f:spec").is_none(), "{owned}");
+    assert_eq!(
+        managed
+            .iter()
+            .filter(|m| m.manager.as_deref() == Some("hookwarden-operator"))
+            .count(),
+        1,
+        "{managed:?}"
+    );
 
     // `kubectl get wh` shows what a user looks for.
     let (ok, out) = kubectl(&["get", "wh", "-n", &ns.name]);
@@ -500,21 +527,23 @@ async fn invalid_specs_are_explained_and_cause_no_churn() {
     })
     .await;
 
-    // An empty secret key. (A blank one here: the test cluster's API server stores an empty
-    // string in a custom resource as null, which the schema refuses before the operator
-    // sees it. The empty string itself is covered by validate's unit tests.)
-    ns.apply_webhook(
-        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: nokey}\n\
-         spec: {path: /m, provider: membrane, secretRef: {name: creds, key: \" \"}}\n",
-    )
-    .await;
-    let w = ns.webhook_ready("nokey", "False", "InvalidSpec").await;
-    assert!(
-        w.ready_condition()
-            .unwrap()
-            .message
-            .contains("spec.secretRef.key is empty")
-    );
+    // An empty secret key, and a blank one.
+    for (name, key) in [("nokey", "\"\""), ("blankkey", "\" \"")] {
+        ns.apply_webhook(&format!(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\n\
+             spec: {{path: /{name}, provider: membrane, secretRef: {{name: creds, key: {key}}}}}\n",
+        ))
+        .await;
+        let w = ns.webhook_ready(name, "False", "InvalidSpec").await;
+        assert!(
+            w.ready_condition()
+                .unwrap()
+                .message
+                .contains("spec.secretRef.key is empty"),
+            "{name}: {:?}",
+            w.ready_condition()
+        );
+    }
 
     // An unknown provider never gets in: the API server rejects it with the known ones.
     let (ok, out) = kubectl_apply_stdin(
@@ -1000,4 +1029,54 @@ async fn reapplying_the_same_manifest_changes_nothing() {
         }
     })
     .await;
+}
+
+/// The namespaces these tests run in enforce the restricted Pod Security profile, so every
+/// receiver that becomes Ready in them (dedicated or sidecar) was admitted under it; and so
+/// does the operator's own namespace, where its pods run.
+#[tokio::test]
+async fn test_namespaces_enforce_restricted_pod_security() {
+    let ns = TestNamespace::new("psa").await;
+    let privileged: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "privileged"},
+        "spec": {"containers": [{
+            "name": "c", "image": "hookwarden-receiver:dev", "imagePullPolicy": "Never",
+            "securityContext": {"privileged": true}
+        }]}
+    }))
+    .unwrap();
+    let refused = ns
+        .api::<Pod>()
+        .create(&kube::api::PostParams::default(), &privileged)
+        .await
+        .expect_err("a privileged pod must be refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("violates PodSecurity \"restricted:latest\""),
+        "{refused}"
+    );
+
+    let system: Namespace = kube::Api::all(ns.client.clone())
+        .get(OPERATOR_NAMESPACE)
+        .await
+        .unwrap();
+    assert_eq!(
+        system
+            .labels()
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+    let operators: kube::Api<Pod> = kube::Api::namespaced(ns.client.clone(), OPERATOR_NAMESPACE);
+    let running = operators
+        .list(&ListParams::default().labels("app.kubernetes.io/name=hookwarden-operator"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count();
+    assert!(running >= 1, "no operator pod runs in {OPERATOR_NAMESPACE}");
 }
