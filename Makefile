@@ -10,9 +10,9 @@ build:
 	$(CARGO) build --workspace
 
 ## Every test: formatting, lints, unit tests, the chart, then the end-to-end tests on the
-## project's own Kubernetes: every suite on the newest release, then the operator, examples
-## and chart suites on the oldest supported one (each built from the Go module proxy on
-## first use, about 25 minutes apiece; cached afterwards). See tests/cluster/README.md.
+## project's own Kubernetes: every suite on the newest release, then every suite again on
+## the oldest supported one (built from the Go module proxy on first use, about 7 minutes
+## per release and 6 for the rest; cached afterwards). See tests/cluster/README.md.
 test: lint unit chart e2e
 
 lint:

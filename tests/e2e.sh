@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end tests: start the project's Kubernetes, install hookwarden as shipped, run the
-# tests in tests/tests/ and the chart's cluster tests; first on the newest Kubernetes
-# (versions.sh: K8S_VERSION_NEW) with every suite, then on the oldest that k8s-openapi
-# supports (K8S_VERSION_OLD) with the operator, chart and GitOps (examples) suites. The
-# cluster is stopped afterwards (KEEP_CLUSTER=1 keeps the last one running).
+# tests in tests/tests/ and the chart's cluster tests: every suite on the newest Kubernetes
+# (versions.sh: K8S_VERSION_NEW), then every suite again on the oldest that k8s-openapi
+# supports (K8S_VERSION_OLD), each on a fresh cluster with a real kubelet. The cluster is
+# stopped afterwards (KEEP_CLUSTER=1 keeps the last one running).
 #
 #   E2E_VERSIONS="1.37.2"   run on these releases only (default: both, newest first)
 #   E2E_THREADS=4           tests at once within a suite
@@ -32,7 +32,7 @@ suite() {
 }
 
 run_on() {
-  local v=$1 all=$2 t0=$SECONDS
+  local v=$1 t0=$SECONDS
   export K8S_VERSION=$v
   eval "$(tests/cluster/cluster.sh env)"
   # (cluster.sh up restarts the cluster from scratch when another version runs)
@@ -45,15 +45,13 @@ run_on() {
   # after apply) and sent a signed delivery.
   suite "$v" examples env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
     cargo test -p hookwarden-tests --test examples -- --test-threads="$THREADS"
-  if [ "$all" = all ]; then
-    # Deliveries through the receivers' Services, signed by `hookwarden-receiver send`.
-    suite "$v" deliveries env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
-      cargo test -p hookwarden-tests --test deliveries -- --test-threads="$THREADS"
-    # Deletes an operator pod, so it runs alone.
-    suite "$v" leader cargo test -p hookwarden-tests --test leader
-    # Pauses the API server, so it runs alone, after the others on this cluster.
-    suite "$v" outage env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" cargo test -p hookwarden-tests --test outage
-  fi
+  # Deliveries through the receivers' Services, signed by `hookwarden-receiver send`.
+  suite "$v" deliveries env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
+    cargo test -p hookwarden-tests --test deliveries -- --test-threads="$THREADS"
+  # Deletes an operator pod, so it runs alone.
+  suite "$v" leader cargo test -p hookwarden-tests --test leader
+  # Pauses the API server, so it runs alone, after the others on this cluster.
+  suite "$v" outage env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" cargo test -p hookwarden-tests --test outage
   # The chart against this cluster: server dry runs of what it renders, then upgrade,
   # uninstall and reinstall of the release everything above ran under; so it runs last.
   suite "$v" chart tests/chart/python -m unittest discover -s tests/chart -p 'test_cluster.py' -v
@@ -65,11 +63,7 @@ run_on() {
   echo "e2e: [$v] done in $((SECONDS - t0))s" >&2
 }
 
-first=1
-for v in $VERSIONS; do
-  if [ $first = 1 ]; then run_on "$v" all; else run_on "$v" some; fi
-  first=0
-done
+for v in $VERSIONS; do run_on "$v"; done
 echo "e2e: all done in $((SECONDS - t_all))s" >&2
 if [ -n "$failed" ]; then
   echo "e2e: FAILED suites:$failed" >&2

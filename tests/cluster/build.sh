@@ -154,6 +154,8 @@ build_one() {
   # a progress line every minute while the (silent) Go build runs
   ( while sleep 60; do log "[$n/$m] still building $c ($(( (SECONDS - t0) / 60 )) min; total elapsed $(( SECONDS / 60 )) min)"; done ) &
   local ticker=$!
+  # shellcheck disable=SC2064
+  trap "kill $ticker 2>/dev/null || true" EXIT
   if ! ( set -x; "build_${c%%-*}" "$c" ) >"$logf" 2>&1; then
     kill "$ticker" 2>/dev/null || true
     log "[$n/$m] building $c failed after $((SECONDS - t0))s; last lines of $logf:"
@@ -172,8 +174,8 @@ main() {
   [ ${#want[@]} -gt 0 ] || want=("kubernetes-$K8S_VERSION" etcd containerd coredns crane)
   for c in "${want[@]}"; do built "$c" || todo+=("$c"); done
   [ ${#todo[@]} -gt 0 ] || return 0
-  log "${#todo[@]} component(s) to build from the Go module proxy: ${todo[*]}; the first build takes" \
-    "a long while (about 25 minutes for a Kubernetes release on 2 cores), later runs reuse $CACHE"
+  log "${#todo[@]} component(s) to build from the Go module proxy: ${todo[*]}; a first build takes" \
+    "a while (about 7 minutes per Kubernetes release, 6 for the rest, on 2 cores); later runs reuse $CACHE"
   SECONDS=0
   mkdir -p "$CACHE/logs"
   exec 8>"$CACHE/build.lock"

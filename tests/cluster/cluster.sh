@@ -12,7 +12,7 @@
 #   add-ons         CoreDNS as a Deployment behind the kube-dns Service (10.96.0.10)
 #
 # Usage: tests/cluster/cluster.sh build | up | down | status | env | version
-#   build   install packages and build the programs (cached; about 25 min the first time)
+#   build   install packages and build the programs (cached; about 15 min the first time)
 #   up      build if needed, then start everything and wait until the node is Ready and
 #           cluster DNS answers; idempotent (returns at once when a healthy cluster of the
 #           wanted version runs, restarts it from scratch otherwise)
@@ -282,6 +282,7 @@ oom_score = 0
       runtime_type = 'io.containerd.runc.v2'
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
         BinaryName = '/usr/sbin/runc'
+        Root = '$ROOT/runc'
         SystemdCgroup = false
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ['/usr/lib/cni']
@@ -577,6 +578,7 @@ down_locked() {
           for f in /run/containerd/s/*; do
             if [ -S "$f" ] && ! grep -qF " $f" /proc/net/unix; then rm -f "$f"; fi
           done
+          [ -d /run/containerd/runc ] && find /run/containerd/runc -depth -type d -empty -delete 2>/dev/null
           rmdir /run/containerd/s /run/containerd 2>/dev/null || true ;;
         /*) rm -rf "$p" ;;
       esac
@@ -586,7 +588,7 @@ down_locked() {
   rmdir /run/netns 2>/dev/null || true
   # forget the cluster and containerd's images (imported again by the next up)
   rm -rf "$ROOT/etcd" "$ROOT/kubelet" "$ROOT/kubelet-pki" "$ROOT/kubelet-plugins" "$ROOT/pod-logs" \
-    "$ROOT/cni" "$ROOT/containerd" "$ROOT/run" "$ROOT/version"
+    "$ROOT/cni" "$ROOT/containerd" "$ROOT/runc" "$ROOT/run" "$ROOT/version"
 }
 
 down() {
