@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 DURATION=${BENCH_DURATION:-20}
 CONNECTIONS=${BENCH_CONNECTIONS:-8}
 NS=hookwarden-bench
+# KUBECONFIG and the kubectl built for the cluster's version first on PATH
 eval "$(tests/cluster/cluster.sh env)"
-export PATH="$PATH:${HOOKWARDEN_CACHE:-$HOME/.cache/hookwarden}/k8s-1.20.2/bin"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -33,6 +33,7 @@ for sink in events state; do
   esac
   kubectl delete namespace "$NS-$sink" --ignore-not-found --wait=true >/dev/null
   kubectl create namespace "$NS-$sink" >/dev/null
+  kubectl label namespace "$NS-$sink" pod-security.kubernetes.io/enforce=restricted >/dev/null
   kubectl -n "$NS-$sink" create secret generic signing --from-file=secret="$WORK/secret" >/dev/null
   kubectl -n "$NS-$sink" apply -f - >/dev/null <<EOT
 apiVersion: hookwarden.io/v1alpha1
