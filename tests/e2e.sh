@@ -50,6 +50,8 @@ run_on() {
     cargo test -p hookwarden-tests --test deliveries -- --test-threads="$THREADS"
   # Deletes an operator pod, so it runs alone.
   suite "$v" leader cargo test -p hookwarden-tests --test leader
+  # Takes the CRD's CEL rules away for a while (Webhooks stored before them), so it runs alone.
+  suite "$v" upgrade cargo test -p hookwarden-tests --test upgrade
   # Pauses the API server, so it runs alone, after the others on this cluster.
   suite "$v" outage env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" cargo test -p hookwarden-tests --test outage
   # The chart against this cluster: server dry runs of what it renders, then upgrade,

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 pub struct WebhookSpec {
     /// The request path deliveries arrive on, e.g. `/opal`. Starts with `/`; letters,
     /// digits and `-._~!$&'()+,;=:@%/` only.
+    #[schemars(length(max = 256))]
     pub path: String,
 
     /// The sender's signature scheme and payload format.
@@ -47,6 +48,7 @@ pub struct WebhookSpec {
     /// ...). Empty accepts every type. A delivery of another type is acknowledged and
     /// counted, not recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 128)))]
     pub event_types: Vec<String>,
 
     /// The Secret key holding the signing secret. When omitted, the operator generates a
@@ -102,6 +104,7 @@ pub struct WebhookSpec {
 pub struct SidecarSettings {
     /// The Deployment, in this namespace, whose pods get the receiver container
     /// `hookwarden-<webhook name>`. Changing its pod template rolls its pods.
+    #[schemars(length(max = 253))]
     pub deployment: String,
     /// The port the receiver listens on inside those pods; must be free there. Default:
     /// 8090.
@@ -119,14 +122,17 @@ pub struct SidecarSettings {
 #[serde(rename_all = "camelCase")]
 pub struct WebhookIngress {
     /// The public host name senders call, e.g. `hooks.example.com`. No wildcards.
+    #[schemars(length(max = 253))]
     pub host: String,
     /// The IngressClass that serves it; the cluster's default class when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub class_name: Option<String>,
     /// A `kubernetes.io/tls` Secret in this namespace with the certificate for `host`. With
     /// it the external URL is `https://`; without it `http://` (senders such as Opal and
     /// Membrane should only be given an `https://` URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub tls_secret_name: Option<String>,
     /// Annotations for the Ingress controller (e.g. `cert-manager.io/cluster-issuer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,8 +179,10 @@ fn provider_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct SecretKeyRef {
     /// The Secret's name.
+    #[schemars(length(max = 253))]
     pub name: String,
     /// The key inside the Secret whose value is the signing secret.
+    #[schemars(length(max = 253))]
     pub key: String,
 }
 
@@ -200,6 +208,7 @@ pub struct Sinks {
 pub struct ConfigMapSink {
     /// The ConfigMap's name. The operator creates it; the receiver may only read and
     /// update this one ConfigMap.
+    #[schemars(length(max = 253))]
     pub name: String,
     /// `state` (Opal and Membrane: a materialised view), `latest` (last payload per event
     /// type) or `log` (the last deliveries). Default: `state` for Opal and Membrane,
@@ -212,6 +221,7 @@ pub struct ConfigMapSink {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct ForwardSink {
     /// An `http://` or `https://` URL.
+    #[schemars(length(max = 2048))]
     pub url: String,
 }
 
@@ -221,6 +231,7 @@ pub struct ForwardSink {
 pub struct ReceiverSettings {
     /// Number of receiver pods. Default: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
     /// Compute resources of the receiver container. Default: requests 10m CPU and
     /// 16Mi memory, limit 64Mi memory.

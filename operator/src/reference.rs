@@ -27,7 +27,52 @@ pub fn markdown(schema: &Value) -> String {
             out.push_str(&row);
         }
     }
+    let mut rules = Vec::new();
+    validations(schema, "", &mut rules);
+    if !rules.is_empty() {
+        out.push_str(
+            "\n## Checked at `kubectl apply`\n\n\
+             The API server refuses a Webhook that breaks one of these rules (CEL, in the CRD),\n\
+             with the message shown. The operator checks them too, for Webhooks stored before a\n\
+             rule existed, and reports what only it can see (a missing Secret, a conflict) in\n\
+             status.\n\n| where | message |\n|---|---|\n",
+        );
+        for row in rules {
+            out.push_str(&row);
+        }
+    }
     out
+}
+
+/// Every `x-kubernetes-validations` message in the schema, with where it applies.
+fn validations(node: &Value, path: &str, rows: &mut Vec<String>) {
+    let place = if path.is_empty() {
+        "(the Webhook)"
+    } else {
+        path
+    };
+    for rule in node
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let message = description(&serde_json::json!({"description": rule.get("message")}));
+        rows.push(format!("| `{place}` | {} |\n", message.unwrap_or_default()));
+    }
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            let field = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            validations(child, &field, rows);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        validations(items, &format!("{path}[]"), rows);
+    }
 }
 
 /// How deep nested objects are expanded.
@@ -101,6 +146,9 @@ fn type_of(node: &Value) -> String {
     if let Some(max) = node.get("maxItems") {
         notes.push(format!("at most {max}"));
     }
+    if let Some(max) = node.get("maxLength") {
+        notes.push(format!("at most {max} characters"));
+    }
     if notes.is_empty() {
         base
     } else {
@@ -159,5 +207,31 @@ mod tests {
         assert!(md.contains("| `spec.resources` | object |"));
         assert!(!md.contains("spec.resources.limits"));
         assert!(!md.contains("## `status`"));
+        assert!(!md.contains("Checked at"));
+    }
+
+    #[test]
+    fn validation_rules_are_listed_with_their_place() {
+        let schema = json!({
+            "x-kubernetes-validations": [{"rule": "r0", "message": "metadata.name is bad"}],
+            "properties": {"spec": {"properties": {
+                "path": {"type": "string", "maxLength": 256,
+                         "x-kubernetes-validations": [{"rule": "r1", "message": "spec.path | m"}]},
+                "eventTypes": {"type": "array", "items": {"type": "string",
+                         "x-kubernetes-validations": [{"rule": "r2", "message": "empty"}]}}
+            }}}
+        });
+        let md = markdown(&schema);
+        assert!(
+            md.contains("| `spec.path` | string (at most 256 characters) |"),
+            "{md}"
+        );
+        assert!(md.contains("## Checked at `kubectl apply`"));
+        assert!(
+            md.contains("| `(the Webhook)` | metadata.name is bad |"),
+            "{md}"
+        );
+        assert!(md.contains("| `spec.path` | spec.path \\| m |"), "{md}");
+        assert!(md.contains("| `spec.eventTypes[]` | empty |"), "{md}");
     }
 }

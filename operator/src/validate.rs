@@ -1,9 +1,9 @@
 //! Checks a Webhook's spec and resolves its defaults. Pure: no I/O.
 //!
-//! The CRD schema already rejects unknown providers at admission; everything it cannot
-//! express (path syntax, names the children derive from, event type spelling, sink
-//! combinations) is checked here, and a failure becomes `Ready=False`, reason
-//! `InvalidSpec`, with a message that says what to fix.
+//! The CRD refuses most invalid specs at admission (its schema, and the CEL rules of
+//! `rules`, which mirror these checks). They are all checked here too, for Webhooks stored
+//! before a rule existed: a failure becomes `Ready=False`, reason `InvalidSpec`, with a
+//! message that says what to fix.
 
 use hookwarden_receiver::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provider};
 

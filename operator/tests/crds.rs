@@ -27,8 +27,7 @@ fn committed_reference_matches_the_code() {
 
 #[test]
 fn crd_is_what_users_expect() {
-    use kube::CustomResourceExt;
-    let crd = hookwarden_operator::crd::Webhook::crd();
+    let crd = hookwarden_operator::crd().unwrap();
     assert_eq!(crd.metadata.name.as_deref(), Some("webhooks.hookwarden.io"));
     assert_eq!(crd.spec.scope, "Namespaced");
     assert_eq!(
@@ -67,7 +66,60 @@ fn crd_is_what_users_expect() {
         let format = line.trim_start().trim_start_matches("format:").trim();
         assert!(KNOWN.contains(&format), "unknown schema format {format:?}");
     }
+    // Every CEL rule is in the schema once, with its message, and every string or list a
+    // rule reads is bounded (the API server's cost estimate needs it).
+    let rules = hookwarden_operator::rules::all();
+    assert_eq!(yaml.matches("- message:").count(), rules.len(), "{yaml}");
+    let json = serde_json::to_value(&crd).unwrap();
+    let mut unbounded = Vec::new();
+    bounded(
+        &json["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+        "",
+        false,
+        &mut unbounded,
+    );
+    assert!(
+        unbounded.is_empty(),
+        "strings or lists under a rule without a bound: {unbounded:?}"
+    );
     // No schema defaults: the API server would write them into every Webhook, and GitOps
     // tools would show them as drift against the applied manifest.
     assert!(!yaml.contains("default:"), "the schema sets defaults");
+}
+
+/// Strings and lists at or below a node with CEL rules that lack maxLength / maxItems
+/// (enums are bounded by their values).
+fn bounded(node: &serde_json::Value, path: &str, under_rule: bool, out: &mut Vec<String>) {
+    let under = under_rule || node.get("x-kubernetes-validations").is_some();
+    match node.get("type").and_then(|t| t.as_str()) {
+        Some("string")
+            if under && node.get("maxLength").is_none() && node.get("enum").is_none() =>
+        {
+            out.push(path.to_string())
+        }
+        Some("array") if under && node.get("maxItems").is_none() => out.push(path.to_string()),
+        _ => {}
+    }
+    if let Some(props) = node.get("properties").and_then(|p| p.as_object()) {
+        for (name, child) in props {
+            // Kubernetes' own types the rules never read
+            if [
+                "receiver",
+                "limits",
+                "status",
+                "metadata",
+                "apiVersion",
+                "kind",
+                "annotations",
+            ]
+            .contains(&name.as_str())
+            {
+                continue;
+            }
+            bounded(child, &format!("{path}.{name}"), under, out);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        bounded(items, &format!("{path}[]"), under, out);
+    }
 }

@@ -60,19 +60,23 @@ pub enum Encoding {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GenericHmac {
     /// The header carrying the signature, e.g. `X-Signature`.
+    #[schemars(length(max = 256))]
     pub header: String,
     pub algorithm: Algorithm,
     pub encoding: Encoding,
     /// A prefix before the signature in the header, e.g. `sha256=`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 256))]
     pub prefix: String,
     /// A header carrying the signing time in Unix seconds; when set, deliveries outside the
     /// replay window are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub timestamp_header: Option<String>,
     /// What is signed. `{body}` is the raw body, `{timestamp}` the timestamp header's value,
     /// `{header:Name}` any header's value; it must contain `{body}`. Default `{body}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub template: Option<String>,
 }
 

@@ -247,12 +247,46 @@ pub async fn operator_logs(client: &Client) -> String {
     all
 }
 
+/// The object `name` of kind `K` in the test's namespace, if it exists.
+pub async fn get<K>(ns: &TestNamespace, name: &str) -> Option<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    ns.api::<K>().get_opt(name).await.expect("get")
+}
+
 /// Runs `kubectl` with the test cluster's KUBECONFIG; returns (success, stdout + stderr).
 pub fn kubectl(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new("kubectl")
         .args(args)
         .output()
         .expect("run kubectl");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// `kubectl apply -n NAMESPACE -f - EXTRA...` of `yaml`; returns (success, stdout + stderr).
+pub fn kubectl_stdin(namespace: &str, yaml: &str, extra: &[&str]) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .args(["apply", "-n", namespace, "-f", "-"])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write to kubectl");
+    let out = child.wait_with_output().expect("kubectl output");
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)

@@ -14,8 +14,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
 
 const SHORT: Duration = Duration::from_secs(10);
 
@@ -29,16 +29,6 @@ fn controlled_by(meta: &ObjectMeta, webhook: &Webhook) -> bool {
                 && Some(&o.uid) == webhook.metadata.uid.as_ref()
                 && o.controller == Some(true)
         })
-}
-
-async fn get<K>(ns: &TestNamespace, name: &str) -> Option<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + serde::de::DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    ns.api::<K>().get_opt(name).await.expect("get")
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Vec<u8> {
@@ -497,122 +487,80 @@ async fn missing_secret_is_reported_and_recovers_without_user_action() {
     assert!(!logs.contains("s3cret-token"));
 }
 
+/// An invalid Webhook never gets in: `kubectl apply`, client-side or server-side, fails
+/// with the CRD rule's message, which names the field and the fix; a valid one passes.
 #[tokio::test]
-async fn invalid_specs_are_explained_and_cause_no_churn() {
-    let ns = TestNamespace::new("invalid").await;
-
-    // A bad path: explained, nothing created.
-    ns.apply_webhook(
-        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: badpath}\n\
-         spec: {path: opal, provider: opal}\n",
-    )
-    .await;
-    let w = ns.webhook_ready("badpath", "False", "InvalidSpec").await;
-    let message = &w.ready_condition().unwrap().message;
-    assert!(
-        message.contains("spec.path \"opal\" must start with '/'"),
-        "{message}"
-    );
-    assert!(get::<Deployment>(&ns, "badpath-receiver").await.is_none());
-    assert!(get::<Secret>(&ns, "badpath-signing-secret").await.is_none());
-    eventually("a Warning Event InvalidSpec", SHORT * 3, || async {
-        let events = events_regarding(&ns.client, &ns.name, "badpath").await;
-        events
-            .iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("InvalidSpec") && e.type_.as_deref() == Some("Warning")
-            })
-            .map(|_| ())
-            .ok_or(events.len())
-    })
-    .await;
-
-    // An empty secret key, and a blank one.
-    for (name, key) in [("nokey", "\"\""), ("blankkey", "\" \"")] {
-        ns.apply_webhook(&format!(
-            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\n\
-             spec: {{path: /{name}, provider: membrane, secretRef: {{name: creds, key: {key}}}}}\n",
-        ))
-        .await;
-        let w = ns.webhook_ready(name, "False", "InvalidSpec").await;
-        assert!(
-            w.ready_condition()
-                .unwrap()
-                .message
-                .contains("spec.secretRef.key is empty"),
-            "{name}: {:?}",
-            w.ready_condition()
+async fn invalid_webhooks_are_refused_at_apply_with_what_to_fix() {
+    let ns = TestNamespace::new("cel").await;
+    let hmac = "genericHmac: {header: X-Sig, algorithm: sha256, encoding: hex";
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("nosl", "{path: opal, provider: opal}".into(), "spec.path must start with '/'"),
+        ("chars", "{path: '/bad path', provider: github}".into(), "spec.path may hold letters, digits"),
+        ("dots", "{path: /a/../b, provider: github}".into(), "spec.path has an empty, '.' or '..' segment"),
+        ("dslash", "{path: /a//b, provider: github}".into(), "spec.path has an empty, '.' or '..' segment"),
+        ("reserved", "{path: /healthz, provider: github}".into(), "are the receiver's own"),
+        ("longpath", format!("{{path: /{}, provider: github}}", "a".repeat(300)), "spec.path: Too long"),
+        ("provider", "{path: /p, provider: paypal}".into(), "\"opal\""),
+        ("nohmac", "{path: /g, provider: generic-hmac}".into(), "provider generic-hmac needs spec.genericHmac"),
+        ("stray", format!("{{path: /g, provider: github, {hmac}}}}}"), "spec.genericHmac applies to provider generic-hmac only"),
+        ("nobody", format!("{{path: /g, provider: generic-hmac, {hmac}, template: 'x.{{header:X-Id}}'}}}}"), "spec.genericHmac.template does not sign {body}"),
+        ("nots", format!("{{path: /g, provider: generic-hmac, {hmac}, template: '{{timestamp}}.{{body}}'}}}}"), "set spec.genericHmac.timestampHeader"),
+        ("unknown", format!("{{path: /g, provider: generic-hmac, {hmac}, template: '{{nope}}{{body}}'}}}}"), "spec.genericHmac.template has an unknown placeholder"),
+        ("unclosed", format!("{{path: /g, provider: generic-hmac, {hmac}, template: '{{body'}}}}"), "spec.genericHmac.template has an unknown placeholder"),
+        ("header", "{path: /g, provider: generic-hmac, genericHmac: {header: 'X Sig', algorithm: sha256, encoding: hex}}".into(), "spec.genericHmac.header must be a header name"),
+        ("emptytype", "{path: /m, provider: github, eventTypes: [push, ' ']}".into(), "spec.eventTypes must not contain an empty entry"),
+        ("duptype", "{path: /m, provider: github, eventTypes: [push, push]}".into(), "spec.eventTypes lists an event type twice"),
+        ("opaltype", "{path: /o, provider: opal, eventTypes: [USER_ADDED]}".into(), "spec.eventTypes: opal sends only USER_ADDED_TO_RESOURCE"),
+        ("memtype", "{path: /m, provider: membrane, eventTypes: [org-deleted]}".into(), "spec.eventTypes: membrane sends only user-invited-to-org"),
+        ("emptykey", "{path: /m, provider: membrane, secretRef: {name: creds, key: ''}}".into(), "spec.secretRef.key is empty"),
+        ("badkey", "{path: /m, provider: membrane, secretRef: {name: creds, key: 'a/b'}}".into(), "spec.secretRef.key must be a valid Secret key"),
+        ("badname", "{path: /m, provider: membrane, secretRef: {name: Creds, key: k}}".into(), "spec.secretRef.name must be a valid name"),
+        ("dupsecret", "{path: /m, provider: membrane, secretRef: {name: c, key: k}, additionalSecretRefs: [{name: c, key: k}]}".into(), "spec.additionalSecretRefs names a Secret key twice"),
+        ("state", "{path: /m, provider: github, sinks: {configMap: {name: gh, mode: state}}}".into(), "spec.sinks.configMap.mode \"state\" needs provider opal or membrane"),
+        ("owncm", "{path: /m, provider: github, sinks: {configMap: {name: owncm-receiver-config}}}".into(), "spec.sinks.configMap.name is the receiver's own config"),
+        ("ftp", "{path: /m, provider: github, sinks: {forward: {url: 'ftp://app/x'}}}".into(), "spec.sinks.forward.url must be an http:// or https:// URL"),
+        ("nowhere", "{path: /m, provider: github, sinks: {events: false}}".into(), "spec.sinks records deliveries nowhere"),
+        ("sccm", "{path: /m, provider: github, sidecar: {deployment: app}, sinks: {configMap: {name: x}, forward: {url: 'http://127.0.0.1:8080/'}}}".into(), "spec.sidecar runs the receiver under the application's ServiceAccount"),
+        ("scfwd", "{path: /m, provider: github, sidecar: {deployment: app}}".into(), "spec.sidecar needs sinks.forward.url"),
+        ("scports", "{path: /m, provider: github, sidecar: {deployment: app, port: 9000, metricsPort: 9000}, sinks: {events: false, forward: {url: 'http://127.0.0.1:8080/'}}}".into(), "spec.sidecar.port and spec.sidecar.metricsPort must differ"),
+        ("wildcard", "{path: /m, provider: github, ingress: {host: '*.example.com'}}".into(), "spec.ingress.host is a wildcard"),
+        ("class", "{path: /m, provider: github, ingress: {host: hooks.example.com, className: Nginx_1}}".into(), "spec.ingress.className must be a valid name"),
+        ("timeout", "{path: /m, provider: github, limits: {requestTimeoutSeconds: 1}}".into(), "spec.limits.requestTimeoutSeconds"),
+        ("replicas", "{path: /m, provider: github, receiver: {replicas: -1}}".into(), "spec.receiver.replicas"),
+        ("9name", "{path: /m, provider: github}".into(), "metadata.name must start with a letter"),
+    ];
+    let mut failures = Vec::new();
+    for (name, spec, expected) in &cases {
+        let yaml = format!(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\nspec: {spec}\n"
         );
-    }
-
-    // An unknown provider never gets in: the API server rejects it with the known ones.
-    let (ok, out) = kubectl_apply_stdin(
-        &ns.name,
-        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: pp}\nspec: {path: /pp, provider: paypal}\n",
-    );
-    assert!(!ok, "an unknown provider must be rejected: {out}");
-    assert!(out.contains("paypal") && out.contains("\"opal\""), "{out}");
-
-    // A working Webhook made invalid keeps its children untouched.
-    let good = "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: good}\n\
-                spec: {path: /good, provider: github}\n";
-    ns.apply_webhook(good).await;
-    ns.webhook_ready("good", "True", "ReceiverAvailable").await;
-    let versions = || async {
-        let d: Deployment = get(&ns, "good-receiver").await.unwrap();
-        let s: Service = get(&ns, "good-receiver").await.unwrap();
-        let c: ConfigMap = get(&ns, "good-receiver-config").await.unwrap();
-        (
-            d.resource_version(),
-            s.resource_version(),
-            c.resource_version(),
-        )
-    };
-    // Let the Deployment settle (status updates change its resourceVersion).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = versions().await;
-    ns.apply_webhook(&good.replace("/good", "/bad path")).await;
-    let w = ns.webhook_ready("good", "False", "InvalidSpec").await;
-    assert!(
-        w.ready_condition()
-            .unwrap()
-            .message
-            .contains("contains ' '")
-    );
-    consistently(
-        "children untouched while the spec is invalid",
-        SHORT,
-        || async {
-            let now = versions().await;
-            if now == before {
-                Ok(())
-            } else {
-                Err(format!("{before:?} -> {now:?}"))
+        for mode in ["--server-side=false", "--server-side=true"] {
+            let (ok, out) = kubectl_stdin(&ns.name, &yaml, &[mode]);
+            if ok || !out.contains(expected) {
+                failures.push(format!(
+                    "{name} ({mode}): applied={ok}, expected {expected:?} in: {out}"
+                ));
             }
-        },
-    )
-    .await;
-}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let (_, out) = kubectl(&["get", "webhooks", "-n", &ns.name, "-o", "name"]);
+    assert_eq!(out.trim(), "", "nothing invalid was stored");
 
-fn kubectl_apply_stdin(namespace: &str, yaml: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("kubectl")
-        .args(["apply", "-n", namespace, "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    // Valid ones pass, both ways, with every rule evaluated.
+    for (name, spec) in [
+        ("opal", "{path: /opal, provider: opal, eventTypes: [USER_ADDED_TO_GROUP]}".to_string()),
+        ("acme", format!("{{path: /acme, provider: generic-hmac, {hmac}, timestampHeader: X-Ts, template: '{{timestamp}}.{{header:X-Id}}.{{body}}'}}, sinks: {{configMap: {{name: acme-log, mode: log}}}}}}")),
+        ("app", "{path: /app, provider: stripe, sidecar: {deployment: billing}, sinks: {events: false, forward: {url: 'http://127.0.0.1:8080/hooks'}}, secretRef: {name: s, key: k}, additionalSecretRefs: [{name: s, key: k2}]}".to_string()),
+    ] {
+        let yaml = format!(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        );
+        for mode in ["--server-side=false", "--server-side=true"] {
+            let (ok, out) = kubectl_stdin(&ns.name, &yaml, &[mode, "--dry-run=server"]);
+            assert!(ok, "{name} ({mode}) must be accepted: {out}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -939,15 +887,17 @@ async fn ingress_follows_the_spec_and_status_shows_the_external_url() {
     })
     .await;
 
-    // An invalid host is explained, and nothing is applied.
-    ns.apply_webhook(&webhook(", ingress: {host: '*.example.com'}"))
-        .await;
-    let w = ns.webhook_ready("opal", "False", "InvalidSpec").await;
-    assert!(
-        w.ready_condition().unwrap().message.contains("wildcard"),
-        "{:?}",
-        w.ready_condition()
+    // An invalid host is refused at apply (the CRD's rule), and nothing changes.
+    let (ok, out) = kubectl_stdin(
+        &ns.name,
+        &webhook(", ingress: {host: '*.example.com'}"),
+        &[],
     );
+    assert!(
+        !ok && out.contains("spec.ingress.host is a wildcard"),
+        "{out}"
+    );
+    ns.webhook_ready("opal", "True", "ReceiverAvailable").await;
     assert!(ingress_named(&ns).await.is_none());
 }
 
