@@ -15,12 +15,14 @@ use serde_json::{Value, json};
 use crate::validate::{MEMBRANE_EVENT_TYPES, OPAL_EVENT_TYPES};
 
 /// One rule: where in the schema (a dotted path from the root; `[]` steps into a list's
-/// items), the CEL expression, and the message.
+/// items), the CEL expression, and the message. `on_create` rules see `oldSelf` as an
+/// optional (`optionalOldSelf`) and pass on updates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub at: &'static str,
     pub rule: String,
     pub message: String,
+    pub on_create: bool,
 }
 
 fn rule(at: &'static str, rule: &str, message: &str) -> Rule {
@@ -28,11 +30,27 @@ fn rule(at: &'static str, rule: &str, message: &str) -> Rule {
         at,
         rule: rule.into(),
         message: message.into(),
+        on_create: false,
+    }
+}
+
+/// A rule on the whole object, checked when it is created only. The API server re-checks a
+/// rule on every update unless the node it sits on is unchanged, and the root always
+/// changes (status, resourceVersion): a root rule checked on updates would refuse every
+/// status write, and every label, to a Webhook stored before the rule existed. The name a
+/// root rule reads cannot change after creation anyway.
+fn on_create(rule: &str, message: &str) -> Rule {
+    Rule {
+        at: "",
+        rule: format!("oldSelf.hasValue() || ({rule})"),
+        message: message.into(),
+        on_create: true,
     }
 }
 
 /// A DNS-1123 subdomain, as `names::check_dns_subdomain` (length by the schema's maxLength).
-const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const DNS_SUBDOMAIN: &str =
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$";
 /// An HTTP header name (RFC 9110 token), as the receiver's `HeaderName` parsing.
 const HEADER_TOKEN: &str = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+";
 /// A path's allowed characters, as `validate::check_path`.
@@ -80,15 +98,15 @@ pub fn all() -> Vec<Rule> {
     };
     vec![
         // The Webhook's name becomes the names of its children.
-        rule(
-            "",
+        on_create(
             "self.metadata.name.size() <= 47 && self.metadata.name.matches('^[a-z][-a-z0-9]*$')",
             "metadata.name must start with a letter, hold only lowercase letters, digits and '-', \
              and be at most 47 characters, so that it can name the receiver's Service \
              (<name>-receiver) and config (<name>-receiver-config)",
         ),
-        rule(
-            "",
+        // (On creation only, as a root rule; a later change to this name is left to the
+        // operator's InvalidSpec.)
+        on_create(
             "!has(self.spec.sinks) || !has(self.spec.sinks.configMap) || \
              self.spec.sinks.configMap.name != self.metadata.name + '-receiver-config'",
             "spec.sinks.configMap.name is the receiver's own config (<name>-receiver-config); \
@@ -260,7 +278,10 @@ pub fn apply(schema: &mut Value, rules: &[Rule]) -> Result<(), String> {
     for r in rules {
         let node = locate(schema, r.at)
             .ok_or_else(|| format!("the CEL rule for {:?} has no place in the schema", r.at))?;
-        let entry = json!({"rule": r.rule, "message": r.message});
+        let mut entry = json!({"rule": r.rule, "message": r.message});
+        if r.on_create {
+            entry["optionalOldSelf"] = json!(true);
+        }
         match node.get_mut("x-kubernetes-validations") {
             Some(Value::Array(list)) => list.push(entry),
             _ => {
@@ -322,6 +343,21 @@ mod tests {
         let mut schema = json!({"type": "object", "properties": {"spec": {"type": "object"}}});
         let err = apply(&mut schema, &[rule("spec.nope", "true", "m")]).unwrap_err();
         assert!(err.contains("spec.nope"), "{err}");
+    }
+
+    #[test]
+    fn root_rules_are_checked_on_creation_only() {
+        let mut schema = json!({"type": "object", "properties": {}});
+        apply(&mut schema, &[on_create("self.x", "m")]).unwrap();
+        let placed = &schema["x-kubernetes-validations"][0];
+        assert_eq!(placed["rule"], "oldSelf.hasValue() || (self.x)");
+        assert_eq!(placed["optionalOldSelf"], true);
+        for r in all().iter().filter(|r| r.at.is_empty()) {
+            assert!(
+                r.on_create && r.rule.starts_with("oldSelf.hasValue() || "),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

@@ -30,6 +30,11 @@ const MAX_ADDITIONAL_SECRETS: usize = 4;
 
 const RESERVED_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
+/// The bounds the CRD's schema sets (and its CEL rules' cost estimate needs).
+const MAX_EVENT_TYPES: usize = 256;
+const MAX_EVENT_TYPE_LEN: usize = 128;
+const MAX_URL_LEN: usize = 2048;
+
 /// Where the signing secret comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
@@ -135,8 +140,18 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
     }
 
     let mut event_types: Vec<String> = Vec::new();
+    if spec.event_types.len() > MAX_EVENT_TYPES {
+        problems.push(format!(
+            "spec.eventTypes has {} entries; at most {MAX_EVENT_TYPES}",
+            spec.event_types.len()
+        ));
+    }
     for t in &spec.event_types {
-        if t.trim().is_empty() {
+        if t.len() > MAX_EVENT_TYPE_LEN {
+            problems.push(format!(
+                "spec.eventTypes entry {t:?} is longer than {MAX_EVENT_TYPE_LEN} characters"
+            ));
+        } else if t.trim().is_empty() {
             problems.push("spec.eventTypes must not contain an empty entry".into());
         } else if event_types.contains(t) {
             problems.push(format!("spec.eventTypes lists {t:?} twice"));
@@ -236,7 +251,11 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
         }
     });
     let forward = sinks.forward.map(|f| {
-        if !(f.url.starts_with("http://") || f.url.starts_with("https://"))
+        if f.url.len() > MAX_URL_LEN {
+            problems.push(format!(
+                "spec.sinks.forward.url is longer than {MAX_URL_LEN} characters"
+            ));
+        } else if !(f.url.starts_with("http://") || f.url.starts_with("https://"))
             || f.url.contains(char::is_whitespace)
         {
             problems.push(format!(
@@ -576,6 +595,24 @@ mod tests {
         let err = validate("w", &spec("paypal", "/p")).unwrap_err();
         assert!(err.contains("\"paypal\" is not known"), "{err}");
         assert!(err.contains("standard-webhooks"), "{err}");
+    }
+
+    #[test]
+    fn the_schemas_bounds_hold_here_too() {
+        let mut s = spec("github", "/g");
+        s.event_types = vec!["x".repeat(129)];
+        assert!(validate("w", &s).unwrap_err().contains("longer than 128"));
+        s.event_types = (0..257).map(|i| format!("t{i}")).collect();
+        assert!(validate("w", &s).unwrap_err().contains("at most 256"));
+        s.event_types = vec!["x".repeat(128)];
+        assert!(validate("w", &s).is_ok());
+        s.sinks = Some(Sinks {
+            forward: Some(ForwardSink {
+                url: format!("http://a/{}", "x".repeat(2048)),
+            }),
+            ..Sinks::default()
+        });
+        assert!(validate("w", &s).unwrap_err().contains("longer than 2048"));
     }
 
     #[test]

@@ -85,6 +85,26 @@ impl GenericHmac {
     /// the body: a signature that does not cover it would let anyone who saw one delivery
     /// send any body.
     pub fn problem(&self) -> Option<String> {
+        // The bounds of the Webhook CRD's schema.
+        let too_long = [
+            ("header", self.header.len(), 256),
+            ("prefix", self.prefix.len(), 256),
+            (
+                "timestampHeader",
+                self.timestamp_header.as_ref().map_or(0, String::len),
+                256,
+            ),
+            (
+                "template",
+                self.template.as_ref().map_or(0, String::len),
+                1024,
+            ),
+        ]
+        .into_iter()
+        .find(|(_, len, max)| len > max);
+        if let Some((field, _, max)) = too_long {
+            return Some(format!("{field} is longer than {max} characters"));
+        }
         let valid_header = |name: &str| HeaderName::from_bytes(name.as_bytes()).is_ok();
         if self.header.trim().is_empty() {
             return Some("header is empty; name the signature header".into());
@@ -946,6 +966,14 @@ mod tests {
         let mut bad_header = layout(None, None);
         bad_header.header = "X Sig".into();
         assert!(bad_header.problem().is_some());
+        let long = format!("{{body}}{}", "x".repeat(1020));
+        assert!(
+            layout(Some(&long), None)
+                .problem()
+                .unwrap_or_default()
+                .contains("template is longer than 1024")
+        );
+        assert_eq!(layout(Some(&long[..1024]), None).problem(), None);
     }
 
     #[test]

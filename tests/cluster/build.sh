@@ -51,6 +51,7 @@ dir() {
 }
 
 stamp() { echo "recipe=$RECIPE go=$(go env GOVERSION)"; }
+# (a built component's stamp; the image tarballs made from it carry it in their names)
 built() { [ -f "$(dir "$1")/.built" ] && [ "$(cat "$(dir "$1")/.built")" = "$(stamp)" ]; }
 
 # wrapper NAME REQUIRE...: a fresh module in $CACHE/src/NAME requiring each "path@version"
@@ -102,6 +103,7 @@ build_kubernetes() {
     ld="$ld -X $pkg.gitCommit=${commit:-unknown} -X $pkg.gitTreeState=clean -X $pkg.buildDate=${date:-1970-01-01T00:00:00Z}"
   done
   local cmds="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
+  # shellcheck disable=SC2046
   LDFLAGS=$ld TAGS=selinux,notest,grpcnotrace go_build "$w" "$out" $(for c in $cmds; do echo "k8s.io/kubernetes/cmd/$c"; done)
   # the pod sandbox's pause process, from the same release
   local src
@@ -143,6 +145,17 @@ build_crane() {
   go_build "$w" "$out" github.com/google/go-containerregistry/cmd/crane
 }
 
+# the binaries each component must leave behind
+expected() {
+  case $1 in
+    kubernetes-*) echo "kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl pause" ;;
+    etcd) echo etcd ;;
+    containerd) echo "containerd containerd-shim-runc-v2 ctr" ;;
+    coredns) echo coredns ;;
+    crane) echo crane ;;
+  esac
+}
+
 # build COMPONENT N M: build one component (its log in $CACHE/logs), say how far we are
 build_one() {
   local c=$1 n=$2 m=$3 t0=$SECONDS logf out
@@ -152,24 +165,32 @@ build_one() {
   log "[$n/$m] building $c into $out (log: $logf)"
   rm -rf "$out"
   # a progress line every minute while the (silent) Go build runs
-  ( while sleep 60; do log "[$n/$m] still building $c ($(( (SECONDS - t0) / 60 )) min; total elapsed $(( SECONDS / 60 )) min)"; done ) &
+  ( while sleep 60; do log "[$n/$m] still building $c ($(( (SECONDS - t0) / 60 )) min; total elapsed $(( SECONDS / 60 )) min)"; done ) 8>&- 9>&- &
   local ticker=$!
   # shellcheck disable=SC2064
   trap "kill $ticker 2>/dev/null || true" EXIT
-  if ! ( set -x; "build_${c%%-*}" "$c" ) >"$logf" 2>&1; then
-    kill "$ticker" 2>/dev/null || true
+  # (not under `if`: that would switch off errexit inside the build functions)
+  local rc=0 b
+  set +e
+  ( set -ex; "build_${c%%-*}" "$c" ) >"$logf" 2>&1
+  rc=$?
+  set -e
+  for b in $(expected "$c"); do
+    if [ "$rc" = 0 ] && [ ! -x "$out/$b" ]; then echo "build: $out/$b is missing" >>"$logf"; rc=1; fi
+  done
+  kill "$ticker" 2>/dev/null || true
+  if [ "$rc" != 0 ]; then
     log "[$n/$m] building $c failed after $((SECONDS - t0))s; last lines of $logf:"
     tail -n 40 "$logf" | sed 's/^/    /' >&2
     exit 1
   fi
-  kill "$ticker" 2>/dev/null || true
   stamp >"$out/.built"
   log "[$n/$m] built $c in $((SECONDS - t0))s: $(cd "$out" && ls | tr '\n' ' ')"
 }
 
 main() {
-  go_env
   if [ "${1:-}" = path ]; then dir "${2:?usage: $0 path COMPONENT}"; return; fi
+  go_env
   local want=("$@") todo=() c n=0
   [ ${#want[@]} -gt 0 ] || want=("kubernetes-$K8S_VERSION" etcd containerd coredns crane)
   for c in "${want[@]}"; do built "$c" || todo+=("$c"); done

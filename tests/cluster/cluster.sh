@@ -6,7 +6,7 @@
 #   etcd            etcd 3.6 (127.0.0.1 only)
 #   control plane   kube-apiserver, kube-controller-manager, kube-scheduler
 #   node            containerd 2 (its CRI plugin, on its own socket and directories under
-#                   $HOOKWARDEN_STATE) with Debian's runc and CNI plugins (bridge cni0
+#                   $HOOKWARDEN_STATE) with Debian's runc and CNI plugins (bridge hwcni0
 #                   10.244.0.0/24, host-local, portmap); kubelet (node "node1") and kube-proxy
 #                   (iptables mode)
 #   add-ons         CoreDNS as a Deployment behind the kube-dns Service (10.96.0.10)
@@ -59,6 +59,8 @@ POD_SUBNET=10.244.0.0/24
 CLUSTER_CIDR=10.244.0.0/16
 NODE=node1
 CNI_NET=hookwarden
+# the pods' bridge: a name of our own, so that down deletes nothing another runtime made
+BRIDGE=hwcni0
 # the pod sandbox image, built from the release's pause.c and pinned in containerd's config
 PAUSE_IMAGE=registry.k8s.io/pause:hookwarden
 COREDNS_IMAGE=registry.k8s.io/coredns/coredns:v$COREDNS_VERSION
@@ -88,21 +90,26 @@ build() {
   add_on_images
 }
 
-# The pause and CoreDNS images as tarballs in the cache, made once per version.
+# The pause and CoreDNS images as tarballs in the cache, made once per build of their
+# binary (the tarball's name carries a digest of it, so a rebuild makes a new image).
+image_tar() { echo "$CACHE/images/$1-$(sha256sum "$2" | cut -c1-12).tar"; }
+PAUSE_TAR() { image_tar "pause-$K8S_VERSION" "$BIN/pause"; }
+COREDNS_TAR() { image_tar "coredns-$COREDNS_VERSION" "$("$HERE/build.sh" path coredns)/coredns"; }
 add_on_images() {
-  local dir=$CACHE/images work
-  mkdir -p "$dir"
-  [ -s "$dir/pause-$K8S_VERSION.tar" ] && [ -s "$dir/coredns-$COREDNS_VERSION.tar" ] && return 0
+  local work pause coredns
+  mkdir -p "$CACHE/images"
+  pause=$(PAUSE_TAR) coredns=$(COREDNS_TAR)
+  [ -s "$pause" ] && [ -s "$coredns" ] && return 0
   work=$(mktemp -d)
   mkdir -p "$work/pause" "$work/coredns"
   cp "$BIN/pause" "$work/pause/pause"
   oci_layer "$work/pause" "$work/pause.layer.tar"
-  oci_image "$PAUSE_IMAGE" "$dir/pause-$K8S_VERSION.tar.tmp" "$work/pause.layer.tar" -- --entrypoint /pause --user 65535:65535
-  mv "$dir/pause-$K8S_VERSION.tar.tmp" "$dir/pause-$K8S_VERSION.tar"
+  oci_image "$PAUSE_IMAGE" "$pause.tmp" "$work/pause.layer.tar" -- --entrypoint /pause --user 65535:65535
+  mv "$pause.tmp" "$pause"
   cp "$("$HERE/build.sh" path coredns)/coredns" "$work/coredns/coredns"
   oci_layer "$work/coredns" "$work/coredns.layer.tar"
-  oci_image "$COREDNS_IMAGE" "$dir/coredns-$COREDNS_VERSION.tar.tmp" "$work/coredns.layer.tar" -- --entrypoint /coredns --user 65532:65532
-  mv "$dir/coredns-$COREDNS_VERSION.tar.tmp" "$dir/coredns-$COREDNS_VERSION.tar"
+  oci_image "$COREDNS_IMAGE" "$coredns.tmp" "$work/coredns.layer.tar" -- --entrypoint /coredns --user 65532:65532
+  mv "$coredns.tmp" "$coredns"
   oci_stop
   rm -rf "$work"
 }
@@ -276,6 +283,8 @@ oom_score = 0
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
   enable_selinux = false
+  # pods' network namespaces under the state directory, not in /run/netns
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = 'runc'
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -297,7 +306,7 @@ EOF
   "cniVersion": "0.4.0",
   "name": "$CNI_NET",
   "plugins": [
-    {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
      "ipam": {"type": "host-local", "dataDir": "$ROOT/cni/ipam",
               "ranges": [[{"subnet": "$POD_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "portmap", "capabilities": {"portMappings": true}}
@@ -341,7 +350,7 @@ nodeStatusUpdateFrequency: 3s
 serializeImagePulls: false
 EOF
   # Pods' upstream resolver: the host's, without loopback servers a pod cannot reach
-  # (CoreDNS forwards other names there; with none, it answers only cluster names)
+  # (CoreDNS forwards other names there; with none, see add_ons)
   grep -v '^nameserver 127\.' /etc/resolv.conf >"$ROOT/resolv.conf" 2>/dev/null || : >"$ROOT/resolv.conf"
 }
 
@@ -365,8 +374,12 @@ save_sysctls() {
 }
 
 add_ons() {
-  # CoreDNS, as kubeadm deploys it, from the image built above
-  sed -e "s|@IMAGE@|$COREDNS_IMAGE|" -e "s|@DNS_IP@|$DNS_IP|" "$HERE/coredns.yaml" | kubectl apply -f - >/dev/null
+  # CoreDNS, as kubeadm deploys it, from the image built above; without an upstream server
+  # (the host has only loopback ones, which a pod cannot reach) it answers cluster names only
+  local upstream=()
+  grep -q '^nameserver' "$ROOT/resolv.conf" || upstream=(-e '/forward \. \/etc\/resolv.conf/d')
+  sed -e "s|@IMAGE@|$COREDNS_IMAGE|" -e "s|@DNS_IP@|$DNS_IP|" "${upstream[@]}" "$HERE/coredns.yaml" |
+    kubectl apply -f - >/dev/null
 }
 
 up() {
@@ -374,8 +387,10 @@ up() {
   if healthy; then log "Kubernetes $K8S_VERSION already up (export KUBECONFIG=$KUBECONFIG)"; return 0; fi
   build
   # a clean slate: a half-up or crashed cluster's processes, mounts, links and rules go
-  [ -d "$ROOT/run" ] && log "no healthy cluster of Kubernetes $K8S_VERSION; (re)starting it"
-  down_locked
+  if [ -d "$ROOT/run" ]; then
+    log "no healthy cluster of Kubernetes $K8S_VERSION; (re)starting it"
+    down_locked
+  fi
   local t0=$SECONDS ip
   ip=$(node_ip)
   mkdir -p "$ROOT/run" "$ROOT/logs"
@@ -410,7 +425,7 @@ up() {
     --kubelet-client-key="$ROOT/pki/apiserver-kubelet-client.key"
   wait_for containerd 30 "containerd's socket" test -S "$CONTAINERD_ADDRESS"
   log "containerd up; importing the pause and CoreDNS images"
-  oci_import "$CACHE/images/pause-$K8S_VERSION.tar" "$CACHE/images/coredns-$COREDNS_VERSION.tar"
+  oci_import "$(PAUSE_TAR)" "$(COREDNS_TAR)"
   wait_for kube-apiserver 90 "the API server's /readyz" kubectl get --raw /readyz
   log "API server up"
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG" \
@@ -472,8 +487,6 @@ remove_cgroups() {
     [ -d "$d" ] || continue
     find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
-  [ -f "$ROOT/cgroups.ours" ] || return 0
-  while read -r d; do [ -d "$d" ] && rmdir "$d" 2>/dev/null || true; done <"$ROOT/cgroups.ours"
 }
 
 # delete the rules of table $1 that jump to one of the chains $2 or carry our CNI network's
@@ -555,18 +568,12 @@ down_locked() {
   awk -v r="$ROOT/" 'index($5, r) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done
-  # containerd's network namespaces live under /run/netns (cni-UUID)
-  for n in /run/netns/cni-*; do
-    [ -e "$n" ] || continue
-    umount "$n" 2>/dev/null || umount -l "$n" 2>/dev/null || true
-    rm -f "$n"
-  done
-  # the CNI bridge and its veths
-  if ip link show cni0 >/dev/null 2>&1; then
-    ip -o link show master cni0 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | while read -r l; do
+  # our CNI bridge and its veths
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | while read -r l; do
       ip link del "$l" 2>/dev/null || true
     done
-    ip link del cni0 2>/dev/null || true
+    ip link del "$BRIDGE" 2>/dev/null || true
   fi
   clean_iptables
   restore_sysctls
@@ -585,7 +592,6 @@ down_locked() {
     done <"$ROOT/host-paths.created"
     rm -f "$ROOT/host-paths.created"
   fi
-  rmdir /run/netns 2>/dev/null || true
   # forget the cluster and containerd's images (imported again by the next up)
   rm -rf "$ROOT/etcd" "$ROOT/kubelet" "$ROOT/kubelet-pki" "$ROOT/kubelet-plugins" "$ROOT/pod-logs" \
     "$ROOT/cni" "$ROOT/containerd" "$ROOT/runc" "$ROOT/run" "$ROOT/version"
@@ -593,7 +599,8 @@ down_locked() {
 
 down() {
   [ "$(id -u)" = 0 ] || { log "must run as root"; exit 1; }
-  [ -d "$ROOT" ] || return 0
+  # nothing of ours runs unless up got as far as making its run directory
+  [ -d "$ROOT/run" ] || { log "not up"; return 0; }
   down_locked
   log "down"
 }
@@ -619,6 +626,8 @@ lock() {
   mkdir -p "$ROOT"
   exec 9>"$ROOT/lock"
   flock 9
+  # a throwaway image registry (oci.sh) never outlives this script
+  trap oci_stop EXIT
 }
 
 case "${1:-up}" in

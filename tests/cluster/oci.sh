@@ -17,7 +17,8 @@ oci_start() {
   [ -n "$OCI_REG" ] && return 0
   OCI_WORK=$(mktemp -d "${TMPDIR:-/tmp}/hookwarden-oci.XXXXXX")
   mkdir -p "$OCI_WORK/blobs"
-  "$CRANE" registry serve --address 127.0.0.1:0 --disk "$OCI_WORK/blobs" >"$OCI_WORK/registry.log" 2>&1 &
+  # (without the callers' lock descriptors: a registry left behind must not hold their locks)
+  "$CRANE" registry serve --address 127.0.0.1:0 --disk "$OCI_WORK/blobs" >"$OCI_WORK/registry.log" 2>&1 8>&- 9>&- &
   OCI_REG_PID=$!
   local i port
   for i in $(seq 50); do
@@ -62,7 +63,7 @@ oci_image() {
   # (crane logs every blob; its output is shown only when it fails)
   local log=$OCI_WORK/crane.log
   if ! "$CRANE" append --oci-empty-base "${layers[@]}" -t "$OCI_REG/${ref##*/}" >"$log" 2>&1 ||
-    ! "$CRANE" mutate "$OCI_REG/${ref##*/}" --set-platform linux/amd64 "$@" -t "$name" -o "$out" >"$log" 2>&1; then
+    ! "$CRANE" mutate "$OCI_REG/${ref##*/}" --set-platform "linux/$(dpkg --print-architecture)" "$@" -t "$name" -o "$out" >"$log" 2>&1; then
     echo "oci: building $ref failed: $(cat "$log")" >&2
     return 1
   fi

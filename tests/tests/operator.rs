@@ -528,6 +528,14 @@ async fn invalid_webhooks_are_refused_at_apply_with_what_to_fix() {
         ("timeout", "{path: /m, provider: github, limits: {requestTimeoutSeconds: 1}}".into(), "spec.limits.requestTimeoutSeconds"),
         ("replicas", "{path: /m, provider: github, receiver: {replicas: -1}}".into(), "spec.receiver.replicas"),
         ("9name", "{path: /m, provider: github}".into(), "metadata.name must start with a letter"),
+        ("addname", "{path: /m, provider: membrane, additionalSecretRefs: [{name: 'a_b', key: k}]}".into(), "spec.additionalSecretRefs[].name must be a valid name"),
+        ("addkey", "{path: /m, provider: membrane, additionalSecretRefs: [{name: a, key: ''}]}".into(), "spec.additionalSecretRefs[].key must be a valid, non-empty Secret key"),
+        ("tsheader", format!("{{path: /g, provider: generic-hmac, {hmac}, timestampHeader: 'X:Ts'}}}}"), "spec.genericHmac.timestampHeader must be a header name"),
+        ("cmname", "{path: /m, provider: github, sinks: {configMap: {name: 'My-Log'}}}".into(), "spec.sinks.configMap.name must be a valid name"),
+        ("scdeploy", "{path: /m, provider: github, sidecar: {deployment: 'App'}, sinks: {events: false, forward: {url: 'http://127.0.0.1:8080/'}}}".into(), "spec.sidecar.deployment must be a valid name"),
+        ("host", "{path: /m, provider: github, ingress: {host: 'hooks_example.com'}}".into(), "spec.ingress.host must be a valid name"),
+        ("tls", "{path: /m, provider: github, ingress: {host: hooks.example.com, tlsSecretName: 'TLS'}}".into(), "spec.ingress.tlsSecretName must be a valid name"),
+        ("label64", format!("{{path: /m, provider: membrane, secretRef: {{name: '{}', key: k}}}}", "a".repeat(64)), "spec.secretRef.name must be a valid name"),
     ];
     let mut failures = Vec::new();
     for (name, spec, expected) in &cases {

@@ -65,6 +65,12 @@ impl RulesOff {
         );
         let mut stripped = spec.clone();
         strip_rules(&mut stripped);
+        // The guard first, so that a failure from here on puts the rules back.
+        let guard = RulesOff {
+            client: client.clone(),
+            spec,
+            restored: false,
+        };
         put_spec(&client, &stripped).await;
         let ns = ns.to_string();
         eventually("the CRD without rules in effect", SHORT * 3, || {
@@ -78,11 +84,7 @@ impl RulesOff {
             }
         })
         .await;
-        RulesOff {
-            client,
-            spec,
-            restored: false,
-        }
+        guard
     }
 
     async fn restore(&mut self, ns: &str) {
@@ -196,7 +198,49 @@ async fn invalid_specs_stored_before_the_rules_are_explained_and_cause_no_churn(
     // Every invalid Webhook is stored: the rules come back, and the operator goes on
     // explaining what is wrong (its status writes pass: the API server ratchets rules over
     // fields that did not change).
+    // A name only a root rule (checked at creation) refuses: valid spec, invalid name.
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: a.b}\n\
+         spec: {path: /ab, provider: github}\n",
+    )
+    .await;
+    ns.webhook_ready("a.b", "False", "InvalidSpec").await;
     rules_off.restore(&ns.name).await;
+
+    // With the rules back, such a Webhook can still be changed, and the operator can still
+    // write its status: clear the status by hand and it comes back; change the spec and
+    // the new generation is explained.
+    for name in ["badpath", "a.b"] {
+        let (ok, out) = kubectl(&[
+            "patch",
+            "webhook",
+            name,
+            "-n",
+            &ns.name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":null}"#,
+        ]);
+        assert!(ok, "{name}: {out}");
+    }
+    ns.webhook_ready("badpath", "False", "InvalidSpec").await;
+    let w = ns.webhook_ready("a.b", "False", "InvalidSpec").await;
+    assert!(
+        w.ready_condition()
+            .unwrap()
+            .message
+            .contains("the Webhook name \"a.b\""),
+        "{:?}",
+        w.ready_condition()
+    );
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: a.b}\n\
+         spec: {path: /ab2, provider: github}\n",
+    )
+    .await;
+    let w = ns.webhook_ready("a.b", "False", "InvalidSpec").await;
+    assert_eq!(w.metadata.generation, Some(2));
     let w = ns.webhook_ready("good", "False", "InvalidSpec").await;
     assert!(
         w.ready_condition()
