@@ -62,7 +62,8 @@ echo; echo "== ConfigMap membrane-orgs, key membrane.json"
 kubectl -n "$NS" get configmap membrane-orgs -o jsonpath='{.data.membrane\.json}' | jq .
 cat <<EOT
 
-The cluster is still running: export KUBECONFIG=$KUBECONFIG
+The cluster is still running; to use it (KUBECONFIG, and its own kubectl first on PATH):
+  eval "\$(tests/cluster/cluster.sh env)"
 The generated Membrane secret (paste it into Membrane's webhook settings):
   kubectl -n $NS get secret membrane-orgs-signing-secret -o jsonpath='{.data.secret}' | base64 -d
 Stop everything with: make cluster-down
