@@ -13,6 +13,27 @@ echo "== kubectl version"
 kubectl version
 tests/install.sh
 
+# The Gateway API (its CRDs from the module's release manifests) and a Gateway for
+# examples/opal.yaml to attach to. No Gateway controller runs here: the demo shows the
+# route and what its status says.
+kubectl apply --server-side -f "$HOOKWARDEN_GATEWAY_API_CRDS" >/dev/null
+tests/cluster/cluster.sh established gateways.gateway.networking.k8s.io \
+  httproutes.gateway.networking.k8s.io
+kubectl create namespace gateways --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply -f - >/dev/null <<'EOG'
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: gateways}
+spec:
+  gatewayClassName: example
+  listeners:
+    - name: https
+      protocol: HTTPS
+      port: 443
+      hostname: "*.example.com"
+      tls: {certificateRefs: [{name: hooks-example-com-tls}]}
+      allowedRoutes: {namespaces: {from: All}}
+EOG
 kubectl create namespace "$NS" --dry-run=client -o yaml |
   kubectl label --local -f - -o yaml pod-security.kubernetes.io/enforce=restricted |
   kubectl apply -f - >/dev/null
@@ -30,6 +51,9 @@ kubectl -n "$NS" get webhooks -o wide
 echo; echo "== What the operator created for them"
 kubectl -n "$NS" get deployments,pods,services,ingresses,serviceaccounts,roles,rolebindings,configmaps,secrets \
   -l app.kubernetes.io/managed-by=hookwarden-operator
+echo; echo "== The Opal Webhook's HTTPRoute, and what its status says (no Gateway controller runs here)"
+kubectl -n "$NS" get httproute opal-receiver -o jsonpath='{.spec}' | jq -c .
+kubectl -n "$NS" get webhook opal -o jsonpath='{.status.conditions[?(@.type=="RouteAccepted")]}' | jq -c .
 echo; echo "== Status of the membrane Webhook"
 kubectl -n "$NS" get webhook membrane-orgs -o jsonpath='{.status}' | jq .
 # One signed delivery each, as Opal and Membrane sign them, through the receivers' Services.

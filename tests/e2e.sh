@@ -41,6 +41,10 @@ run_on() {
   tests/install.sh
   # Tests share one operator; each works in its own namespace.
   suite "$v" operator cargo test -p hookwarden-tests --test operator -- --test-threads="$THREADS"
+  # The Gateway API's CRDs, which examples/opal.yaml routes through (the operator suite
+  # removes and installs them itself).
+  kubectl apply --server-side -f "$HOOKWARDEN_GATEWAY_API_CRDS" >/dev/null
+  tests/cluster/cluster.sh established gateways.gateway.networking.k8s.io httproutes.gateway.networking.k8s.io
   # Every file in examples/, applied with kubectl as a GitOps tool would (kubectl diff clean
   # after apply) and sent a signed delivery.
   suite "$v" examples env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
@@ -50,6 +54,9 @@ run_on() {
     cargo test -p hookwarden-tests --test deliveries -- --test-threads="$THREADS"
   # Deletes an operator pod, so it runs alone.
   suite "$v" leader cargo test -p hookwarden-tests --test leader
+  # Scales the operator to zero and rotates its admission webhook's certificate, so it runs
+  # alone, one test at a time.
+  suite "$v" injector cargo test -p hookwarden-tests --test injector -- --test-threads=1
   # Takes the CRD's CEL rules away for a while (Webhooks stored before them), so it runs alone.
   suite "$v" upgrade cargo test -p hookwarden-tests --test upgrade
   # Pauses the API server, so it runs alone, after the others on this cluster.

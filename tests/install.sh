@@ -33,7 +33,7 @@ kubectl create namespace hookwarden-system --dry-run=client -o yaml |
   kubectl apply -f - >/dev/null
 echo "install: helm install charts/hookwarden" >&2
 tests/chart/helm install --name hookwarden --namespace hookwarden-system --values tests/chart/local.yaml
-kubectl wait --for=condition=Established --timeout=60s crd/webhooks.hookwarden.io >/dev/null
+tests/cluster/cluster.sh established webhooks.hookwarden.io
 if [ "$restart" = 1 ]; then
   # Same tag, new build: roll the operator onto the freshly built image.
   kubectl -n hookwarden-system rollout restart deployment/hookwarden-operator >/dev/null

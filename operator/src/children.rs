@@ -64,6 +64,8 @@ pub struct Children {
     pub service: Service,
     /// The Ingress for `spec.ingress`, when set.
     pub ingress: Option<Ingress>,
+    /// The Gateway API HTTPRoute for `spec.gateway`, when set.
+    pub http_route: Option<kube::api::DynamicObject>,
 }
 
 /// Identity of the Webhook the children belong to.
@@ -248,6 +250,15 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
         .as_ref()
         .map(|i| ingress(&o, spec, i, &receiver_name));
 
+    let http_route = spec.gateway.as_ref().map(|g| {
+        crate::route::http_route(
+            meta(&o, receiver_name.clone(), "receiver"),
+            spec,
+            g,
+            &receiver_name,
+        )
+    });
+
     Ok(Children {
         service_account,
         role,
@@ -257,6 +268,7 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
         deployment,
         service,
         ingress,
+        http_route,
     })
 }
 
@@ -530,25 +542,31 @@ fn secret_volumes<'a>(
     })
 }
 
-/// What the operator server-side applies to the application's Deployment for
-/// `spec.sidecar`: the receiver container, its volumes and a config-hash annotation that
-/// rolls the pods when the config changes. Nothing else, so that applying it under the
-/// Webhook's own field manager leaves every other field to its owner. A JSON object, not a
-/// typed Deployment, whose required fields (selector, ...) would otherwise be claimed too.
-pub fn sidecar_injection(
+/// The receiver of `spec.sidecar` as the pod admission webhook adds it to an opted-in
+/// pod: a native sidecar, its volumes, and a digest of both and of the receiver's config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SidecarReceiver {
+    /// An init container with `restartPolicy: Always`: started, and serving (its startup
+    /// probe), before the application's containers; stopped after them.
+    pub container: Container,
+    pub volumes: Vec<Volume>,
+    /// Changes whenever what is injected would (image, settings, config, Secret names).
+    pub hash: String,
+}
+
+/// What `spec.sidecar` injects into an opted-in pod of `webhook`.
+pub fn sidecar_receiver(
     webhook: &Webhook,
     spec: &ValidSpec,
     sidecar: &ValidSidecar,
     defaults: &ReceiverDefaults,
-) -> Result<serde_json::Value> {
+) -> Result<SidecarReceiver> {
     let o = owner(webhook)?;
-    let config_hash = hash(
-        &receiver_config(webhook, spec)?
-            .to_yaml()
-            .map_err(|e| Error::Render(e.to_string()))?,
-    );
+    let config = receiver_config(webhook, spec)?
+        .to_yaml()
+        .map_err(|e| Error::Render(e.to_string()))?;
     let settings = webhook.spec.receiver.clone().unwrap_or_default();
-    let container = receiver_container(
+    let mut container = receiver_container(
         &names::sidecar_container(&o.name),
         ContainerLayout {
             port: sidecar.port,
@@ -561,6 +579,20 @@ pub fn sidecar_injection(
         defaults,
         &settings,
     );
+    container.restart_policy = Some("Always".into());
+    // The application's containers start once this one passes: the receiver listens and
+    // holds its signing secret.
+    container.startup_probe = Some(Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/readyz".into()),
+            port: IntOrString::Int(i32::from(sidecar.port)),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(1),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(120),
+        ..Probe::default()
+    });
     // Without fsGroup (the application's pod decides that), the receiver's user reads the
     // secret files only when they are readable by all; only this container mounts them.
     let volumes: Vec<Volume> = std::iter::once(Volume {
@@ -577,30 +609,17 @@ pub fn sidecar_injection(
         0o444,
     ))
     .collect();
-    let annotation = format!("{}-{}", names::CONFIG_HASH_ANNOTATION, o.name);
-    // No imagePullSecrets: that list is the application's (server-side apply would take it
-    // over whole); the pod pulls the receiver image with the application's pull Secrets.
-    let pod_spec = serde_json::json!({
-        "containers": [container],
-        "volumes": volumes,
-    });
-    Ok(serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": sidecar.deployment,
-            "namespace": o.namespace,
-            "labels": {names::SIDECAR_LABEL: "true"},
-        },
-        "spec": {"template": {
-            "metadata": {"annotations": {annotation: config_hash}},
-            "spec": pod_spec,
-        }},
-    }))
+    let digest_of = serde_json::to_string(&(&container, &volumes, &config))?;
+    Ok(SidecarReceiver {
+        container,
+        volumes,
+        hash: hash(&digest_of),
+    })
 }
 
-/// The apply configuration that takes the sidecar out of `deployment` again: the same
-/// field manager applying nothing releases, and so removes, what it added before.
+/// The apply configuration that takes a receiver container the previous release added out
+/// of `deployment`: the same field manager applying nothing releases, and so removes, what
+/// it added before.
 pub fn sidecar_removal(namespace: &str, deployment: &str) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "apps/v1",
@@ -609,18 +628,17 @@ pub fn sidecar_removal(namespace: &str, deployment: &str) -> serde_json::Value {
     })
 }
 
-/// The receiver's Service in sidecar mode: the application's pods, the sidecar's ports.
-pub fn sidecar_service(
-    webhook: &Webhook,
-    sidecar: &ValidSidecar,
-    selector: BTreeMap<String, String>,
-) -> Result<Service> {
+/// The receiver's Service in sidecar mode: the pods that opted in, the sidecar's ports.
+pub fn sidecar_service(webhook: &Webhook, sidecar: &ValidSidecar) -> Result<Service> {
     let o = owner(webhook)?;
     Ok(Service {
         metadata: meta(&o, names::receiver(&o.name), "receiver"),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
-            selector: Some(selector),
+            selector: Some(BTreeMap::from([(
+                names::INJECT_LABEL.to_string(),
+                o.name.clone(),
+            )])),
             ports: Some(vec![
                 ServicePort {
                     name: Some("http".into()),
@@ -727,6 +745,7 @@ mod tests {
             generic_hmac: None,
             limits: None,
             ingress: None,
+            gateway: None,
             sidecar: None,
             sinks: Some(Sinks {
                 events: Some(true),
@@ -1056,7 +1075,7 @@ mod tests {
             }),
         });
         spec.sidecar = Some(crate::crd::SidecarSettings {
-            deployment: "billing".into(),
+            deployment: None,
             port: None,
             metrics_port: None,
         });
@@ -1064,67 +1083,60 @@ mod tests {
     }
 
     #[test]
-    fn sidecar_injection_carries_only_the_container_its_volumes_and_a_hash() {
+    fn the_sidecar_receiver_is_a_native_sidecar_with_its_volumes_and_a_hash() {
         let spec = sidecar_spec();
         let valid = validate("opal", &spec).expect("valid");
         let sidecar = valid.sidecar.clone().expect("sidecar");
-        let w = webhook(spec);
-        let injection = sidecar_injection(&w, &valid, &sidecar, &defaults()).expect("injection");
-        assert_eq!(injection["metadata"]["name"], "billing");
-        // Only spec.template.{metadata.annotations, spec.{containers, volumes}}: nothing the
-        // application's owner manages (selector, replicas, its own containers) is claimed.
-        let spec_keys: Vec<&String> = injection["spec"].as_object().unwrap().keys().collect();
-        assert_eq!(spec_keys, ["template"]);
-        let pod = &injection["spec"]["template"]["spec"];
-        let pod_keys: Vec<&String> = pod.as_object().unwrap().keys().collect();
-        assert_eq!(pod_keys, ["containers", "volumes"]);
-        let containers = pod["containers"].as_array().unwrap();
-        assert_eq!(containers.len(), 1);
-        let c = &containers[0];
-        assert_eq!(c["name"], "hookwarden-opal");
-        assert_eq!(c["image"], "hookwarden-receiver:test");
-        assert_eq!(c["ports"][0]["containerPort"], 8090);
-        assert_eq!(c["ports"][1]["containerPort"], 8091);
-        assert_eq!(c["readinessProbe"]["httpGet"]["port"], 8090);
-        assert_eq!(c["securityContext"]["runAsUser"], 65532);
-        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
-        let volumes: Vec<&str> = pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["name"].as_str().unwrap())
-            .collect();
+        let w = webhook(spec.clone());
+        let r = sidecar_receiver(&w, &valid, &sidecar, &defaults()).expect("receiver");
+        let c = &r.container;
+        assert_eq!(c.name, "hookwarden-opal");
+        assert_eq!(c.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(c.image.as_deref(), Some("hookwarden-receiver:test"));
+        let ports: Vec<i32> = c.ports.iter().flatten().map(|p| p.container_port).collect();
+        assert_eq!(ports, [8090, 8091]);
+        let probe_port =
+            |p: &Option<Probe>| p.as_ref().and_then(|p| p.http_get.clone()).map(|h| h.port);
+        assert_eq!(probe_port(&c.startup_probe), Some(IntOrString::Int(8090)));
+        assert_eq!(probe_port(&c.readiness_probe), Some(IntOrString::Int(8090)));
+        let security = c.security_context.clone().unwrap();
+        assert_eq!(security.run_as_user, Some(65532));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        let volumes: Vec<&str> = r.volumes.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(volumes, ["hw-opal-config", "hw-opal-secret-0"]);
-        assert_eq!(pod["volumes"][1]["secret"]["defaultMode"], 0o444);
-        let mounts: Vec<&str> = c["volumeMounts"]
-            .as_array()
-            .unwrap()
+        assert_eq!(
+            r.volumes[1].secret.as_ref().unwrap().default_mode,
+            Some(0o444)
+        );
+        let mounts: Vec<&str> = c
+            .volume_mounts
             .iter()
-            .map(|v| v["name"].as_str().unwrap())
+            .flatten()
+            .map(|m| m.name.as_str())
             .collect();
         assert_eq!(mounts, volumes);
-        let annotations = injection["spec"]["template"]["metadata"]["annotations"]
-            .as_object()
-            .unwrap();
-        assert!(annotations.contains_key("hookwarden.io/config-hash-opal"));
         // The receiver listens where the pod expects it.
         let config = receiver_config(&w, &valid).expect("config");
         assert_eq!(config.listen.port(), 8090);
         assert_eq!(config.metrics_listen.port(), 8091);
         assert!(!config.sinks.events);
 
+        // The hash follows what is injected, and only that.
+        let again = sidecar_receiver(&w, &valid, &sidecar, &defaults()).unwrap();
+        assert_eq!(again.hash, r.hash);
+        let mut changed = spec.clone();
+        changed.event_types = vec!["USER_ADDED_TO_GROUP".into()];
+        let valid2 = validate("opal", &changed).expect("valid");
+        let other = sidecar_receiver(&webhook(changed), &valid2, &sidecar, &defaults()).unwrap();
+        assert_ne!(other.hash, r.hash, "a config change is a new receiver");
+
         let removal = sidecar_removal("team-a", "billing");
         assert_eq!(removal.as_object().unwrap().len(), 3);
         assert!(removal.get("spec").is_none());
 
-        let service = sidecar_service(
-            &w,
-            &sidecar,
-            BTreeMap::from([("app".to_string(), "billing".to_string())]),
-        )
-        .expect("service");
+        let service = sidecar_service(&w, &sidecar).expect("service");
         let sspec = service.spec.unwrap();
-        assert_eq!(sspec.selector.unwrap()["app"], "billing");
+        assert_eq!(sspec.selector.unwrap()["hookwarden.io/inject"], "opal");
         let ports = sspec.ports.unwrap();
         assert_eq!(ports[0].target_port, Some(IntOrString::Int(8090)));
         assert_eq!(ports[1].target_port, Some(IntOrString::Int(8091)));

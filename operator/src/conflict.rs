@@ -107,6 +107,7 @@ mod tests {
                 generic_hmac: None,
                 limits: None,
                 ingress: None,
+                gateway: None,
                 sidecar: None,
             },
         );

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -31,6 +31,7 @@ use crate::crd::Webhook;
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, ReadyLabels};
 use crate::names;
+use crate::route::{self, RouteState};
 use crate::secret;
 use crate::status::{self, Readiness, Reason, SinkUsage};
 use crate::validate::{SecretSource, ValidSpec, validate};
@@ -41,8 +42,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 const SECRET_RETRY: Duration = Duration::from_secs(10);
 /// How often a Webhook in conflict looks again.
 const CONFLICT_RETRY: Duration = Duration::from_secs(10);
-/// How often a sidecar Webhook looks at its application's rollout until it is done.
-const SIDECAR_ROLLOUT_RETRY: Duration = Duration::from_secs(5);
+/// How soon a Webhook asking for a route looks again on a cluster without the Gateway API.
+const ROUTE_RETRY: Duration = Duration::from_secs(15);
 
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
@@ -74,6 +75,17 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+fn scoped_dynamic(
+    client: &Client,
+    namespace: Option<&str>,
+    resource: &kube::api::ApiResource,
+) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
     }
 }
 
@@ -117,13 +129,7 @@ async fn run_scope(
     let controller = Controller::new(webhooks.clone(), watcher::Config::default());
     let store = controller.store();
     let shutdown = shutdown.shared();
-    let cleanup = sidecar_cleanup(
-        client.clone(),
-        ns.clone(),
-        store.clone(),
-        webhooks.clone(),
-        shutdown.clone(),
-    );
+    let cleanup = sidecar_cleanup(client.clone(), ns.clone(), shutdown.clone());
     let reporter = Reporter {
         controller: names::FIELD_MANAGER.into(),
         instance: config.instance.clone(),
@@ -156,7 +162,25 @@ async fn run_scope(
             scoped::<RoleBinding>(&client, ns.as_deref()),
             managed.clone(),
         )
-        .owns(scoped::<Ingress>(&client, ns.as_deref()), managed)
+        .owns(scoped::<Ingress>(&client, ns.as_deref()), managed.clone())
+        // HTTPRoutes, for their status (the Gateway's controller writes it); on a cluster
+        // without the Gateway API this watch fails and retries with back-off, harmlessly.
+        .owns_with(
+            scoped_dynamic(&client, ns.as_deref(), &route::http_route_resource()),
+            route::http_route_resource(),
+            managed,
+        )
+        // Pods that opted in to a Webhook's sidecar receiver: its status counts them.
+        .watches(
+            scoped::<Pod>(&client, ns.as_deref()),
+            watcher::Config::default().labels(names::INJECT_LABEL),
+            |pod: Pod| {
+                let name = pod.labels().get(names::INJECT_LABEL).cloned();
+                let ns = pod.namespace();
+                name.zip(ns)
+                    .map(|(name, ns)| ObjectRef::<Webhook>::new(&name).within(&ns))
+            },
+        )
         // A Webhook's conflicts depend on its neighbours: when one changes or goes away,
         // the others of the same sender in its namespace are looked at again.
         .watches(
@@ -177,44 +201,18 @@ async fn run_scope(
     futures::future::join(webhooks_done, cleanup).await;
 }
 
-/// What the sidecar cleanup shares.
-struct CleanupContext {
-    client: Client,
-    webhooks: Store<Webhook>,
-}
-
-/// A second controller, over application Deployments that carry a receiver sidecar (label
-/// `hookwarden.io/sidecar`): it takes out every sidecar whose Webhook is gone or no longer
-/// names that Deployment. Triggered when such a Webhook changes or is deleted, and at start,
-/// so a sidecar left while the operator was down is found too. No finalizer on Webhooks is
-/// needed, so the operator never writes a Webhook beyond its status.
+/// A second controller, over application Deployments that the previous release added a
+/// receiver container to (label `hookwarden.io/sidecar`): it takes every such container
+/// out, once, since receivers are now injected into pods at admission and a Deployment is
+/// never written. Its listing at start finds them all.
 async fn sidecar_cleanup(
     client: Client,
     ns: Option<String>,
-    webhooks: Store<Webhook>,
-    webhook_api: Api<Webhook>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let deployments: Api<Deployment> = scoped(&client, ns.as_deref());
     let labelled = watcher::Config::default().labels(names::SIDECAR_LABEL);
-    let ctx = Arc::new(CleanupContext { client, webhooks });
     Controller::new(deployments, labelled)
-        .watches(webhook_api, watcher::Config::default(), |w: Webhook| {
-            // The Deployment a Webhook injects into now, and the one it did before.
-            let ns = w.metadata.namespace.clone();
-            let now = w.spec.sidecar.map(|s| s.deployment);
-            let before = w.status.and_then(|s| s.sidecar_deployment);
-            now.into_iter()
-                .chain(before)
-                .map(move |name| {
-                    let r = ObjectRef::<Deployment>::new(&name);
-                    match &ns {
-                        Some(ns) => r.within(ns),
-                        None => r,
-                    }
-                })
-                .collect::<Vec<_>>()
-        })
         .graceful_shutdown_on(shutdown)
         .run(
             clean_deployment,
@@ -222,32 +220,19 @@ async fn sidecar_cleanup(
                 warn!(%error, "sidecar cleanup failed; retrying");
                 Action::requeue(SECRET_RETRY)
             },
-            ctx,
+            Arc::new(client),
         )
         .for_each(|_| async {})
         .await;
 }
 
-async fn clean_deployment(deployment: Arc<Deployment>, ctx: Arc<CleanupContext>) -> Result<Action> {
-    // An empty store before the first list would look like "every Webhook is gone".
-    if ctx.webhooks.wait_until_ready().await.is_err() {
-        return Ok(Action::requeue(SECRET_RETRY));
-    }
+async fn clean_deployment(deployment: Arc<Deployment>, client: Arc<Client>) -> Result<Action> {
     let namespace = deployment
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let name = deployment.name_any();
     for webhook in names::sidecar_managers(&deployment) {
-        let key = ObjectRef::<Webhook>::new(&webhook).within(&namespace);
-        let wanted = ctx
-            .webhooks
-            .get(&key)
-            .filter(|w| w.metadata.deletion_timestamp.is_none())
-            .and_then(|w| w.spec.sidecar.as_ref().map(|s| s.deployment == name))
-            .unwrap_or(false);
-        if !wanted {
-            remove_sidecar_of(&ctx.client, &webhook, &namespace, &name).await?;
-        }
+        remove_sidecar_of(&client, &webhook, &namespace, &name).await?;
     }
     Ok(Action::await_change())
 }
@@ -314,13 +299,8 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     let namespace = webhook
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let injected_into = webhook
-        .status
-        .as_ref()
-        .and_then(|s| s.sidecar_deployment.clone());
     if webhook.metadata.deletion_timestamp.is_some() {
-        // Children go with the Webhook through their owner references; a sidecar in an
-        // application's Deployment is taken out by the sidecar cleanup controller.
+        // Children go with the Webhook through their owner references.
         return Ok(Action::await_change());
     }
     let previous_secret = webhook.status.as_ref().and_then(|s| s.secret_name.clone());
@@ -373,11 +353,8 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     };
     remove_stale_sinks(ctx, webhook, &namespace, &spec).await?;
 
-    let (readiness, sidecar_deployment, again) = match &spec.sidecar {
+    let (readiness, sidecar_pods, again) = match &spec.sidecar {
         None => {
-            if let Some(old) = &injected_into {
-                remove_sidecar(ctx, webhook, &namespace, old).await?;
-            }
             apply(ctx, &namespace, &children.service_account).await?;
             apply(ctx, &namespace, &children.role).await?;
             apply(ctx, &namespace, &children.role_binding).await?;
@@ -386,51 +363,18 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
             (status::deployment_readiness(&deployment), None, RESYNC)
         }
         Some(sidecar) => {
-            let apps: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-            let target = apps.get_opt(&sidecar.deployment).await?;
-            let selector = target
-                .as_ref()
-                .and_then(|d| d.spec.as_ref())
-                .and_then(|s| s.selector.match_labels.clone())
-                .filter(|l| !l.is_empty());
-            let Some(selector) = selector else {
-                let message = match target {
-                    None => format!(
-                        "Deployment {:?} (spec.sidecar.deployment) does not exist in namespace {namespace:?}",
-                        sidecar.deployment
-                    ),
-                    Some(_) => format!(
-                        "Deployment {:?} selects its pods without matchLabels; the receiver's Service needs them",
-                        sidecar.deployment
-                    ),
-                };
-                let readiness = Readiness::new(Reason::DeploymentNotFound, message);
-                let again = Action::requeue(SECRET_RETRY);
-                return stop_not_ready(ctx, webhook, &readiness, previous_secret, again).await;
-            };
-            if let Some(old) = injected_into
-                .as_ref()
-                .filter(|old| **old != sidecar.deployment)
-            {
-                remove_sidecar(ctx, webhook, &namespace, old).await?;
-            }
-            let injection =
-                children::sidecar_injection(webhook, &spec, sidecar, &ctx.config.receiver)?;
-            let params = PatchParams::apply(&names::sidecar_field_manager(&name)).force();
-            let applied = apps
-                .patch(&sidecar.deployment, &params, &Patch::Apply(&injection))
-                .await?;
-            let service = children::sidecar_service(webhook, sidecar, selector)?;
+            // The pods that opted in, against what the injector gives a pod now.
+            let current =
+                children::sidecar_receiver(webhook, &spec, sidecar, &ctx.config.receiver)?.hash;
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+            let selector = format!("{}={name}", names::INJECT_LABEL);
+            let listed = pods.list(&ListParams::default().labels(&selector)).await?;
+            let service = children::sidecar_service(webhook, sidecar)?;
             apply(ctx, &namespace, &service).await?;
             remove_own_receiver(ctx, webhook, &namespace).await?;
-            let readiness = status::sidecar_readiness(&applied);
-            // The application's Deployment is not watched: look again soon while it rolls.
-            let again = if readiness.reason.is_ready() {
-                RESYNC
-            } else {
-                SIDECAR_ROLLOUT_RETRY
-            };
-            (readiness, Some(sidecar.deployment.clone()), again)
+            let (readiness, counted) = status::sidecar_pods(&name, &listed.items, &current);
+            // Pods are watched; this is a backstop.
+            (readiness, Some(counted), RESYNC)
         }
     };
     match &children.ingress {
@@ -440,23 +384,113 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         None => remove_stale_ingress(ctx, webhook, &namespace).await?,
     }
 
+    let (route_state, route_url) = reconcile_route(
+        ctx,
+        webhook,
+        &namespace,
+        &spec,
+        children.http_route.as_ref(),
+    )
+    .await?;
+    // Without the Gateway API, look again now and then: its CRDs may be installed later.
+    // And until a controller accepts the route, look again too, besides the route's watch.
+    let accepted = route::condition(
+        None,
+        &route_state,
+        None,
+        Time(k8s_openapi::jiff::Timestamp::now()),
+    )
+    .is_none_or(|c| c.status == "True");
+    let again = if accepted {
+        again
+    } else {
+        again.min(ROUTE_RETRY)
+    };
+
     let placement = status::Placement {
         internal: children::url(webhook, &spec),
-        external: children::external_url(&spec),
-        sidecar_deployment,
+        external: route_url.or_else(|| children::external_url(&spec)),
+        sidecar: sidecar_pods,
     };
-    write_status(ctx, webhook, &readiness, placement, generated, sink_usage).await?;
+    write_status(
+        ctx,
+        webhook,
+        &readiness,
+        placement,
+        generated,
+        sink_usage,
+        &route_state,
+    )
+    .await?;
     Ok(Action::requeue(again))
 }
 
-/// Takes what this Webhook added out of an application's Deployment.
-async fn remove_sidecar(
+/// Applies the HTTPRoute of `spec.gateway` (or deletes the one this Webhook owns when the
+/// field is gone); returns what became of it and the URL senders get through it.
+async fn reconcile_route(
     ctx: &Context,
     webhook: &Webhook,
     namespace: &str,
-    deployment: &str,
-) -> Result<()> {
-    remove_sidecar_of(&ctx.client, &webhook.name_any(), namespace, deployment).await
+    spec: &ValidSpec,
+    route: Option<&DynamicObject>,
+) -> Result<(RouteState, Option<String>)> {
+    let resource = route::http_route_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    let (Some(route), Some(set)) = (route, spec.gateway.as_ref()) else {
+        let name = names::receiver(&webhook.name_any());
+        let existing = match api.get_opt(&name).await {
+            Ok(existing) => existing,
+            // no HTTPRoute kind in this cluster: nothing to delete
+            Err(kube::Error::Api(s)) if s.code == 404 => None,
+            Err(e) => return Err(e.into()),
+        };
+        let owned = existing.is_some_and(|r| {
+            r.owner_references().iter().any(|o| {
+                Some(&o.uid) == webhook.metadata.uid.as_ref() && o.controller == Some(true)
+            })
+        });
+        if owned {
+            info!(webhook = %webhook.name_any(), namespace, "deleting the HTTPRoute: spec.gateway is gone");
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok((RouteState::NoRoute, None));
+    };
+    let name = route
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let params = PatchParams::apply(names::FIELD_MANAGER).force();
+    let applied = match api.patch(&name, &params, &Patch::Apply(route)).await {
+        Ok(applied) => applied,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok((RouteState::NotInstalled, None)),
+        Err(e) => return Err(e.into()),
+    };
+    // The first Gateway's listeners tell http from https; unreadable means http.
+    let gateway = match set.parent_refs.first() {
+        Some(parent) => {
+            let ns = parent.namespace.as_deref().unwrap_or(namespace);
+            let gateways: Api<DynamicObject> =
+                Api::namespaced_with(ctx.client.clone(), ns, &route::gateway_resource());
+            match gateways.get_opt(&parent.name).await {
+                Ok(found) => found.map(serde_json::to_value).transpose()?,
+                Err(error) => {
+                    debug!(%error, gateway = %parent.name, "cannot read the Gateway");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let url = route::external_url(set, &spec.path, gateway.as_ref());
+    Ok((
+        RouteState::Applied(serde_json::to_value(&applied)?),
+        Some(url),
+    ))
 }
 
 /// Takes what the Webhook named `webhook` added out of `deployment` (nothing when the
@@ -553,12 +587,9 @@ async fn stop_not_ready(
     previous_secret: Option<String>,
     then: Action,
 ) -> Result<Action> {
-    // Where a sidecar was injected stays known, so that it can still be taken out.
+    // What was last seen of the sidecar's pods stays.
     let placement = status::Placement {
-        sidecar_deployment: webhook
-            .status
-            .as_ref()
-            .and_then(|s| s.sidecar_deployment.clone()),
+        sidecar: webhook.status.as_ref().and_then(|s| s.sidecar.clone()),
         ..status::Placement::default()
     };
     write_status(
@@ -568,6 +599,7 @@ async fn stop_not_ready(
         placement,
         previous_secret,
         SinkUsage::Unknown,
+        &RouteState::Unknown,
     )
     .await?;
     Ok(then)
@@ -713,6 +745,7 @@ async fn write_status(
     placement: status::Placement,
     secret_name: Option<String>,
     sink: SinkUsage,
+    route_state: &RouteState,
 ) -> Result<()> {
     let previous = webhook.status.as_ref();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -725,7 +758,8 @@ async fn write_status(
         now.clone(),
     );
     let (next, sink_nearly_full) =
-        status::with_sink_capacity(next, &sink, webhook.metadata.generation, now);
+        status::with_sink_capacity(next, &sink, webhook.metadata.generation, now.clone());
+    let next = status::with_route(next, route_state, webhook.metadata.generation, now);
     if previous == Some(&next) {
         return Ok(());
     }
@@ -758,7 +792,7 @@ async fn write_status(
         if ready {
             info!(webhook = %name, namespace = %namespace, reason = readiness.reason.as_str(), "webhook ready");
         } else {
-            warn!(webhook = %name, namespace = %namespace, reason = readiness.reason.as_str(), message = %readiness.message, "webhook not ready");
+            warn!(webhook = %name, namespace = %namespace, reason = readiness.reason.as_str(), detail = %readiness.message, "webhook not ready");
         }
         let event = Event {
             type_: if ready || readiness.reason == Reason::ReceiverUnavailable {

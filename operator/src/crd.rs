@@ -87,13 +87,26 @@ pub struct WebhookSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<WebhookIngress>,
 
-    /// Run the receiver as a container inside an application's Deployment instead of in
-    /// pods of its own: verified deliveries go to the application over `127.0.0.1` through
-    /// `sinks.forward` (the only sink allowed here, since the container runs under the
-    /// application's ServiceAccount). The operator adds the container and its volumes to
-    /// the Deployment with server-side apply under a field manager of its own, touching
-    /// nothing else, and removes them when this field or the Webhook goes. The Service
-    /// `<name>-receiver` then selects the application's pods.
+    /// Expose the receiver outside the cluster through the Gateway API: the operator owns
+    /// a `gateway.networking.k8s.io/v1` HTTPRoute `<name>-receiver` that sends exactly
+    /// `spec.path` on `hostname` to the receiver's Service, attached to the Gateways named.
+    /// `status.externalUrl` then shows the URL to paste into the sender (https when the
+    /// Gateway's listener is HTTPS), and the `RouteAccepted` condition whether a Gateway
+    /// controller took the route. Use this or `ingress`, not both. Removing this field
+    /// deletes the HTTPRoute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<WebhookGateway>,
+
+    /// Run the receiver inside an application's pods instead of in pods of its own:
+    /// verified deliveries go to the application over `127.0.0.1` through `sinks.forward`
+    /// (the only sink allowed here, since the receiver runs under the application's
+    /// ServiceAccount). A pod opts in with the label `hookwarden.io/inject: <this Webhook's
+    /// name>` on its template; the operator's admission webhook then adds the receiver to
+    /// each such pod as it is created, as a native sidecar (an init container with
+    /// `restartPolicy: Always`: it starts, and serves, before the application's containers
+    /// and stops after them). The application's Deployment is never written. The Service
+    /// `<name>-receiver` selects the opted-in pods; `status.sidecar` counts them and names
+    /// those that run an outdated receiver (a change here rolls nothing by itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<SidecarSettings>,
 }
@@ -102,10 +115,13 @@ pub struct WebhookSpec {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SidecarSettings {
-    /// The Deployment, in this namespace, whose pods get the receiver container
-    /// `hookwarden-<webhook name>`. Changing its pod template rolls its pods.
+    /// No longer used to place the receiver (pods opt in with the label
+    /// `hookwarden.io/inject`). Kept so that manifests written for the previous release
+    /// still apply; a receiver container that release added to this Deployment is taken
+    /// out of it by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
-    pub deployment: String,
+    pub deployment: Option<String>,
     /// The port the receiver listens on inside those pods; must be free there. Default:
     /// 8090.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +131,37 @@ pub struct SidecarSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub metrics_port: Option<i32>,
+}
+
+/// The HTTPRoute that exposes a receiver through a Gateway.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookGateway {
+    /// The Gateways the route attaches to (the Gateway must allow routes from this
+    /// namespace).
+    #[schemars(length(min = 1, max = 8))]
+    pub parent_refs: Vec<GatewayParentRef>,
+    /// The public host name senders call, e.g. `hooks.example.com`. No wildcards.
+    #[schemars(length(max = 253))]
+    pub hostname: String,
+}
+
+/// A Gateway a route attaches to.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayParentRef {
+    /// The Gateway's name.
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// The Gateway's namespace; the Webhook's when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub namespace: Option<String>,
+    /// One listener of the Gateway, by name; every listener that takes the host when
+    /// omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub section_name: Option<String>,
 }
 
 /// The Ingress that exposes a receiver.
@@ -279,14 +326,28 @@ pub struct WebhookStatus {
     /// The URL senders outside the cluster use, when `spec.ingress` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_url: Option<String>,
-    /// The Deployment the receiver container was added to (`spec.sidecar`), so that it can
-    /// be removed from there when the spec changes.
+    /// The pods the receiver is injected into (`spec.sidecar`), as last observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sidecar_deployment: Option<String>,
+    pub sidecar: Option<SidecarPods>,
     /// The Secret the operator generated the signing secret into (when `secretRef` is
     /// omitted). Its value is never shown here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+}
+
+/// The pods that opted in to a Webhook's sidecar receiver.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarPods {
+    /// Pods in this namespace labelled `hookwarden.io/inject: <name>` (not terminating).
+    pub pods: i32,
+    /// Of those, the Ready ones that run the current receiver.
+    pub ready: i32,
+    /// Pods that run a receiver older than this Webhook's spec, or none (admitted while the
+    /// injector could not be asked); at most 20 names. Restart their workload (`kubectl
+    /// rollout restart`) to give them the current one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outdated: Vec<String>,
 }
 
 impl Webhook {

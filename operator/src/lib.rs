@@ -1,18 +1,22 @@
 //! hookwarden's operator: runs and maintains a receiver for each `Webhook`.
 //!
-//! Pure modules (`crd`, `validate`, `conflict`, `children`, `status`, `names`, `secret`)
-//! decide; `controller` and `leader` talk to the API server; `metrics` serves health and
-//! Prometheus endpoints.
+//! Pure modules (`crd`, `validate`, `conflict`, `children`, `status`, `names`, `secret`,
+//! `route`, `inject`, `certs`) decide; `controller`, `admission` and `leader` talk to the
+//! API server; `metrics` serves health and Prometheus endpoints.
 
+pub mod admission;
+pub mod certs;
 pub mod children;
 pub mod conflict;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod inject;
 pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod reference;
+pub mod route;
 pub mod rules;
 pub mod secret;
 pub mod status;

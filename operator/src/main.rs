@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use hookwarden_operator::admission::{self, InjectorConfig};
 use hookwarden_operator::children::ReceiverDefaults;
 use hookwarden_operator::controller::{self, Config};
 use hookwarden_operator::leader::{self, LeaseConfig};
@@ -66,7 +67,8 @@ struct RunArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "hookwarden-operator")]
     lease_name: String,
-    /// Namespace of the leader-election Lease (the operator's own namespace).
+    /// The operator's own namespace: its leader-election Lease, admission webhook Service
+    /// and certificate Secret.
     #[arg(long, env = "POD_NAMESPACE", default_value = "hookwarden-system")]
     lease_namespace: String,
     /// This replica's identity in the election and in Events.
@@ -75,6 +77,28 @@ struct RunArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "HOOKWARDEN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Serve the pod admission webhook that injects `spec.sidecar` receivers (every
+    /// replica serves it; disable only for a local run without it).
+    #[arg(long, env = "HOOKWARDEN_SIDECAR_INJECTOR", default_value_t = true, action = clap::ArgAction::Set)]
+    sidecar_injector: bool,
+    /// Address of the admission webhook (HTTPS).
+    #[arg(long, env = "HOOKWARDEN_INJECTOR_ADDR", default_value = "0.0.0.0:9443")]
+    injector_addr: SocketAddr,
+    /// The Service, in the operator's namespace, in front of the admission webhook.
+    #[arg(long, default_value = "hookwarden-operator-webhook")]
+    injector_service: String,
+    /// The Secret, in the operator's namespace, the webhook's certificate is kept in.
+    #[arg(long, default_value = "hookwarden-operator-webhook-tls")]
+    injector_secret: String,
+    /// The MutatingWebhookConfiguration the operator writes.
+    #[arg(long, default_value = "hookwarden-operator")]
+    injector_configuration: String,
+    /// A ClusterRole to own that configuration, so that it is deleted with the release.
+    #[arg(long)]
+    injector_owner: Option<String>,
+    /// Days a generated webhook CA and certificate are valid (renewed with a third left).
+    #[arg(long, default_value_t = 365)]
+    injector_cert_days: u64,
     /// Log format.
     #[arg(long, env = "HOOKWARDEN_LOG_FORMAT", value_enum, default_value_t)]
     log_format: LogFormat,
@@ -113,9 +137,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::default());
     let started = Arc::new(AtomicBool::new(false));
+    let injecting = Arc::new(AtomicBool::new(!args.sidecar_injector));
     let health = Health {
         metrics: metrics.clone(),
         started: started.clone(),
+        injecting: injecting.clone(),
     };
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
@@ -151,6 +177,35 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         instance: Some(identity.clone()),
     };
+
+    if args.sidecar_injector {
+        let injector = InjectorConfig {
+            addr: args.injector_addr,
+            service: args.injector_service.clone(),
+            namespace: args.lease_namespace.clone(),
+            secret: args.injector_secret.clone(),
+            configuration: args.injector_configuration.clone(),
+            owner: args.injector_owner.clone(),
+            validity: std::time::Duration::from_secs(args.injector_cert_days.max(1) * 86_400),
+            namespaces: config.namespaces.clone(),
+        };
+        let (client, defaults, metrics) =
+            (client.clone(), config.receiver.clone(), metrics.clone());
+        tokio::spawn(async move {
+            if let Err(error) = admission::run(
+                client,
+                injector,
+                defaults,
+                metrics,
+                injecting,
+                shutdown_signal(),
+            )
+            .await
+            {
+                error!(%error, "admission webhook stopped");
+            }
+        });
+    }
 
     if !args.leader_elect {
         info!("leader election disabled");

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub outcomes: Family<ReadyLabels, Counter>,
     pub leader: Gauge,
+    pub admissions: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -44,6 +45,7 @@ impl Default for Metrics {
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let outcomes = Family::<ReadyLabels, Counter>::default();
         let leader = Gauge::default();
+        let admissions = Family::<ResultLabels, Counter>::default();
         registry.register(
             "reconciliations",
             "Reconciliations of Webhooks, by result",
@@ -64,7 +66,13 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        registry.register(
+            "pod_admissions",
+            "Pods the sidecar injector answered for, by result (injected, unchanged, denied)",
+            admissions.clone(),
+        );
         Metrics {
+            admissions,
             registry,
             reconciliations,
             reconcile_duration,
@@ -75,6 +83,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn admission(&self, result: &str) {
+        self.admissions
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
     pub fn record(&self, result: &str, took: Duration) {
         self.reconciliations
             .get_or_create(&ResultLabels {
@@ -91,6 +107,8 @@ pub struct Health {
     pub metrics: Arc<Metrics>,
     /// Set once the operator reached the API server.
     pub started: Arc<AtomicBool>,
+    /// Set while the pod admission webhook serves with a trusted certificate.
+    pub injecting: Arc<AtomicBool>,
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.
@@ -103,10 +121,15 @@ pub fn app(health: Health) -> Router {
 }
 
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {
-    if h.started.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok\n")
-    } else {
+    if !h.started.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    } else if !h.injecting.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admission webhook not serving yet\n",
+        )
+    } else {
+        (StatusCode::OK, "ok\n")
     }
 }
 

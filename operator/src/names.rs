@@ -84,14 +84,29 @@ pub fn sidecar_volume(webhook: &str, what: &str) -> String {
     format!("hw-{webhook}-{what}")
 }
 
-/// The field manager that owns what a Webhook added to an application's Deployment; one
-/// per Webhook, so that removing one sidecar leaves another's alone.
+/// The label a pod template carries to get a Webhook's receiver injected as a native
+/// sidecar: its value is the Webhook's name (in the pod's namespace).
+pub const INJECT_LABEL: &str = "hookwarden.io/inject";
+
+/// The annotation the injector puts on each pod it injects: a digest of the receiver it
+/// injected (container, volumes, config), so that status can name the pods that run an
+/// outdated one.
+pub const RECEIVER_HASH_ANNOTATION: &str = "hookwarden.io/receiver-hash";
+
+/// The path the operator's pod admission webhook serves.
+pub const INJECT_PATH: &str = "/inject-pods";
+
+/// The name of the webhook inside the operator's MutatingWebhookConfiguration.
+pub const INJECT_WEBHOOK: &str = "inject.hookwarden.io";
+
+/// The field manager the previous release owned what it added to an application's
+/// Deployment with (one per Webhook); kept to take such a container out again.
 pub fn sidecar_field_manager(webhook: &str) -> String {
     format!("hookwarden.io/sidecar-{webhook}")
 }
 
-/// Label on an application Deployment that carries a receiver sidecar, so that the operator
-/// can find it again and take the sidecar out once its Webhook is gone.
+/// Label the previous release put on an application Deployment it added a receiver
+/// container to, so that the operator finds it and takes that container out (once).
 pub const SIDECAR_LABEL: &str = "hookwarden.io/sidecar";
 
 /// The Webhooks whose sidecar field managers own fields of `deployment`.

@@ -268,6 +268,31 @@ pub fn all() -> Vec<Rule> {
         name_rule("spec.ingress.host", "spec.ingress.host"),
         name_rule("spec.ingress.className", "spec.ingress.className"),
         name_rule("spec.ingress.tlsSecretName", "spec.ingress.tlsSecretName"),
+        // The Gateway API route
+        rule(
+            "spec",
+            "!(has(self.ingress) && has(self.gateway))",
+            "spec.ingress and spec.gateway both expose the receiver; keep one",
+        ),
+        rule(
+            "spec.gateway.hostname",
+            "!self.startsWith('*.')",
+            "spec.gateway.hostname is a wildcard; senders need one concrete host name",
+        ),
+        name_rule("spec.gateway.hostname", "spec.gateway.hostname"),
+        name_rule(
+            "spec.gateway.parentRefs[].name",
+            "spec.gateway.parentRefs[].name",
+        ),
+        rule(
+            "spec.gateway.parentRefs[].namespace",
+            "self.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')",
+            "spec.gateway.parentRefs[].namespace must be a namespace name",
+        ),
+        name_rule(
+            "spec.gateway.parentRefs[].sectionName",
+            "spec.gateway.parentRefs[].sectionName",
+        ),
     ]
 }
 

@@ -1,9 +1,10 @@
 //! The Webhook's status: the `Ready` condition and what it is computed from. Pure.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::WebhookStatus;
+use crate::crd::{SidecarPods, WebhookStatus};
 
 /// The condition type telling whether the receiver can take deliveries.
 pub const READY: &str = "Ready";
@@ -28,8 +29,10 @@ pub enum Reason {
     Conflict,
     /// The referenced Secret, or its key, does not exist.
     SecretNotFound,
-    /// `spec.sidecar.deployment` does not exist, or its pods cannot be selected.
-    DeploymentNotFound,
+    /// `spec.sidecar`: no pod has opted in (label `hookwarden.io/inject`).
+    NoSidecarPods,
+    /// `spec.sidecar`: the opted-in pods run an older receiver than the spec asks for.
+    SidecarsOutdated,
 }
 
 impl Reason {
@@ -40,7 +43,8 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::Conflict => "Conflict",
             Reason::SecretNotFound => "SecretNotFound",
-            Reason::DeploymentNotFound => "DeploymentNotFound",
+            Reason::NoSidecarPods => "NoSidecarPods",
+            Reason::SidecarsOutdated => "SidecarsOutdated",
         }
     }
 
@@ -96,40 +100,88 @@ pub fn deployment_readiness(deployment: &Deployment) -> Readiness {
     }
 }
 
-/// Readiness of an application Deployment the receiver runs in as a sidecar: ready once
-/// every replica runs the current pod template (the one with the receiver) and is available.
-pub fn sidecar_readiness(deployment: &Deployment) -> Readiness {
-    let name = deployment.metadata.name.as_deref().unwrap_or_default();
-    let generation = deployment.metadata.generation.unwrap_or(0);
-    let desired = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
-    let status = deployment.status.clone().unwrap_or_default();
-    let observed = status.observed_generation.unwrap_or(0) >= generation;
-    let updated = status.updated_replicas.unwrap_or(0);
-    let available = status.available_replicas.unwrap_or(0);
-    let replicas = status.replicas.unwrap_or(0);
-    if observed && desired > 0 && updated == desired && available == desired && replicas == desired
-    {
+/// How many names `status.sidecar.outdated` lists at most.
+pub const OUTDATED_LISTED: usize = 20;
+
+/// Readiness of a sidecar Webhook from the pods that opted in (label `hookwarden.io/inject`),
+/// and their count: Ready once at least one Ready pod runs the receiver `current` (the
+/// hash the injector gives a pod now); pods with another receiver, or none, are outdated.
+pub fn sidecar_pods(webhook: &str, pods: &[Pod], current: &str) -> (Readiness, SidecarPods) {
+    let live: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .collect();
+    let runs_current = |p: &Pod| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::names::RECEIVER_HASH_ANNOTATION))
+            .is_some_and(|h| h == current)
+    };
+    let is_ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    };
+    let ready = live
+        .iter()
+        .filter(|p| runs_current(p) && is_ready(p))
+        .count();
+    let mut outdated: Vec<String> = live
+        .iter()
+        .filter(|p| !runs_current(p))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    outdated.sort();
+    let outdated_count = outdated.len();
+    outdated.truncate(OUTDATED_LISTED);
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let counted = SidecarPods {
+        pods: count(live.len()),
+        ready: count(ready),
+        outdated,
+    };
+    let label = format!("{}={webhook}", crate::names::INJECT_LABEL);
+    let restart = "restart their workload (kubectl rollout restart) to give them the current one";
+    let readiness = if ready > 0 {
+        let mut message = format!("the receiver serves in {ready} ready pod(s) labelled {label}");
+        if outdated_count > 0 {
+            message.push_str(&format!(
+                "; {outdated_count} pod(s) run an outdated receiver (status.sidecar.outdated): {restart}"
+            ));
+        }
+        Readiness::new(Reason::ReceiverAvailable, message)
+    } else if live.is_empty() {
         Readiness::new(
-            Reason::ReceiverAvailable,
-            format!("the receiver runs in all {desired} pods of Deployment {name}"),
+            Reason::NoSidecarPods,
+            format!(
+                "no pod in this namespace is labelled {label}: put that label on the pod template of the application that should receive these deliveries"
+            ),
         )
-    } else if desired == 0 {
+    } else if outdated_count == live.len() {
         Readiness::new(
-            Reason::ReceiverUnavailable,
-            format!("Deployment {name} is scaled to 0 replicas"),
+            Reason::SidecarsOutdated,
+            format!(
+                "all {outdated_count} pod(s) labelled {label} run a receiver older than this spec, or none (status.sidecar.outdated): {restart}"
+            ),
         )
     } else {
         Readiness::new(
             Reason::ReceiverUnavailable,
             format!(
-                "rolling the receiver into Deployment {name}: {updated}/{desired} pods updated, {available} available"
+                "waiting for a pod labelled {label} with the current receiver to be Ready: {} pod(s), 0 ready",
+                live.len()
             ),
         )
-    }
+    };
+    (readiness, counted)
 }
 
 /// The `Ready` condition for `readiness`, keeping the previous transition time when the
@@ -166,8 +218,8 @@ pub struct Placement {
     pub internal: Option<String>,
     /// Through its Ingress, from outside.
     pub external: Option<String>,
-    /// The application Deployment it runs in as a sidecar.
-    pub sidecar_deployment: Option<String>,
+    /// The pods it is injected into, as a sidecar.
+    pub sidecar: Option<SidecarPods>,
 }
 
 /// The whole status to write after a reconciliation.
@@ -198,9 +250,30 @@ pub fn next_status(
         observed_generation: generation,
         url: placement.internal,
         external_url: placement.external,
-        sidecar_deployment: placement.sidecar_deployment,
+        sidecar: placement.sidecar,
         secret_name,
     }
+}
+
+/// `status` with its `RouteAccepted` condition set for `state` (or removed: no route).
+pub fn with_route(
+    mut status: WebhookStatus,
+    state: &crate::route::RouteState,
+    generation: Option<i64>,
+    now: Time,
+) -> WebhookStatus {
+    let previous = status
+        .conditions
+        .iter()
+        .position(|c| c.type_ == crate::route::ROUTE_ACCEPTED)
+        .map(|i| status.conditions.remove(i));
+    status.conditions.extend(crate::route::condition(
+        previous.as_ref(),
+        state,
+        generation,
+        now,
+    ));
+    status
 }
 
 /// What this reconciliation learnt about the sink ConfigMap.
@@ -280,7 +353,7 @@ mod tests {
         Placement {
             internal: Some("u".into()),
             external: Some("https://e/u".into()),
-            sidecar_deployment: None,
+            sidecar: None,
         }
     }
 
@@ -396,40 +469,71 @@ mod tests {
     }
 
     #[test]
-    fn sidecar_is_ready_only_when_every_pod_runs_it() {
-        use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
-        let d = |generation: i64, observed: i64, updated: i32, available: i32, replicas: i32| {
-            Deployment {
-                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                    name: Some("billing".into()),
-                    generation: Some(generation),
-                    ..Default::default()
-                },
-                spec: Some(DeploymentSpec {
-                    replicas: Some(2),
-                    ..Default::default()
-                }),
-                status: Some(DeploymentStatus {
-                    observed_generation: Some(observed),
-                    updated_replicas: Some(updated),
-                    available_replicas: Some(available),
-                    replicas: Some(replicas),
-                    ..Default::default()
-                }),
+    fn a_sidecar_is_ready_once_a_ready_pod_runs_the_current_receiver() {
+        let pod = |name: &str, hash: Option<&str>, ready: bool, terminating: bool| {
+            let mut p: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": {"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+            }))
+            .unwrap();
+            if let Some(h) = hash {
+                p.metadata.annotations = Some(
+                    [(
+                        crate::names::RECEIVER_HASH_ANNOTATION.to_string(),
+                        h.to_string(),
+                    )]
+                    .into(),
+                );
             }
+            if terminating {
+                p.metadata.deletion_timestamp = Some(t(1));
+            }
+            p
         };
-        assert!(sidecar_readiness(&d(3, 3, 2, 2, 2)).reason.is_ready());
-        // the controller has not seen the new template yet
-        assert!(!sidecar_readiness(&d(3, 2, 2, 2, 2)).reason.is_ready());
-        // old pods (without the receiver) still serve
-        assert!(!sidecar_readiness(&d(3, 3, 1, 2, 3)).reason.is_ready());
-        // new pods not available yet
-        let r = sidecar_readiness(&d(3, 3, 2, 1, 2));
-        assert_eq!(r.reason, Reason::ReceiverUnavailable);
+        let (r, c) = sidecar_pods("shopify", &[], "h1");
+        assert_eq!(r.reason, Reason::NoSidecarPods);
         assert!(
-            r.message.contains("2/2 pods updated, 1 available"),
+            r.message.contains("hookwarden.io/inject=shopify"),
             "{}",
             r.message
         );
+        assert_eq!(c, SidecarPods::default());
+
+        let (r, c) = sidecar_pods(
+            "shopify",
+            &[
+                pod("a", Some("h1"), true, false),
+                pod("b", Some("h0"), true, false),
+                pod("c", None, false, false),
+                pod("d", Some("h0"), true, true),
+            ],
+            "h1",
+        );
+        assert_eq!(r.reason, Reason::ReceiverAvailable);
+        assert!(
+            r.message.contains("2 pod(s) run an outdated receiver"),
+            "{}",
+            r.message
+        );
+        assert_eq!(
+            c,
+            SidecarPods {
+                pods: 3,
+                ready: 1,
+                outdated: vec!["b".into(), "c".into()]
+            }
+        );
+
+        let (r, _) = sidecar_pods("shopify", &[pod("b", Some("h0"), true, false)], "h1");
+        assert_eq!(r.reason, Reason::SidecarsOutdated);
+        let (r, _) = sidecar_pods("shopify", &[pod("a", Some("h1"), false, false)], "h1");
+        assert_eq!(r.reason, Reason::ReceiverUnavailable);
+
+        let many: Vec<Pod> = (0..30)
+            .map(|i| pod(&format!("p{i:02}"), None, true, false))
+            .collect();
+        let (_, c) = sidecar_pods("shopify", &many, "h1");
+        assert_eq!((c.pods, c.outdated.len()), (30, OUTDATED_LISTED));
     }
 }

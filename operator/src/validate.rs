@@ -7,7 +7,7 @@
 
 use hookwarden_receiver::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provider};
 
-use crate::crd::{SidecarSettings, WebhookIngress, WebhookLimits, WebhookSpec};
+use crate::crd::{SidecarSettings, WebhookGateway, WebhookIngress, WebhookLimits, WebhookSpec};
 use crate::names;
 
 /// Event types Opal sends (../shared/seeds: Opal webhooks).
@@ -76,6 +76,8 @@ pub struct ValidSpec {
     pub limits: Limits,
     /// `spec.ingress`, checked.
     pub ingress: Option<WebhookIngress>,
+    /// `spec.gateway`, checked.
+    pub gateway: Option<WebhookGateway>,
     /// `spec.sidecar`, checked, with its defaults.
     pub sidecar: Option<ValidSidecar>,
 }
@@ -83,7 +85,8 @@ pub struct ValidSpec {
 /// Where the receiver runs as a sidecar.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidSidecar {
-    pub deployment: String,
+    /// A Deployment the previous release added the receiver to (nothing is added now).
+    pub deployment: Option<String>,
     pub port: u16,
     pub metrics_port: u16,
 }
@@ -304,6 +307,14 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
     if let Some(i) = &ingress {
         problems.extend(check_ingress(i));
     }
+    let gateway = spec.gateway.clone();
+    if let Some(g) = &gateway {
+        problems.extend(check_gateway(g));
+        if ingress.is_some() {
+            problems
+                .push("spec.ingress and spec.gateway both expose the receiver; keep one".into());
+        }
+    }
     let sidecar = spec.sidecar.as_ref().map(|s| {
         let (sidecar, found) = check_sidecar(s, events, config_map.is_some(), forward.is_some());
         problems.extend(found);
@@ -324,13 +335,14 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
             generic_hmac: spec.generic_hmac.clone(),
             limits,
             ingress,
+            gateway,
             sidecar,
         }),
         _ => Err(problems.join("; ")),
     }
 }
 
-/// `spec.sidecar` with its defaults, and its problems: a valid Deployment name, two distinct
+/// `spec.sidecar` with its defaults, and its problems: a valid Deployment name if any, two distinct
 /// ports, and `forward` as the only sink.
 fn check_sidecar(
     set: &SidecarSettings,
@@ -339,7 +351,11 @@ fn check_sidecar(
     forward: bool,
 ) -> (ValidSidecar, Vec<String>) {
     let mut problems = Vec::new();
-    if let Err(p) = names::check_dns_subdomain("spec.sidecar.deployment", &set.deployment) {
+    if let Some(Err(p)) = set
+        .deployment
+        .as_deref()
+        .map(|d| names::check_dns_subdomain("spec.sidecar.deployment", d))
+    {
         problems.push(p);
     }
     let mut port = |field: &str, value: Option<i32>, default: u16| match value {
@@ -376,6 +392,39 @@ fn check_sidecar(
         );
     }
     (sidecar, problems)
+}
+
+/// Problems with `spec.gateway`: a concrete DNS host name, and Gateways named validly.
+fn check_gateway(gateway: &WebhookGateway) -> Vec<String> {
+    let mut problems = Vec::new();
+    if gateway.hostname.starts_with("*.") {
+        problems.push(format!(
+            "spec.gateway.hostname {:?} is a wildcard; senders need one concrete host name",
+            gateway.hostname
+        ));
+    } else if let Err(p) = names::check_dns_subdomain("spec.gateway.hostname", &gateway.hostname) {
+        problems.push(p);
+    }
+    if gateway.parent_refs.is_empty() || gateway.parent_refs.len() > 8 {
+        problems.push("spec.gateway.parentRefs must name 1 to 8 Gateways".into());
+    }
+    for (i, p) in gateway.parent_refs.iter().enumerate() {
+        let field = format!("spec.gateway.parentRefs[{i}]");
+        if let Err(e) = names::check_dns_subdomain(&format!("{field}.name"), &p.name) {
+            problems.push(e);
+        }
+        if let Some(ns) = &p.namespace
+            && (ns.len() > 63 || ns.contains('.') || names::check_dns_subdomain("", ns).is_err())
+        {
+            problems.push(format!("{field}.namespace {ns:?} is not a namespace name"));
+        }
+        if let Some(section) = &p.section_name
+            && let Err(e) = names::check_dns_subdomain(&format!("{field}.sectionName"), section)
+        {
+            problems.push(e);
+        }
+    }
+    problems
 }
 
 /// Problems with `spec.ingress`: a concrete DNS host name, valid class and Secret names.
@@ -487,6 +536,7 @@ mod tests {
             generic_hmac: None,
             limits: None,
             ingress: None,
+            gateway: None,
             sidecar: None,
         }
     }
@@ -776,7 +826,7 @@ mod tests {
     fn sidecars_forward_only_on_two_free_ports() {
         let sidecar = |port, metrics_port| {
             Some(crate::crd::SidecarSettings {
-                deployment: "billing".into(),
+                deployment: Some("billing".into()),
                 port,
                 metrics_port,
             })
@@ -796,7 +846,7 @@ mod tests {
         assert_eq!(
             valid.sidecar,
             Some(ValidSidecar {
-                deployment: "billing".into(),
+                deployment: Some("billing".into()),
                 port: SIDECAR_PORT,
                 metrics_port: SIDECAR_METRICS_PORT
             })

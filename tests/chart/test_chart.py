@@ -184,6 +184,11 @@ class Defaults(unittest.TestCase):
             ("Deployment", "hookwarden-operator"),
             ("PodDisruptionBudget", "hookwarden-operator"),
             ("Service", "hookwarden-operator-metrics"),
+            ("Service", "hookwarden-operator-webhook"),
+            ("ClusterRole", "hookwarden-operator-injector"),
+            ("ClusterRoleBinding", "hookwarden-operator-injector"),
+            ("Role", "hookwarden-operator-webhook-tls"),
+            ("RoleBinding", "hookwarden-operator-webhook-tls"),
         ]))
         for o in self.objects:
             if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
@@ -226,12 +231,24 @@ class Defaults(unittest.TestCase):
         pdb = one(self.objects, "PodDisruptionBudget")
         self.assertEqual(pdb["spec"]["selector"]["matchLabels"], selector)
         self.assertEqual(pdb["spec"]["maxUnavailable"], 1)
-        svc = one(self.objects, "Service")
+        svc = one(self.objects, "Service", "hookwarden-operator-metrics")
         self.assertEqual(svc["spec"]["selector"], selector)
         self.assertEqual(svc["spec"]["ports"][0]["name"], "metrics")
+        # The admission webhook: every replica serves it, on the port the container names.
+        hook = one(self.objects, "Service", "hookwarden-operator-webhook")
+        self.assertEqual(hook["spec"]["selector"], selector)
+        self.assertEqual(hook["spec"]["ports"], [{"name": "webhook", "port": 443,
+                                                 "targetPort": "webhook", "protocol": "TCP"}])
+        c = one(self.objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn({"name": "webhook", "containerPort": 9443}, c["ports"])
+        for arg in ["--injector-service=hookwarden-operator-webhook",
+                    "--injector-secret=hookwarden-operator-webhook-tls",
+                    "--injector-configuration=hookwarden-operator",
+                    "--injector-owner=hookwarden-operator-injector"]:
+            self.assertIn(arg, c["args"])
 
     def test_cluster_role_is_least_privilege(self) -> None:
-        rules = one(self.objects, "ClusterRole")["rules"]
+        rules = one(self.objects, "ClusterRole", "hookwarden-operator")["rules"]
         granted = {(g, r, v) for rule in rules for g in rule["apiGroups"]
                    for r in rule["resources"] for v in rule["verbs"]}
         for rule in rules:
@@ -248,7 +265,30 @@ class Defaults(unittest.TestCase):
         resources = {r for (_, r, _) in granted}
         self.assertEqual(resources, {
             "webhooks", "webhooks/status", "deployments", "services", "serviceaccounts",
-            "configmaps", "secrets", "roles", "rolebindings", "ingresses", "events"})
+            "configmaps", "secrets", "roles", "rolebindings", "ingresses", "httproutes",
+            "gateways", "pods", "events"})
+        # Gateways: read one by name, for its listeners; never listed or changed.
+        self.assertEqual({v for (g, r, v) in granted if r == "gateways"}, {"get"})
+        # Pods (spec.sidecar): counted, never written (the receiver is added at admission).
+        self.assertEqual({v for (g, r, v) in granted if r == "pods"}, {"get", "list", "watch"})
+
+    def test_the_injector_may_write_only_its_own_configuration_and_certificate(self) -> None:
+        rules = one(self.objects, "ClusterRole", "hookwarden-operator-injector")["rules"]
+        by_name = {(r["resources"][0], v): r.get("resourceNames") for r in rules for v in r["verbs"]}
+        # create cannot be limited by name in RBAC; everything else is.
+        self.assertEqual(by_name, {
+            ("mutatingwebhookconfigurations", "create"): None,
+            ("mutatingwebhookconfigurations", "get"): ["hookwarden-operator"],
+            ("mutatingwebhookconfigurations", "patch"): ["hookwarden-operator"],
+            ("clusterroles", "get"): ["hookwarden-operator-injector"],
+        })
+        tls = one(self.objects, "Role", "hookwarden-operator-webhook-tls")
+        self.assertEqual(tls["metadata"]["namespace"], "hookwarden-system")
+        by_name = {v: r.get("resourceNames") for r in tls["rules"] for v in r["verbs"]}
+        self.assertEqual(by_name, {"create": None, "get": ["hookwarden-operator-webhook-tls"],
+                                   "update": ["hookwarden-operator-webhook-tls"]})
+        binding = one(self.objects, "ClusterRoleBinding", "hookwarden-operator-injector")
+        self.assertEqual(binding["roleRef"]["name"], "hookwarden-operator-injector")
 
     def test_notes_tell_the_next_steps(self) -> None:
         chart = helm.Chart.load(CHART)
@@ -285,7 +325,9 @@ class EveryOption(unittest.TestCase):
         cls.objects = render(EVERY_OPTION)
 
     def test_watched_namespaces_get_role_bindings_not_a_cluster_binding(self) -> None:
-        self.assertEqual(find(self.objects, "ClusterRoleBinding"), [])
+        # Only the injector's, whose configuration is cluster-scoped.
+        self.assertEqual([b["metadata"]["name"] for b in find(self.objects, "ClusterRoleBinding")],
+                         ["hookwarden-operator-injector"])
         bindings = [o for o in find(self.objects, "RoleBinding", "hookwarden-operator")]
         self.assertEqual(sorted(b["metadata"]["namespace"] for b in bindings), ["team-a", "team-b"])
         for b in bindings:
@@ -337,11 +379,13 @@ class EveryOption(unittest.TestCase):
         for m in monitors:
             self.assertEqual(m["metadata"]["labels"]["release"], "prometheus")
             self.assertEqual(m["spec"]["endpoints"][0]["interval"], "15s")
-        svc = one(self.objects, "Service")
+        svc = one(self.objects, "Service", "hookwarden-operator-metrics")
         self.assertEqual(svc["spec"]["ports"][0]["port"], 9000)
         policy = one(self.objects, "NetworkPolicy")
         self.assertEqual(policy["spec"]["policyTypes"], ["Ingress"])
-        rule = policy["spec"]["ingress"][0]
+        # The API server reaches the admission webhook from an address no policy can name.
+        self.assertEqual(policy["spec"]["ingress"][0], {"ports": [{"port": 9443, "protocol": "TCP"}]})
+        rule = policy["spec"]["ingress"][1]
         self.assertEqual(rule["ports"], [{"port": 8080, "protocol": "TCP"}])
         self.assertEqual(rule["from"][0]["namespaceSelector"]["matchLabels"]["name"], "monitoring")
         self.assertEqual(one(self.objects, "PodDisruptionBudget")["spec"]["maxUnavailable"], "50%")
@@ -351,7 +395,9 @@ class EveryOption(unittest.TestCase):
                                        "podDisruptionBudget": {"enabled": False}},
                           "metrics": {"service": {"enabled": False}}})
         kinds = sorted(o["kind"] for o in objects)
-        self.assertEqual(kinds, ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"])
+        self.assertEqual(kinds, ["ClusterRole", "ClusterRole", "ClusterRoleBinding",
+                                 "ClusterRoleBinding", "Deployment", "Role", "RoleBinding",
+                                 "Service", "ServiceAccount"])
         self.assertEqual(env(one(objects, "Deployment"))["HOOKWARDEN_LEADER_ELECT"], "false")
 
 

@@ -105,8 +105,10 @@ class Render(unittest.TestCase):
             kubectl("create", "namespace", ns)
         # The Prometheus Operator's CRD, so the ServiceMonitors have a kind to be checked as.
         kubectl("apply", "-f", str(HERE / "servicemonitor-crd.yaml"))
-        kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                "crd/servicemonitors.monitoring.coreos.com")
+        # (polled: `kubectl wait` fails outright on a CRD whose status is not written yet)
+        eventually("the ServiceMonitor CRD established", lambda: kubectl(
+            "get", "crd", "servicemonitors.monitoring.coreos.com", "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}') == "True")
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -139,7 +141,11 @@ class Render(unittest.TestCase):
                      "networkpolicy.networking.k8s.io/hookwarden-dryrun-operator",
                      "rolebinding.rbac.authorization.k8s.io/hookwarden-dryrun-operator"]:
             self.assertIn(f"{kind} created (server dry run)", out)
-        self.assertNotIn("clusterrolebinding", out)
+        # Only the injector's binding is cluster-wide: its configuration is cluster-scoped.
+        bindings = [line for line in out.splitlines()
+                    if line.startswith("clusterrolebinding.") and "(server dry run)" in line]
+        self.assertEqual(bindings, ["clusterrolebinding.rbac.authorization.k8s.io/"
+                                    "hookwarden-dryrun-operator-injector created (server dry run)"])
 
     def test_plain_manifest_is_accepted(self) -> None:
         # All of it in one apply, the PodDisruptionBudget (policy/v1) included: every API in
@@ -205,6 +211,14 @@ class Lifecycle(unittest.TestCase):
             ("rolebinding", "-n", NAMESPACE, "hookwarden-operator-leader-election"),
             ("clusterrole", "hookwarden-operator"),
             ("clusterrolebinding", "hookwarden-operator"),
+            ("service", "-n", NAMESPACE, "hookwarden-operator-webhook"),
+            ("role", "-n", NAMESPACE, "hookwarden-operator-webhook-tls"),
+            ("rolebinding", "-n", NAMESPACE, "hookwarden-operator-webhook-tls"),
+            ("clusterrole", "hookwarden-operator-injector"),
+            ("clusterrolebinding", "hookwarden-operator-injector"),
+            # written by the operator, owned by the injector's ClusterRole: collected with it
+            ("mutatingwebhookconfiguration", "hookwarden-operator"),
+            ("secret", "-n", NAMESPACE, "hookwarden-operator-webhook-tls"),
         ]
         for obj in gone:
             eventually(f"{obj} deleted", lambda obj=obj: get_json(*obj) is None)

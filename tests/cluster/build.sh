@@ -14,6 +14,8 @@
 #   containerd        containerd, containerd-shim-runc-v2, ctr
 #   coredns           CoreDNS with its default plugins
 #   crane             go-containerregistry's crane (OCI tarballs without a daemon)
+#   gateway-api       the Gateway API's standard-channel CRD manifests (config/crd/standard
+#                     of sigs.k8s.io/gateway-api), nothing built
 #   path COMPONENT    print the directory holding COMPONENT's binaries (builds nothing)
 #
 # Caches: $HOOKWARDEN_CACHE/go/{mod,build} (GOMODCACHE, GOCACHE), binaries in
@@ -46,6 +48,7 @@ dir() {
     containerd) echo "$CACHE/bin/containerd-$CONTAINERD_VERSION" ;;
     coredns) echo "$CACHE/bin/coredns-$COREDNS_VERSION" ;;
     crane) echo "$CACHE/bin/crane-$CRANE_VERSION" ;;
+    gateway-api) echo "$CACHE/bin/gateway-api-$GATEWAY_API_VERSION" ;;
     *) log "unknown component $1"; exit 2 ;;
   esac
 }
@@ -145,7 +148,16 @@ build_crane() {
   go_build "$w" "$out" github.com/google/go-containerregistry/cmd/crane
 }
 
-# the binaries each component must leave behind
+build_gateway() {
+  local out src
+  out=$(dir gateway-api)
+  src=$(go mod download -json "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -d "$src/config/crd/standard" ] || { log "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION has no config/crd/standard"; return 1; }
+  mkdir -p "$out/crds"
+  cp "$src"/config/crd/standard/*.yaml "$out/crds/"
+}
+
+# what each component must leave behind
 expected() {
   case $1 in
     kubernetes-*) echo "kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl pause" ;;
@@ -153,6 +165,7 @@ expected() {
     containerd) echo "containerd containerd-shim-runc-v2 ctr" ;;
     coredns) echo coredns ;;
     crane) echo crane ;;
+    gateway-api) echo crds/gateway.networking.k8s.io_httproutes.yaml crds/gateway.networking.k8s.io_gateways.yaml ;;
   esac
 }
 
@@ -172,11 +185,12 @@ build_one() {
   # (not under `if`: that would switch off errexit inside the build functions)
   local rc=0 b
   set +e
-  ( set -ex; "build_${c%%-*}" "$c" ) >"$logf" 2>&1
+  local fn=build_${c%%-*}
+  ( set -ex; "$fn" "$c" ) >"$logf" 2>&1
   rc=$?
   set -e
   for b in $(expected "$c"); do
-    if [ "$rc" = 0 ] && [ ! -x "$out/$b" ]; then echo "build: $out/$b is missing" >>"$logf"; rc=1; fi
+    if [ "$rc" = 0 ] && [ ! -s "$out/$b" ]; then echo "build: $out/$b is missing" >>"$logf"; rc=1; fi
   done
   kill "$ticker" 2>/dev/null || true
   if [ "$rc" != 0 ]; then

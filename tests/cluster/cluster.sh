@@ -11,7 +11,7 @@
 #                   (iptables mode)
 #   add-ons         CoreDNS as a Deployment behind the kube-dns Service (10.96.0.10)
 #
-# Usage: tests/cluster/cluster.sh build | up | down | status | env | version
+# Usage: tests/cluster/cluster.sh build | up | down | status | env | version | established
 #   build   install packages and build the programs (cached; about 15 min the first time)
 #   up      build if needed, then start everything and wait until the node is Ready and
 #           cluster DNS answers; idempotent (returns at once when a healthy cluster of the
@@ -23,6 +23,9 @@
 #   env     print the exports to talk to the cluster (KUBECONFIG, PATH with its kubectl,
 #           CONTAINERD_ADDRESS)
 #   version print the Kubernetes version `up` starts
+#   established CRD...
+#           wait (60 s at most) until each CRD is Established (`kubectl wait` fails at once
+#           on a CRD whose status the API server has not written yet)
 #
 # Environment:
 #   K8S_VERSION       the Kubernetes release (default: the newest in versions.sh)
@@ -86,7 +89,7 @@ install_packages() {
 
 build() {
   install_packages
-  "$HERE/build.sh" "kubernetes-$K8S_VERSION" etcd containerd coredns crane
+  "$HERE/build.sh" "kubernetes-$K8S_VERSION" etcd containerd coredns crane gateway-api
   add_on_images
 }
 
@@ -635,7 +638,19 @@ case "${1:-up}" in
   up) lock; up ;;
   down) lock; down ;;
   status) status || exit 1 ;;
-  env) echo "export KUBECONFIG=$KUBECONFIG CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS K8S_VERSION=$K8S_VERSION PATH=$BIN:\$PATH" ;;
+  env) echo "export KUBECONFIG=$KUBECONFIG CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS K8S_VERSION=$K8S_VERSION PATH=$BIN:\$PATH" \
+    "HOOKWARDEN_GATEWAY_API_CRDS=$("$HERE/build.sh" path gateway-api)/crds" ;;
   version) echo "$K8S_VERSION" ;;
-  *) echo "usage: $0 build|up|down|status|env|version" >&2; exit 2 ;;
+  established)
+    shift
+    for crd in "$@"; do
+      for _ in $(seq 60); do
+        [ "$(kubectl get crd "$crd" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ] &&
+          continue 2
+        sleep 1
+      done
+      echo "cluster: CRD $crd is not Established after 60 s" >&2
+      exit 1
+    done ;;
+  *) echo "usage: $0 build|up|down|status|env|version|established CRD..." >&2; exit 2 ;;
 esac

@@ -13,3 +13,5 @@ CONTAINERD_VERSION=2.2.9
 COREDNS_VERSION=1.14.7
 # crane: OCI image tarballs without a daemon, for images imported into containerd
 CRANE_VERSION=0.20.7
+# Gateway API CRDs (standard channel), from the module's released manifests
+GATEWAY_API_VERSION=1.6.3

@@ -503,3 +503,53 @@ pub async fn config_map_json(ns: &TestNamespace, name: &str, key: &str) -> serde
         .unwrap_or_else(|| panic!("ConfigMap {name} has no key {key}"));
     serde_json::from_str(&text).unwrap()
 }
+
+/// The Gateway API HTTPRoutes of a test namespace.
+pub fn http_routes(ns: &TestNamespace) -> Api<kube::api::DynamicObject> {
+    Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &hookwarden_operator::route::http_route_resource(),
+    )
+}
+
+/// The HTTPRoute `name`, once it exists.
+pub async fn route_eventually(
+    routes: &Api<kube::api::DynamicObject>,
+    name: &str,
+) -> kube::api::DynamicObject {
+    eventually(&format!("the HTTPRoute {name}"), CONVERGE, || async {
+        routes
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "none".to_string())
+    })
+    .await
+}
+
+/// An application Deployment `billing` of the e2e stand-in app (restricted Pod Security),
+/// whose pods carry `labels` besides `app: billing`.
+pub fn billing_deployment(replicas: u32, labels: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: billing, labels: {{app: billing}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: billing}}}}
+  template:
+    metadata: {{labels: {{app: billing{labels}}}}}
+    spec:
+      securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
+      terminationGracePeriodSeconds: 20
+      containers:
+        - name: app
+          image: hookwarden-e2e-app:dev
+          imagePullPolicy: Never
+          ports: [{{name: http, containerPort: 8080}}]
+          securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
+"#
+    )
+}

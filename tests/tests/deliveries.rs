@@ -490,76 +490,87 @@ async fn concurrent_deliveries_through_two_replicas_lose_nothing() {
     assert_eq!(users.len(), N, "{state}");
 }
 
-/// `spec.sidecar`: the operator adds the receiver to an application's Deployment, the
-/// receiver's Service selects the application's pods, verified deliveries reach the
-/// application over 127.0.0.1; taking `spec.sidecar` out, or deleting the Webhook, takes
-/// the container out again and leaves the application's own fields alone.
+/// The billing application of the sidecar tests: its pods opt in to Webhook `stripe`'s
+/// receiver with the label on their template, nothing else.
+fn billing() -> String {
+    billing_deployment(2, ", hookwarden.io/inject: stripe")
+}
+
+fn stripe_sidecar(extra: &str) -> String {
+    format!(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: stripe}}\n\
+         spec: {{path: /stripe, provider: stripe, sidecar: {{}}, \
+         sinks: {{events: false, forward: {{url: 'http://127.0.0.1:8080/hooks'}}}}{extra}}}\n"
+    )
+}
+
+/// The `id` of every delivery an e2e application logged (`received <delivery> <body>`).
+fn received_ids(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("received "))
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(_, body)| serde_json::from_str::<serde_json::Value>(body).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn billing_pods(ns: &TestNamespace) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    ns.api::<k8s_openapi::api::core::v1::Pod>()
+        .list(&ListParams::default().labels("app=billing"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// `spec.sidecar`: pods that carry the label get the receiver at admission as a native
+/// sidecar; the Deployment stays exactly as applied (generation 1, `kubectl diff` empty);
+/// the receiver's Service selects the opted-in pods and verified deliveries reach the
+/// application over 127.0.0.1. A change to the Webhook restarts nothing and status names
+/// the pods that run the outdated receiver until their workload is restarted.
 #[tokio::test]
-async fn a_sidecar_is_injected_forwards_and_is_removed_again() {
+async fn opted_in_pods_get_the_receiver_as_a_native_sidecar_and_the_deployment_stays_as_applied() {
     use k8s_openapi::api::apps::v1::Deployment;
     let ns = TestNamespace::new("sidecar").await;
-    let app = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: billing, labels: {app: billing}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: billing}}
-  template:
-    metadata: {labels: {app: billing}}
-    spec:
-      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
-      containers:
-        - name: app
-          image: hookwarden-e2e-app:dev
-          imagePullPolicy: Never
-          ports: [{name: http, containerPort: 8080}]
-          securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: billing}
-spec:
-  selector: {app: billing}
-  ports: [{name: http, port: 8080, targetPort: http}]
-"#;
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), app).unwrap();
-    let (ok, out) = kubectl(&["apply", "-n", &ns.name, "-f", file.path().to_str().unwrap()]);
+    ns.apply_webhook(&stripe_sidecar("")).await;
+    let waiting = ns.webhook_ready("stripe", "False", "NoSidecarPods").await;
+    assert!(
+        waiting
+            .ready_condition()
+            .unwrap()
+            .message
+            .contains("hookwarden.io/inject=stripe"),
+        "{waiting:?}"
+    );
+    let app = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(app.path(), billing()).unwrap();
+    let app_file = app.path().to_str().unwrap();
+    let (ok, out) = kubectl(&["apply", "-n", &ns.name, "-f", app_file]);
     assert!(ok, "{out}");
-    let containers = |ns: &TestNamespace| {
-        let api = ns.api::<Deployment>();
-        async move {
-            let d = api.get("billing").await.expect("get billing");
-            let names: Vec<String> = d
-                .spec
-                .and_then(|s| s.template.spec)
-                .map(|p| p.containers.into_iter().map(|c| c.name).collect())
-                .unwrap_or_default();
-            names
-        }
-    };
-    let webhook = |sidecar: bool| {
-        let sidecar = if sidecar {
-            ", sidecar: {deployment: billing}, sinks: {events: false, forward: {url: 'http://127.0.0.1:8080/hooks'}}"
-        } else {
-            ", sinks: {events: true}"
-        };
-        format!(
-            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: stripe}}\n\
-             spec: {{path: /stripe, provider: stripe{sidecar}}}\n"
-        )
-    };
-
-    ns.apply_webhook(&webhook(true)).await;
     let ready = ns
         .webhook_ready("stripe", "True", "ReceiverAvailable")
         .await;
-    assert_eq!(
-        ready.status.as_ref().unwrap().sidecar_deployment.as_deref(),
-        Some("billing")
-    );
-    assert_eq!(containers(&ns).await, ["app", "hookwarden-stripe"]);
+    let counted = eventually("both pods counted", CONVERGE, || async {
+        let w: hookwarden_operator::crd::Webhook = ns.api().get("stripe").await.unwrap();
+        match w.status.and_then(|s| s.sidecar) {
+            Some(c) if c.pods == 2 && c.ready == 2 => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(counted.outdated.is_empty(), "{counted:?}");
+    assert!(ready.status.unwrap().url.is_some());
+
+    // The Deployment is exactly what was applied.
+    let d: Deployment = ns.api().get("billing").await.unwrap();
+    assert_eq!(d.metadata.generation, Some(1), "the Deployment was written");
+    let template = d.spec.unwrap().template.spec.unwrap();
+    assert!(template.init_containers.is_none());
+    assert_eq!(template.containers.len(), 1);
+    let (same, diff) = kubectl(&["diff", "-n", &ns.name, "-f", app_file]);
+    assert!(same && diff.is_empty(), "kubectl diff is not empty: {diff}");
     assert!(
         ns.api::<Deployment>()
             .get_opt("stripe-receiver")
@@ -568,10 +579,37 @@ spec:
             .is_none(),
         "no receiver Deployment of its own"
     );
+
+    // Its pods carry the receiver as a native sidecar, started before the application.
+    let pods = billing_pods(&ns).await;
+    assert_eq!(pods.len(), 2);
+    for pod in &pods {
+        let spec = pod.spec.as_ref().unwrap();
+        let init = spec.init_containers.as_ref().expect("init containers");
+        assert_eq!(init.len(), 1, "{init:?}");
+        assert_eq!(init[0].name, "hookwarden-stripe");
+        assert_eq!(init[0].restart_policy.as_deref(), Some("Always"));
+        assert!(init[0].startup_probe.is_some());
+        assert_eq!(spec.containers.len(), 1);
+        let status = pod.status.as_ref().unwrap();
+        let sidecar = &status.init_container_statuses.as_ref().unwrap()[0];
+        let app = &status.container_statuses.as_ref().unwrap()[0];
+        let started = |s: &k8s_openapi::api::core::v1::ContainerStatus| {
+            s.state
+                .as_ref()
+                .and_then(|s| s.running.as_ref())
+                .and_then(|r| r.started_at.clone())
+        };
+        assert!(sidecar.ready && app.ready, "{status:?}");
+        assert!(
+            started(sidecar).unwrap() <= started(app).unwrap(),
+            "the receiver started after the application: {status:?}"
+        );
+    }
     let svc: Service = ns.api().get("stripe-receiver").await.unwrap();
     assert_eq!(
-        svc.spec.as_ref().unwrap().selector.as_ref().unwrap()["app"],
-        "billing"
+        svc.spec.as_ref().unwrap().selector.as_ref().unwrap()["hookwarden.io/inject"],
+        "stripe"
     );
 
     // A verified delivery reaches the application in the same pod; a forged one does not.
@@ -586,67 +624,287 @@ spec:
     std::fs::write(forged.path(), "whsec_forged").unwrap();
     let (ok, out) = send(&url, "stripe", forged.path(), body, &[]);
     assert!(!ok && out.starts_with("401"), "{out}");
-    let app_svc: Service = ns.api().get("billing").await.unwrap();
-    let app_ip = app_svc.spec.unwrap().cluster_ip.unwrap();
-    let (status, text) = http_get(&app_ip, 8080, "/received").await.unwrap();
-    assert_eq!(status, 200);
-    let received: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(received.as_array().map(Vec::len), Some(1), "{text}");
-    assert_eq!(received[0]["path"], "/hooks");
-    assert_eq!(received[0]["body"], body);
-    assert_eq!(received[0]["webhook"], format!("{}/stripe", ns.name));
-
-    // Without spec.sidecar the container goes, and the receiver runs in pods of its own.
-    ns.apply_webhook(&webhook(false)).await;
-    eventually("the sidecar is taken out", CONVERGE, || async {
-        match containers(&ns).await.as_slice() {
-            [only] if only == "app" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-    let own = ns
-        .webhook_ready("stripe", "True", "ReceiverAvailable")
-        .await;
-    assert_eq!(own.status.unwrap().sidecar_deployment, None);
-    assert!(
-        ns.api::<Deployment>()
-            .get_opt("stripe-receiver")
-            .await
-            .unwrap()
-            .is_some()
+    let mut got = Vec::new();
+    for pod in &pods {
+        let name = pod.metadata.name.as_deref().unwrap();
+        let (ok, logs) = kubectl(&["logs", "-n", &ns.name, name, "-c", "app"]);
+        assert!(ok, "{logs}");
+        got.extend(received_ids(&logs));
+    }
+    assert_eq!(
+        got,
+        ["evt_7"],
+        "exactly the verified delivery reached the application"
     );
 
-    // Back in, then the Webhook deleted: the cleanup controller takes the container out.
-    ns.apply_webhook(&webhook(true)).await;
-    eventually("the sidecar is back", CONVERGE, || async {
-        let c = containers(&ns).await;
-        if c == ["app", "hookwarden-stripe"] {
-            Ok(())
-        } else {
-            Err(c)
-        }
-    })
-    .await;
-    ns.delete::<hookwarden_operator::crd::Webhook>("stripe")
+    // A change to the Webhook restarts nothing; status names the outdated pods.
+    let uids: Vec<_> = pods.iter().map(|p| p.metadata.uid.clone()).collect();
+    ns.apply_webhook(&stripe_sidecar(", eventTypes: [invoice.paid]"))
         .await;
+    let outdated = ns
+        .webhook_ready("stripe", "False", "SidecarsOutdated")
+        .await;
+    let mut names: Vec<String> = pods
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(outdated.status.unwrap().sidecar.unwrap().outdated, names);
+    let now: Vec<_> = billing_pods(&ns)
+        .await
+        .iter()
+        .map(|p| p.metadata.uid.clone())
+        .collect();
+    assert_eq!(now, uids, "pods were restarted by a Webhook change");
+    assert_eq!(
+        ns.api::<Deployment>()
+            .get("billing")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        Some(1)
+    );
+    // The user rolls them; the new pods run the current receiver.
+    let (ok, out) = kubectl(&["rollout", "restart", "-n", &ns.name, "deployment/billing"]);
+    assert!(ok, "{out}");
     eventually(
-        "the sidecar is taken out after deletion",
+        "the rolled pods run the current receiver",
         CONVERGE,
         || async {
-            match containers(&ns).await.as_slice() {
-                [only] if only == "app" => Ok(()),
+            let w: hookwarden_operator::crd::Webhook = ns.api().get("stripe").await.unwrap();
+            let ready = w.ready_condition().map(|c| c.reason.clone());
+            let status = w.status.unwrap_or_default();
+            match (ready.as_deref(), &status.sidecar) {
+                (Some("ReceiverAvailable"), Some(c)) if c.outdated.is_empty() && c.ready == 2 => {
+                    Ok(())
+                }
                 other => Err(format!("{other:?}")),
             }
         },
     )
     .await;
-    // The application's own fields are untouched.
+}
+
+/// Deleting an application pod under a steady stream of deliveries: Kubernetes stops the
+/// application first and the native sidecar after it, so every delivery answered 2xx
+/// reached an application (no acknowledgement without a forward), whichever pod took it.
+#[tokio::test]
+async fn deleting_a_pod_under_load_loses_no_acknowledged_delivery() {
+    let ns = TestNamespace::new("sidecar-stop").await;
+    ns.apply_webhook(&stripe_sidecar("")).await;
+    let (ok, out) = kubectl_stdin(&ns.name, &billing(), &[]);
+    assert!(ok, "{out}");
+    eventually("both pods Ready with the receiver", CONVERGE, || async {
+        let w: hookwarden_operator::crd::Webhook = ns.api().get("stripe").await.unwrap();
+        match w.status.and_then(|s| s.sidecar) {
+            Some(c) if c.ready == 2 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let secret: Secret = ns.api().get("stripe-signing-secret").await.unwrap();
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), &secret.data.unwrap()["secret"].0).unwrap();
+    let svc: Service = ns.api().get("stripe-receiver").await.unwrap();
+    let url = format!("http://{}/stripe", svc.spec.unwrap().cluster_ip.unwrap());
+    let warm = send_eventually(
+        &url,
+        "stripe",
+        secret_file.path(),
+        r#"{"id":"evt_warm","type":"invoice.paid"}"#,
+        &[],
+    );
+    assert!(warm.starts_with("200"), "{warm}");
+
+    // Every pod's application log, followed to its end (a deleted pod's too).
+    let victim = billing_pods(&ns).await[0].metadata.name.clone().unwrap();
+    let follow = |pod: &str| {
+        std::process::Command::new("kubectl")
+            .args(["logs", "-f", "-n", &ns.name, pod, "-c", "app"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let victim_log = follow(&victim);
+
+    // Four senders, 12 s, unique deliveries; the pod is deleted 3 s in.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let (url, file, stop) = (url.clone(), secret_file.path().to_owned(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut refused = 0;
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = format!("evt_{t}_{i}");
+                    let body = format!(r#"{{"id":"{id}","type":"invoice.paid"}}"#);
+                    let (ok, out) = send(&url, "stripe", &file, &body, &[]);
+                    if ok && out.starts_with("200") {
+                        acked.push(id);
+                    } else {
+                        refused += 1;
+                    }
+                    i += 1;
+                }
+                (acked, refused)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (ok, out) = kubectl(&["delete", "pod", "-n", &ns.name, &victim, "--wait=false"]);
+    assert!(ok, "{out}");
+    tokio::time::sleep(std::time::Duration::from_secs(9)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for s in senders {
+        let (a, r) = s.join().unwrap();
+        acked.extend(a);
+        refused += r;
+    }
+
+    // What the applications received: the deleted pod's log to its end, the others' now.
+    let out = victim_log.wait_with_output().unwrap();
+    let mut received: std::collections::HashSet<String> =
+        received_ids(&String::from_utf8_lossy(&out.stdout))
+            .into_iter()
+            .collect();
+    let victim_count = received.len();
+    for pod in billing_pods(&ns).await {
+        let name = pod.metadata.name.unwrap();
+        if name == victim {
+            continue;
+        }
+        let (ok, logs) = kubectl(&["logs", "-n", &ns.name, &name, "-c", "app"]);
+        assert!(ok, "{logs}");
+        received.extend(received_ids(&logs));
+    }
+    let lost: Vec<&String> = acked.iter().filter(|id| !received.contains(*id)).collect();
+    eprintln!(
+        "{} deliveries acknowledged, {refused} refused (senders retry those), {victim_count} reached the deleted pod",
+        acked.len()
+    );
+    assert!(
+        acked.len() > 20,
+        "too few deliveries to say anything: {}",
+        acked.len()
+    );
+    assert!(
+        victim_count > 1,
+        "the deleted pod took no deliveries: nothing was tested"
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged but never forwarded: {lost:?}"
+    );
+}
+
+/// A Deployment the previous release added a receiver container to (server-side applied
+/// under its field manager `hookwarden.io/sidecar-<webhook>`, labelled
+/// `hookwarden.io/sidecar`) has that container taken out, once, and is left alone after.
+#[tokio::test]
+async fn a_receiver_container_added_by_the_previous_release_is_taken_out_once() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let ns = TestNamespace::new("sidecar-upgrade").await;
+    let app = billing_deployment(2, ", tier: web");
+    let (ok, out) = kubectl_stdin(&ns.name, &app, &[]);
+    assert!(ok, "{out}");
+    // What the previous release applied, as it applied it.
+    let previous = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: billing, labels: {hookwarden.io/sidecar: "true"}}
+spec:
+  template:
+    metadata: {annotations: {hookwarden.io/config-hash-stripe: "0123456789abcdef"}}
+    spec:
+      containers:
+        - name: hookwarden-stripe
+          image: hookwarden-receiver:dev
+          imagePullPolicy: Never
+          args: [run, --config, /etc/hookwarden/config.yaml]
+          securityContext: {allowPrivilegeEscalation: false, runAsNonRoot: true, runAsUser: 65532, capabilities: {drop: [ALL]}}
+          volumeMounts: [{name: hw-stripe-config, mountPath: /etc/hookwarden}]
+      volumes:
+        - {name: hw-stripe-config, configMap: {name: stripe-receiver-config}}
+"#;
+    // (through the API as that release did: kubectl's first server-side apply would also
+    // take over the fields its client-side apply owned)
+    // (as JSON: a typed Deployment would claim its required fields, empty)
+    let previous: serde_json::Value = serde_saphyr::from_str(previous).unwrap();
+    ns.api::<Deployment>()
+        .patch(
+            "billing",
+            &kube::api::PatchParams::apply("hookwarden.io/sidecar-stripe").force(),
+            &kube::api::Patch::Apply(&previous),
+        )
+        .await
+        .unwrap();
     let d: Deployment = ns.api().get("billing").await.unwrap();
-    let pod = d.spec.unwrap().template.spec.unwrap();
+    let names: Vec<String> = d
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["app", "hookwarden-stripe"],
+        "the previous release's container is in"
+    );
+    let cleaned = eventually(
+        "the old receiver container is taken out",
+        CONVERGE,
+        || async {
+            let d: Deployment = ns.api().get("billing").await.unwrap();
+            let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
+            let names: Vec<String> = pod.containers.iter().map(|c| c.name.clone()).collect();
+            let labelled = d
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .contains_key("hookwarden.io/sidecar");
+            if names == ["app"] && !labelled && pod.volumes.unwrap_or_default().is_empty() {
+                Ok(d)
+            } else {
+                Err(format!("{names:?}, labelled: {labelled}"))
+            }
+        },
+    )
+    .await;
+    // The application's own fields stay, and nothing touches it again.
+    let pod = cleaned
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .clone()
+        .unwrap();
     assert_eq!(
         pod.containers[0].image.as_deref(),
         Some("hookwarden-e2e-app:dev")
     );
-    assert!(pod.volumes.unwrap_or_default().is_empty());
+    let generation = cleaned.metadata.generation;
+    consistently(
+        "the Deployment is left alone",
+        std::time::Duration::from_secs(10),
+        || async {
+            let d: Deployment = ns.api().get("billing").await.unwrap();
+            if d.metadata.generation == generation {
+                Ok(())
+            } else {
+                Err(format!("{:?}", d.metadata.generation))
+            }
+        },
+    )
+    .await;
 }

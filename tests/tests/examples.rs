@@ -1,7 +1,7 @@
 //! Every file in examples/ applied with `kubectl apply`, as a user would, each into its own
 //! namespace: its Webhooks become Ready and a delivery signed as the sender signs is
-//! recorded. The only changes made to a file are the ones this cluster needs (the stand-in
-//! application's image, and its Service's ClusterIP since the test cluster has no DNS).
+//! recorded. The only change made to a file is the one this cluster needs: the stand-in
+//! application's image.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -103,18 +103,54 @@ async fn apply_example(ns: &TestNamespace, text: &str) -> Vec<(Webhook, tempfile
     out
 }
 
-#[tokio::test]
-async fn opal_example_records_state_and_owns_its_ingress() {
-    let ns = TestNamespace::new("ex-opal").await;
-    let (_, text) = example("opal.yaml");
-    let applied = apply_example(&ns, &text).await;
+/// Applies an Opal example and sends it one signed access change, which its `state`
+/// ConfigMap then holds.
+async fn opal_example_records_state(ns: &TestNamespace, text: &str) {
+    let applied = apply_example(ns, text).await;
     let (webhook, secret) = &applied[0];
-    let url = service_url(&ns, webhook).await;
+    let url = service_url(ns, webhook).await;
     let body = r#"{"event_ts":1700000000,"organization_id":"org","events":[{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"CUSTOM","user_id":"user@example.com","resource_id":"r1","access_level":"admin"}]}"#;
     let out = send_eventually(&url, "opal", secret.path(), body, &[]);
     assert_eq!(out, r#"200 {"events":1,"status":"recorded"}"#);
-    let state = config_map_json(&ns, "opal-access", "opal.json").await;
+    let state = config_map_json(ns, "opal-access", "opal.json").await;
     assert!(state.to_string().contains("user@example.com"), "{state}");
+}
+
+#[tokio::test]
+async fn opal_example_records_state_and_owns_its_route() {
+    let ns = TestNamespace::new("ex-opal").await;
+    let (_, text) = example("opal.yaml");
+    opal_example_records_state(&ns, &text).await;
+
+    // (tests/e2e.sh installs the Gateway API CRDs; no Gateway controller runs here)
+    let routes = http_routes(&ns);
+    let route = route_eventually(&routes, "opal-receiver").await;
+    assert_eq!(route.data["spec"]["hostnames"][0], "hooks.example.com");
+    assert_eq!(route.data["spec"]["parentRefs"][0]["namespace"], "gateways");
+    let w: Webhook = eventually("the external URL", CONVERGE, || async {
+        let w: Webhook = ns.api().get("opal").await.map_err(|e| e.to_string())?;
+        match w.status.as_ref().and_then(|s| s.external_url.as_deref()) {
+            Some(u) if u.ends_with("://hooks.example.com/opal") => Ok(w),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let conditions = w.status.unwrap().conditions;
+    let accepted = conditions
+        .iter()
+        .find(|c| c.type_ == "RouteAccepted")
+        .unwrap();
+    assert_eq!(
+        (accepted.status.as_str(), accepted.reason.as_str()),
+        ("False", "Pending")
+    );
+}
+
+#[tokio::test]
+async fn opal_ingress_example_records_state_and_owns_its_ingress() {
+    let ns = TestNamespace::new("ex-opal-ing").await;
+    let (_, text) = example("opal-ingress.yaml");
+    opal_example_records_state(&ns, &text).await;
 
     let ingress: Ingress = ns.api().get("opal-receiver").await.unwrap();
     let rule = &ingress.spec.unwrap().rules.unwrap()[0];
@@ -253,10 +289,29 @@ async fn sidecar_example_runs_in_the_application_pod() {
     let text = text.replace("ghcr.io/example/storefront:1.0", "hookwarden-e2e-app:dev");
     let applied = apply_example(&ns, &text).await;
     let (webhook, secret) = &applied[0];
+    // The Deployment is as applied (and kubectl diff of the example is empty: apply_example);
+    // its pods carry the receiver as a native sidecar.
     let app: Deployment = ns.api().get("storefront").await.unwrap();
+    assert_eq!(app.metadata.generation, Some(1));
     let pod = app.spec.unwrap().template.spec.unwrap();
     let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["app", "hookwarden-shopify"]);
+    assert_eq!(names, ["app"]);
+    assert!(pod.init_containers.is_none());
+    let running: kube::Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    for p in running
+        .list(&kube::api::ListParams::default().labels("app=storefront"))
+        .await
+        .unwrap()
+        .items
+    {
+        let spec = p.spec.unwrap();
+        let init = spec.init_containers.unwrap_or_default();
+        let sidecars: Vec<(&str, Option<&str>)> = init
+            .iter()
+            .map(|c| (c.name.as_str(), c.restart_policy.as_deref()))
+            .collect();
+        assert_eq!(sidecars, [("hookwarden-shopify", Some("Always"))]);
+    }
 
     let url = service_url(&ns, webhook).await;
     let body = r#"{"id":820982911946154508,"email":"jon@example.com"}"#;

@@ -134,20 +134,26 @@ spec:
     // The Service routes to the receiver: ask it through the ClusterIP, as a client would.
     let service: Service = get(&ns, "opal-receiver").await.expect("Service");
     assert!(controlled_by(&service.metadata, &webhook));
-    // (EndpointSlices: core/v1 Endpoints is deprecated from 1.33 on)
-    let slices = ns
-        .api::<EndpointSlice>()
-        .list(&ListParams::default().labels("kubernetes.io/service-name=opal-receiver"))
-        .await
-        .unwrap();
-    assert!(
-        slices.items.iter().flat_map(|s| &s.endpoints).any(|e| e
-            .conditions
-            .as_ref()
-            .and_then(|c| c.ready)
-            == Some(true)),
-        "the Service has no ready endpoints: {slices:?}"
-    );
+    // (EndpointSlices: core/v1 Endpoints is deprecated from 1.33 on; they follow the pod's
+    // readiness a moment after the Deployment does)
+    eventually("the Service has a ready endpoint", SHORT * 3, || async {
+        let slices = ns
+            .api::<EndpointSlice>()
+            .list(&ListParams::default().labels("kubernetes.io/service-name=opal-receiver"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = slices
+            .items
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .any(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true));
+        if ready {
+            Ok(())
+        } else {
+            Err(format!("{slices:?}"))
+        }
+    })
+    .await;
     let ip = service.spec.unwrap().cluster_ip.unwrap();
     let (code, body) = eventually("receiver /readyz through its Service", SHORT * 3, || {
         let ip = ip.clone();
@@ -535,6 +541,12 @@ async fn invalid_webhooks_are_refused_at_apply_with_what_to_fix() {
         ("scdeploy", "{path: /m, provider: github, sidecar: {deployment: 'App'}, sinks: {events: false, forward: {url: 'http://127.0.0.1:8080/'}}}".into(), "spec.sidecar.deployment must be a valid name"),
         ("host", "{path: /m, provider: github, ingress: {host: 'hooks_example.com'}}".into(), "spec.ingress.host must be a valid name"),
         ("tls", "{path: /m, provider: github, ingress: {host: hooks.example.com, tlsSecretName: 'TLS'}}".into(), "spec.ingress.tlsSecretName must be a valid name"),
+        ("both", "{path: /m, provider: github, ingress: {host: hooks.example.com}, gateway: {parentRefs: [{name: gw}], hostname: hooks.example.com}}".into(), "spec.ingress and spec.gateway both expose the receiver"),
+        ("gwhost", "{path: /m, provider: github, gateway: {parentRefs: [{name: gw}], hostname: '*.example.com'}}".into(), "spec.gateway.hostname is a wildcard"),
+        ("gwname", "{path: /m, provider: github, gateway: {parentRefs: [{name: 'Gw'}], hostname: hooks.example.com}}".into(), "spec.gateway.parentRefs[].name must be a valid name"),
+        ("gwns", "{path: /m, provider: github, gateway: {parentRefs: [{name: gw, namespace: 'a.b'}], hostname: hooks.example.com}}".into(), "spec.gateway.parentRefs[].namespace must be a namespace name"),
+        ("gwsection", "{path: /m, provider: github, gateway: {parentRefs: [{name: gw, sectionName: 'HTTPS'}], hostname: hooks.example.com}}".into(), "spec.gateway.parentRefs[].sectionName must be a valid name"),
+        ("gwnone", "{path: /m, provider: github, gateway: {parentRefs: [], hostname: hooks.example.com}}".into(), "spec.gateway.parentRefs"),
         ("label64", format!("{{path: /m, provider: membrane, secretRef: {{name: '{}', key: k}}}}", "a".repeat(64)), "spec.secretRef.name must be a valid name"),
     ];
     let mut failures = Vec::new();
@@ -1037,4 +1049,242 @@ async fn test_namespaces_enforce_restricted_pod_security() {
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .count();
     assert!(running >= 1, "no operator pod runs in {OPERATOR_NAMESPACE}");
+}
+
+/// `spec.gateway` on a cluster without the Gateway API (the receiver still serves, the
+/// condition says what is missing), then with its CRDs installed from the module's release
+/// manifests: the HTTPRoute sends the path on the host to the receiver, `RouteAccepted`
+/// follows what a Gateway controller writes in the route's status (here the test plays the
+/// controller: none runs in the test cluster), and the route follows and leaves the spec.
+#[tokio::test]
+async fn gateway_route_follows_the_spec_and_reports_its_acceptance() {
+    let crds = std::env::var("HOOKWARDEN_GATEWAY_API_CRDS")
+        .expect("HOOKWARDEN_GATEWAY_API_CRDS (set by tests/e2e.sh): the Gateway API CRDs");
+    let ns = TestNamespace::new("gateway").await;
+    // Start without the Gateway API, whatever an earlier run left.
+    let (ok, out) = kubectl(&["delete", "-f", &crds, "--ignore-not-found", "--wait=true"]);
+    assert!(ok, "{out}");
+
+    let webhook = |extra: &str| {
+        format!(
+            "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: opal}}\n\
+             spec: {{path: /opal, provider: opal{extra}}}\n"
+        )
+    };
+    let route_condition = |ns: &TestNamespace| {
+        let api = ns.api::<Webhook>();
+        async move {
+            let w = api.get("opal").await.expect("get Webhook");
+            let status = w.status.unwrap_or_default();
+            let c = status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "RouteAccepted");
+            (c.map(|c| (c.status, c.reason)), status.external_url)
+        }
+    };
+    ns.apply_webhook(&webhook(
+        ", gateway: {parentRefs: [{name: public}], hostname: hooks.example.com}",
+    ))
+    .await;
+    ns.webhook_ready("opal", "True", "ReceiverAvailable").await;
+    let state = eventually(
+        "RouteAccepted says the Gateway API is missing",
+        CONVERGE,
+        || async {
+            match route_condition(&ns).await {
+                (Some((s, r)), url) if r == "GatewayAPINotInstalled" => Ok((s, url)),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+    assert_eq!(state, ("False".to_string(), None));
+
+    // The Gateway API arrives; the operator notices without a change to the Webhook.
+    let (ok, out) = kubectl(&["apply", "--server-side", "-f", &crds]);
+    assert!(ok, "{out}");
+    // (polled: `kubectl wait` fails outright on a CRD whose status is not written yet)
+    for crd in ["httproutes", "gateways"] {
+        let name = format!("{crd}.gateway.networking.k8s.io");
+        eventually(&format!("CRD {name} established"), SHORT * 3, || async {
+            let (_, out) = kubectl(&[
+                "get",
+                "crd",
+                &name,
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#,
+            ]);
+            if out == "True" { Ok(()) } else { Err(out) }
+        })
+        .await;
+    }
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: public, namespace: {}}}\n\
+         spec:\n  gatewayClassName: example\n  listeners:\n\
+         \x20 - {{name: https, protocol: HTTPS, port: 443, hostname: '*.example.com', tls: {{certificateRefs: [{{name: hooks-tls}}]}}}}\n",
+        ns.name
+    );
+    let (ok, out) = kubectl_stdin(&ns.name, &gateway, &[]);
+    assert!(ok, "{out}");
+    let routes = http_routes(&ns);
+    let route = route_eventually(&routes, "opal-receiver").await;
+    let w: Webhook = ns.api().get("opal").await.unwrap();
+    assert!(controlled_by(&route.metadata, &w));
+    let spec = &route.data["spec"];
+    assert_eq!(spec["hostnames"], serde_json::json!(["hooks.example.com"]));
+    assert_eq!(spec["parentRefs"][0]["name"], "public");
+    assert_eq!(
+        spec["rules"][0]["matches"][0]["path"],
+        serde_json::json!({"type": "Exact", "value": "/opal"})
+    );
+    assert_eq!(spec["rules"][0]["backendRefs"][0]["name"], "opal-receiver");
+    assert_eq!(spec["rules"][0]["backendRefs"][0]["port"], 80);
+    // No controller has looked at it; the Gateway's listener is HTTPS.
+    // (the operator reads the Gateway again while the route is pending)
+    let state = eventually("RouteAccepted Pending, an https URL", CONVERGE, || async {
+        match route_condition(&ns).await {
+            (Some((s, r)), Some(url)) if r == "Pending" && url.starts_with("https:") => {
+                Ok((s, url))
+            }
+            other => Err(other),
+        }
+    })
+    .await;
+    assert_eq!(
+        state,
+        (
+            "False".to_string(),
+            "https://hooks.example.com/opal".to_string()
+        )
+    );
+
+    // What a Gateway controller writes, and what the Webhook then says.
+    let report = |accepted: &str, reason: &str| {
+        let generation = route.metadata.generation.unwrap_or(1);
+        serde_json::json!({"status": {"parents": [{
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public"},
+            "controllerName": "example.com/gateway-controller",
+            "conditions": [
+                {"type": "Accepted", "status": accepted, "reason": reason, "message": "test",
+                 "observedGeneration": generation, "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": "test",
+                 "observedGeneration": generation, "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            ]
+        }]}})
+        .to_string()
+    };
+    for (accepted, reason) in [("True", "Accepted"), ("False", "NotAllowedByListeners")] {
+        let (ok, out) = kubectl(&[
+            "patch",
+            "httproute",
+            "opal-receiver",
+            "-n",
+            &ns.name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &report(accepted, reason),
+        ]);
+        assert!(ok, "{out}");
+        eventually(
+            &format!("RouteAccepted={accepted} {reason}"),
+            CONVERGE,
+            || async {
+                match route_condition(&ns).await {
+                    (Some((s, r)), _) if s == accepted && r == reason => Ok(()),
+                    other => Err(other),
+                }
+            },
+        )
+        .await;
+    }
+
+    // The route follows the spec, and goes with the field.
+    ns.apply_webhook(&webhook(
+        ", gateway: {parentRefs: [{name: public}], hostname: events.example.com}",
+    ))
+    .await;
+    eventually("the route's host follows", CONVERGE, || {
+        let routes = routes.clone();
+        async move {
+            let r = routes
+                .get("opal-receiver")
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.data["spec"]["hostnames"][0].as_str() {
+                Some("events.example.com") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    ns.apply_webhook(&webhook("")).await;
+    eventually("the route is deleted", CONVERGE, || {
+        let routes = routes.clone();
+        async move {
+            match routes
+                .get_opt("opal-receiver")
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => Ok(()),
+                Some(_) => Err("still there".to_string()),
+            }
+        }
+    })
+    .await;
+    eventually(
+        "no RouteAccepted condition, no external URL",
+        CONVERGE,
+        || async {
+            match route_condition(&ns).await {
+                (None, None) => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+}
+
+/// A pod that asks (label `hookwarden.io/inject`) for a receiver no Webhook can give is
+/// refused at creation with what to fix; a pod without the label never meets the injector.
+#[tokio::test]
+async fn a_pod_asking_for_a_receiver_no_webhook_gives_is_refused_with_what_to_fix() {
+    let ns = TestNamespace::new("inject-refuse").await;
+    let pod = |name: &str, label: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}{label}}}\nspec:\n  \
+             securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}\n  \
+             containers:\n    - name: app\n      image: hookwarden-e2e-app:dev\n      \
+             imagePullPolicy: Never\n      securityContext: {{allowPrivilegeEscalation: false, \
+             capabilities: {{drop: [ALL]}}}}\n"
+        )
+    };
+    let (ok, out) = kubectl_stdin(
+        &ns.name,
+        &pod("a", ", labels: {hookwarden.io/inject: nope}"),
+        &[],
+    );
+    assert!(!ok, "admitted: {out}");
+    assert!(
+        out.contains("Webhook \"nope\"") && out.contains("does not exist in namespace"),
+        "{out}"
+    );
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: own}\n\
+         spec: {path: /own, provider: github}\n",
+    )
+    .await;
+    let (ok, out) = kubectl_stdin(
+        &ns.name,
+        &pod("b", ", labels: {hookwarden.io/inject: own}"),
+        &[],
+    );
+    assert!(!ok, "admitted: {out}");
+    assert!(out.contains("has no spec.sidecar"), "{out}");
+    let (ok, out) = kubectl_stdin(&ns.name, &pod("c", ""), &[]);
+    assert!(ok, "{out}");
+    let c: k8s_openapi::api::core::v1::Pod = ns.api().get("c").await.unwrap();
+    assert!(c.spec.unwrap().init_containers.is_none());
 }

@@ -1,6 +1,7 @@
 //! A stand-in for a user's application in the end-to-end tests: the target of a `forward`
 //! sink. It answers 204 to every POST and keeps what it received, which `GET /received`
-//! returns as JSON. Built into the image `hookwarden-e2e-app:dev` by tests/install.sh.
+//! returns as JSON, and logs
+//! (`received <delivery header> <body on one line>`). Built into the image `hookwarden-e2e-app:dev` by tests/install.sh.
 
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +37,13 @@ async fn receive(
     });
     match received.lock() {
         Ok(mut all) => {
+            // One line per delivery on stderr too, so that a test following the log sees
+            // every delivery of a pod that is then deleted.
+            eprintln!(
+                "received {} {}",
+                entry["delivery"].as_str().unwrap_or("-"),
+                String::from_utf8_lossy(&body).replace('\n', " ")
+            );
             all.push(entry);
             StatusCode::NO_CONTENT
         }
@@ -64,5 +72,15 @@ async fn main() -> std::io::Result<()> {
         .with_state(received);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("hookwarden-e2e-app listening on {addr}");
-    axum::serve(listener, app).await
+    // On SIGTERM (pod deletion), finish the requests in flight, then exit.
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                term.recv().await;
+            }
+            eprintln!("hookwarden-e2e-app stopping");
+        })
+        .await
 }
