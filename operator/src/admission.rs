@@ -46,6 +46,9 @@ const REFRESH: Duration = Duration::from_secs(20);
 /// How long a new CA bundle is given to reach the API server's webhook client before this
 /// replica presents a certificate only the new CA signed.
 const BUNDLE_PROPAGATION: Duration = Duration::from_secs(5);
+/// How long a stopping replica keeps answering after it turned unready, so that the API
+/// server's endpoints have moved on before the port closes.
+const DRAIN: Duration = Duration::from_secs(8);
 /// How long the API server waits for an answer before the failure policy applies.
 const TIMEOUT_SECONDS: i32 = 10;
 
@@ -98,6 +101,7 @@ pub async fn run(
             }
         }
     };
+    // (checked by ensure_material, so this does not fail on what the Secret holds)
     let tls = RustlsConfig::from_pem(
         material.cert.clone().into_bytes(),
         material.key.clone().into_bytes(),
@@ -118,12 +122,19 @@ pub async fn run(
         .handle(handle.clone())
         .serve(app.into_make_service());
     let server = tokio::spawn(server);
+    if handle.listening().await.is_none() {
+        return Err(Error::Render(format!(
+            "the admission webhook cannot listen on {}",
+            config.addr
+        )));
+    }
     info!(addr = %config.addr, "admission webhook serving");
 
     let keeper = async {
         loop {
+            // Ready only while the configuration trusts what this replica serves.
             match apply_configuration(&client, &config, &material).await {
-                Ok(()) => serving.store(true, Ordering::Relaxed),
+                Ok(trusted) => serving.store(trusted, Ordering::Relaxed),
                 Err(error) => {
                     warn!(%error, "cannot apply the MutatingWebhookConfiguration; retrying")
                 }
@@ -137,11 +148,20 @@ pub async fn run(
                     continue;
                 }
             };
-            // The API server trusts the new CA first (its bundle still holds the old one),
-            // and only then does this replica present the new certificate.
-            if let Err(error) = apply_configuration(&client, &config, &next).await {
-                warn!(%error, "cannot apply the new CA bundle; keeping the current certificate");
-                continue;
+            // The API server trusts the new CA first (its bundle keeps the ones replicas
+            // still serve with), and only then does this replica present the new certificate.
+            match apply_configuration(&client, &config, &next).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(
+                        "the CA bundle does not trust the new certificate yet; keeping the current one"
+                    );
+                    continue;
+                }
+                Err(error) => {
+                    warn!(%error, "cannot apply the new CA bundle; keeping the current certificate");
+                    continue;
+                }
             }
             tokio::time::sleep(BUNDLE_PROPAGATION).await;
             match tls
@@ -163,8 +183,11 @@ pub async fn run(
         _ = keeper => {}
         _ = shutdown => {}
     }
+    // Out of the Service first (readiness), still answering what arrives meanwhile; then
+    // the reviews in flight finish.
     serving.store(false, Ordering::Relaxed);
-    // In-flight reviews finish; the API server retries elsewhere for new ones.
+    info!("admission webhook draining");
+    tokio::time::sleep(DRAIN).await;
     handle.graceful_shutdown(Some(Duration::from_secs(5)));
     let _ = server.await;
     Ok(())
@@ -181,9 +204,17 @@ async fn ensure_material(
     for _ in 0..3 {
         let now = jiff::Timestamp::now();
         let existing = secrets.get_opt(&config.secret).await?;
-        let current = existing
+        let stored = existing
             .as_ref()
             .and_then(|s| certs::from_secret(s.data.as_ref(), s.metadata.annotations.as_ref()));
+        // A pair that does not load is replaced, as a missing one is.
+        let current = stored.filter(|m| match certs::check(m) {
+            Ok(()) => true,
+            Err(problem) => {
+                warn!(%problem, secret = %config.secret, "the admission webhook's certificate is unusable; issuing a new one");
+                false
+            }
+        });
         if let Some(m) = &current
             && !certs::due(m, config.validity, now)
         {
@@ -341,43 +372,43 @@ async fn owner_reference(
     }))
 }
 
-/// Writes the webhook configuration with a CA bundle that trusts `material`. A bundle
-/// already there that trusts it is kept (it may also hold a newer CA that another replica
-/// has just issued), and the write is conditional on what was read, so that a replica
-/// that has not seen a rotation yet never puts an older bundle back.
+/// Writes the webhook configuration with a CA bundle that trusts `material` and keeps the
+/// CAs it already holds (another replica's, old or newer), conditional on what was read so
+/// that two replicas never overwrite each other's bundle blindly. Returns whether the stored
+/// bundle trusts this replica's certificate.
 async fn apply_configuration(
     client: &Client,
     config: &InjectorConfig,
     material: &Material,
-) -> Result<()> {
+) -> Result<bool> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let existing = api.get_opt(&config.configuration).await?;
-    let ours = certs::current_ca(&material.ca_bundle);
-    let there = existing.as_ref().and_then(|c| {
-        let hook = c
-            .webhooks
-            .as_ref()?
-            .iter()
-            .find(|w| w.name == names::INJECT_WEBHOOK)?;
-        String::from_utf8(hook.client_config.ca_bundle.as_ref()?.0.clone()).ok()
-    });
-    let bundle = match there {
-        Some(b) if !ours.is_empty() && b.contains(ours) => b,
-        _ => material.ca_bundle.clone(),
-    };
+    let ours = certs::current_ca(&material.ca_bundle).to_string();
     let owner = owner_reference(client, config).await?;
-    let mut wanted = configuration(config, &bundle, owner);
-    wanted.metadata.resource_version = existing.and_then(|c| c.metadata.resource_version);
-    let params = PatchParams::apply(names::FIELD_MANAGER).force();
-    match api
-        .patch(&config.configuration, &params, &Patch::Apply(&wanted))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Changed since it was read (another replica): look again next time.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
+    for _ in 0..3 {
+        let existing = api.get_opt(&config.configuration).await?;
+        let there = existing.as_ref().and_then(|c| {
+            let hook = c
+                .webhooks
+                .as_ref()?
+                .iter()
+                .find(|w| w.name == names::INJECT_WEBHOOK)?;
+            String::from_utf8(hook.client_config.ca_bundle.as_ref()?.0.clone()).ok()
+        });
+        let bundle = certs::merged_bundle(&material.ca_bundle, there.as_deref());
+        let mut wanted = configuration(config, &bundle, owner.clone());
+        wanted.metadata.resource_version = existing.and_then(|c| c.metadata.resource_version);
+        let params = PatchParams::apply(names::FIELD_MANAGER).force();
+        match api
+            .patch(&config.configuration, &params, &Patch::Apply(&wanted))
+            .await
+        {
+            Ok(_) => return Ok(!ours.is_empty() && bundle.contains(&ours)),
+            // Changed since it was read (another replica): read it again.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
+    Ok(false)
 }
 
 async fn review(State(injector): State<Arc<Injector>>, body: Bytes) -> Response {

@@ -132,6 +132,71 @@ fn first_pem(bundle: &str) -> &str {
     }
 }
 
+/// Whether the serving certificate and key parse, and belong together (a Secret edited by
+/// hand, or cut short, must be replaced rather than stop the webhook).
+pub fn check(m: &Material) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(m.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate does not parse: {e}"))?;
+    if chain.is_empty() {
+        return Err("no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(m.key.as_bytes())
+        .map_err(|e| format!("the key does not parse: {e}"))?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        .map(|_| ())
+        .map_err(|e| format!("the key does not fit the certificate: {e}"))
+}
+
+/// The certificates of a PEM bundle, each with its PEM armour.
+pub fn pem_blocks(bundle: &str) -> Vec<&str> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = bundle;
+    while let Some(i) = rest.find(END) {
+        let mut end = i + END.len();
+        if rest[end..].starts_with('\n') {
+            end += 1;
+        }
+        let block = &rest[..end];
+        if let Some(start) = block.find("-----BEGIN CERTIFICATE-----") {
+            out.push(&block[start..]);
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// The bundle to give the API server: `ours` (the current CA first, then the previous one)
+/// and, after them, the CAs of `there` (what the configuration holds now: another
+/// replica's) that `ours` lacks, at most `MAX_CAS` in all. So a write never drops the CA a
+/// replica that has not reloaded yet still serves with.
+pub fn merged_bundle(ours: &str, there: Option<&str>) -> String {
+    let mut blocks: Vec<&str> = pem_blocks(ours);
+    for b in there.map(pem_blocks).unwrap_or_default() {
+        if !blocks.contains(&b) {
+            blocks.push(b);
+        }
+    }
+    blocks.truncate(MAX_CAS);
+    blocks
+        .iter()
+        .map(|b| {
+            if b.ends_with('\n') {
+                b.to_string()
+            } else {
+                format!("{b}\n")
+            }
+        })
+        .collect()
+}
+
+/// The most CAs a bundle carries: the current one, the previous one, and one a replica
+/// may still serve with after the Secret was replaced by hand.
+pub const MAX_CAS: usize = 3;
+
 /// Whether `material` must be replaced at `now`: when less than a third of `validity` is
 /// left (or it has expired).
 pub fn due(material: &Material, validity: Duration, now: Timestamp) -> bool {
@@ -240,5 +305,38 @@ mod tests {
         let after = t(1_800_000_000 + 400 * 86_400);
         let fresh = generate(&names, 90 * DAY, after, Some(&third)).unwrap();
         assert_eq!(fresh.ca_bundle.matches("BEGIN CERTIFICATE").count(), 1);
+    }
+
+    #[test]
+    fn a_broken_pair_is_found_and_bundles_merge_without_dropping_a_served_ca() {
+        let names = dns_names("s", "ns");
+        let a = generate(&names, 90 * DAY, t(1_800_000_000), None).unwrap();
+        let b = generate(&names, 90 * DAY, t(1_800_000_000), None).unwrap();
+        assert_eq!(check(&a), Ok(()));
+        let crossed = Material {
+            key: b.key.clone(),
+            ..a.clone()
+        };
+        assert!(check(&crossed).unwrap_err().contains("does not fit"));
+        let cut = Material {
+            cert: a.cert[..40].to_string(),
+            ..a.clone()
+        };
+        assert!(check(&cut).is_err());
+
+        // The Secret was replaced by hand (no previous CA): the configuration's CA stays.
+        let merged = merged_bundle(&b.ca_bundle, Some(&a.ca_bundle));
+        assert_eq!(
+            pem_blocks(&merged),
+            [current_ca(&b.ca_bundle), current_ca(&a.ca_bundle)]
+        );
+        // Nothing twice, ours first, at most MAX_CAS.
+        assert_eq!(merged_bundle(&merged, Some(&merged)), merged);
+        let c = generate(&names, 90 * DAY, t(1_800_000_000), Some(&b)).unwrap();
+        let d = generate(&names, 90 * DAY, t(1_800_000_000), Some(&c)).unwrap();
+        let all = merged_bundle(&d.ca_bundle, Some(&merged));
+        assert_eq!(pem_blocks(&all).len(), MAX_CAS);
+        assert_eq!(pem_blocks(&all)[0], current_ca(&d.ca_bundle));
+        assert_eq!(merged_bundle(&a.ca_bundle, None), a.ca_bundle);
     }
 }

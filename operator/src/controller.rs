@@ -759,7 +759,8 @@ async fn write_status(
     );
     let (next, sink_nearly_full) =
         status::with_sink_capacity(next, &sink, webhook.metadata.generation, now.clone());
-    let next = status::with_route(next, route_state, webhook.metadata.generation, now);
+    let next = status::with_route(next, route_state, webhook.metadata.generation, now.clone());
+    let next = status::with_sidecars(next, webhook.metadata.generation, now);
     if previous == Some(&next) {
         return Ok(());
     }

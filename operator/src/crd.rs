@@ -341,13 +341,16 @@ pub struct WebhookStatus {
 pub struct SidecarPods {
     /// Pods in this namespace labelled `hookwarden.io/inject: <name>` (not terminating).
     pub pods: i32,
-    /// Of those, the Ready ones that run the current receiver.
+    /// Of those, the Ready ones that run an injected receiver (current or outdated).
     pub ready: i32,
-    /// Pods that run a receiver older than this Webhook's spec, or none (admitted while the
-    /// injector could not be asked); at most 20 names. Restart their workload (`kubectl
-    /// rollout restart`) to give them the current one.
+    /// Pods that run a receiver older than this Webhook's spec (or none); at most 20
+    /// names. Restart their workload (`kubectl rollout restart`) to give them the current
+    /// one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outdated: Vec<String>,
+    /// How many pods are outdated (all of them, where `outdated` lists 20).
+    #[serde(default)]
+    pub outdated_count: i32,
 }
 
 impl Webhook {

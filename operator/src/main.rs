@@ -178,6 +178,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: Some(identity.clone()),
     };
 
+    let mut injector_task = None;
     if args.sidecar_injector {
         let injector = InjectorConfig {
             addr: args.injector_addr,
@@ -191,7 +192,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         let (client, defaults, metrics) =
             (client.clone(), config.receiver.clone(), metrics.clone());
-        tokio::spawn(async move {
+        injector_task = Some(tokio::spawn(async move {
             if let Err(error) = admission::run(
                 client,
                 injector,
@@ -204,9 +205,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             {
                 error!(%error, "admission webhook stopped");
             }
-        });
+        }));
     }
 
+    let result = control(&args, client, config, metrics, identity).await;
+    // On SIGTERM, the admission webhook drains before the process ends (not when the
+    // Lease was lost: the process restarts at once then).
+    if result.is_ok()
+        && let Some(task) = injector_task
+    {
+        let _ = task.await;
+    }
+    result
+}
+
+/// The controller: at once without leader election, else once this replica leads, until
+/// SIGTERM or the Lease is lost.
+async fn control(
+    args: &RunArgs,
+    client: kube::Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    identity: String,
+) -> anyhow::Result<()> {
     if !args.leader_elect {
         info!("leader election disabled");
         controller::run(client, config, metrics, shutdown_signal()).await;

@@ -31,8 +31,6 @@ pub enum Reason {
     SecretNotFound,
     /// `spec.sidecar`: no pod has opted in (label `hookwarden.io/inject`).
     NoSidecarPods,
-    /// `spec.sidecar`: the opted-in pods run an older receiver than the spec asks for.
-    SidecarsOutdated,
 }
 
 impl Reason {
@@ -44,7 +42,6 @@ impl Reason {
             Reason::Conflict => "Conflict",
             Reason::SecretNotFound => "SecretNotFound",
             Reason::NoSidecarPods => "NoSidecarPods",
-            Reason::SidecarsOutdated => "SidecarsOutdated",
         }
     }
 
@@ -104,8 +101,11 @@ pub fn deployment_readiness(deployment: &Deployment) -> Readiness {
 pub const OUTDATED_LISTED: usize = 20;
 
 /// Readiness of a sidecar Webhook from the pods that opted in (label `hookwarden.io/inject`),
-/// and their count: Ready once at least one Ready pod runs the receiver `current` (the
-/// hash the injector gives a pod now); pods with another receiver, or none, are outdated.
+/// and their count: Ready while at least one Ready pod runs an injected receiver (an
+/// outdated one still verifies and forwards: an operator upgrade or a Webhook change must
+/// not turn every sidecar Webhook unready); pods whose receiver is not `current` (the hash
+/// the injector gives a pod now), or who have none, are listed as outdated, and the
+/// `SidecarsCurrent` condition says so.
 pub fn sidecar_pods(webhook: &str, pods: &[Pod], current: &str) -> (Readiness, SidecarPods) {
     let live: Vec<&Pod> = pods
         .iter()
@@ -115,12 +115,12 @@ pub fn sidecar_pods(webhook: &str, pods: &[Pod], current: &str) -> (Readiness, S
             !matches!(phase, Some("Succeeded" | "Failed"))
         })
         .collect();
-    let runs_current = |p: &Pod| {
+    let injected = |p: &Pod| {
         p.metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(crate::names::RECEIVER_HASH_ANNOTATION))
-            .is_some_and(|h| h == current)
+            .cloned()
     };
     let is_ready = |p: &Pod| {
         p.status
@@ -132,11 +132,11 @@ pub fn sidecar_pods(webhook: &str, pods: &[Pod], current: &str) -> (Readiness, S
     };
     let ready = live
         .iter()
-        .filter(|p| runs_current(p) && is_ready(p))
+        .filter(|p| injected(p).is_some() && is_ready(p))
         .count();
     let mut outdated: Vec<String> = live
         .iter()
-        .filter(|p| !runs_current(p))
+        .filter(|p| injected(p).as_deref() != Some(current))
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     outdated.sort();
@@ -147,14 +147,14 @@ pub fn sidecar_pods(webhook: &str, pods: &[Pod], current: &str) -> (Readiness, S
         pods: count(live.len()),
         ready: count(ready),
         outdated,
+        outdated_count: count(outdated_count),
     };
     let label = format!("{}={webhook}", crate::names::INJECT_LABEL);
-    let restart = "restart their workload (kubectl rollout restart) to give them the current one";
     let readiness = if ready > 0 {
         let mut message = format!("the receiver serves in {ready} ready pod(s) labelled {label}");
         if outdated_count > 0 {
             message.push_str(&format!(
-                "; {outdated_count} pod(s) run an outdated receiver (status.sidecar.outdated): {restart}"
+                "; {outdated_count} pod(s) run an outdated receiver (see SidecarsCurrent)"
             ));
         }
         Readiness::new(Reason::ReceiverAvailable, message)
@@ -162,26 +162,78 @@ pub fn sidecar_pods(webhook: &str, pods: &[Pod], current: &str) -> (Readiness, S
         Readiness::new(
             Reason::NoSidecarPods,
             format!(
-                "no pod in this namespace is labelled {label}: put that label on the pod template of the application that should receive these deliveries"
-            ),
-        )
-    } else if outdated_count == live.len() {
-        Readiness::new(
-            Reason::SidecarsOutdated,
-            format!(
-                "all {outdated_count} pod(s) labelled {label} run a receiver older than this spec, or none (status.sidecar.outdated): {restart}"
+                "no pod in this namespace is labelled {label}: put that label on the pod template \
+                 of the application that should receive these deliveries"
             ),
         )
     } else {
         Readiness::new(
             Reason::ReceiverUnavailable,
             format!(
-                "waiting for a pod labelled {label} with the current receiver to be Ready: {} pod(s), 0 ready",
+                "waiting for a pod labelled {label} to be Ready with its receiver: {} pod(s), 0 ready",
                 live.len()
             ),
         )
     };
     (readiness, counted)
+}
+
+/// The condition type telling whether every opted-in pod runs the current receiver.
+pub const SIDECARS_CURRENT: &str = "SidecarsCurrent";
+
+/// `status` with its `SidecarsCurrent` condition set from `status.sidecar` (removed
+/// without a sidecar).
+pub fn with_sidecars(
+    mut status: WebhookStatus,
+    generation: Option<i64>,
+    now: Time,
+) -> WebhookStatus {
+    let previous = status
+        .conditions
+        .iter()
+        .position(|c| c.type_ == SIDECARS_CURRENT)
+        .map(|i| status.conditions.remove(i));
+    let Some(pods) = &status.sidecar else {
+        return status;
+    };
+    let (state, reason, message) = if pods.outdated.is_empty() {
+        (
+            "True",
+            "Current",
+            format!("all {} opted-in pod(s) run the current receiver", pods.pods),
+        )
+    } else {
+        let more = pods.outdated_count - i32::try_from(pods.outdated.len()).unwrap_or(0);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        (
+            "False",
+            "Outdated",
+            format!(
+                "{} of {} pod(s) run a receiver older than this spec, or none: {}{more}; \
+                 restart their workload (kubectl rollout restart) to give them the current one",
+                pods.outdated_count,
+                pods.pods,
+                pods.outdated.join(", ")
+            ),
+        )
+    };
+    let last_transition_time = match &previous {
+        Some(p) if p.status == state => p.last_transition_time.clone(),
+        _ => now,
+    };
+    status.conditions.push(Condition {
+        type_: SIDECARS_CURRENT.into(),
+        status: state.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    });
+    status
 }
 
 /// The `Ready` condition for `readiness`, keeping the previous transition time when the
@@ -469,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sidecar_is_ready_once_a_ready_pod_runs_the_current_receiver() {
+    fn a_sidecar_is_ready_while_a_pod_serves_and_outdated_pods_are_named() {
         let pod = |name: &str, hash: Option<&str>, ready: bool, terminating: bool| {
             let mut p: Pod = serde_json::from_value(serde_json::json!({
                 "metadata": {"name": name},
@@ -500,33 +552,32 @@ mod tests {
         );
         assert_eq!(c, SidecarPods::default());
 
-        let (r, c) = sidecar_pods(
-            "shopify",
-            &[
-                pod("a", Some("h1"), true, false),
-                pod("b", Some("h0"), true, false),
-                pod("c", None, false, false),
-                pod("d", Some("h0"), true, true),
-            ],
-            "h1",
-        );
+        let pods = [
+            pod("a", Some("h1"), true, false),
+            pod("b", Some("h0"), true, false),
+            pod("c", None, true, false),
+            pod("d", Some("h0"), true, true),
+        ];
+        let (r, c) = sidecar_pods("shopify", &pods, "h1");
         assert_eq!(r.reason, Reason::ReceiverAvailable);
         assert!(
             r.message.contains("2 pod(s) run an outdated receiver"),
             "{}",
             r.message
         );
-        assert_eq!(
-            c,
-            SidecarPods {
-                pods: 3,
-                ready: 1,
-                outdated: vec!["b".into(), "c".into()]
-            }
-        );
+        let expected = SidecarPods {
+            pods: 3,
+            ready: 2,
+            outdated: vec!["b".into(), "c".into()],
+            outdated_count: 2,
+        };
+        assert_eq!(c, expected);
 
+        // Only outdated receivers: still serving, so Ready; a pod without one does not serve.
         let (r, _) = sidecar_pods("shopify", &[pod("b", Some("h0"), true, false)], "h1");
-        assert_eq!(r.reason, Reason::SidecarsOutdated);
+        assert_eq!(r.reason, Reason::ReceiverAvailable);
+        let (r, _) = sidecar_pods("shopify", &[pod("c", None, true, false)], "h1");
+        assert_eq!(r.reason, Reason::ReceiverUnavailable);
         let (r, _) = sidecar_pods("shopify", &[pod("a", Some("h1"), false, false)], "h1");
         assert_eq!(r.reason, Reason::ReceiverUnavailable);
 
@@ -534,6 +585,45 @@ mod tests {
             .map(|i| pod(&format!("p{i:02}"), None, true, false))
             .collect();
         let (_, c) = sidecar_pods("shopify", &many, "h1");
-        assert_eq!((c.pods, c.outdated.len()), (30, OUTDATED_LISTED));
+        assert_eq!(
+            (c.pods, c.outdated.len(), c.outdated_count),
+            (30, OUTDATED_LISTED, 30)
+        );
+
+        // The condition.
+        let status = |sidecar| WebhookStatus {
+            sidecar,
+            ..WebhookStatus::default()
+        };
+        let find = |s: &WebhookStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == SIDECARS_CURRENT)
+                .cloned()
+        };
+        let outdated = with_sidecars(status(Some(c.clone())), Some(2), t(3));
+        let cond = find(&outdated).unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "Outdated")
+        );
+        assert!(
+            cond.message.contains("p00, p01") && cond.message.contains("and 10 more"),
+            "{}",
+            cond.message
+        );
+        let current = with_sidecars(
+            status(Some(SidecarPods {
+                pods: 2,
+                ready: 2,
+                ..SidecarPods::default()
+            })),
+            Some(2),
+            t(4),
+        );
+        assert_eq!(find(&current).unwrap().reason, "Current");
+        let mut gone = current.clone();
+        gone.sidecar = None;
+        assert!(find(&with_sidecars(gone, Some(3), t(5))).is_none());
     }
 }

@@ -641,15 +641,38 @@ async fn opted_in_pods_get_the_receiver_as_a_native_sidecar_and_the_deployment_s
     let uids: Vec<_> = pods.iter().map(|p| p.metadata.uid.clone()).collect();
     ns.apply_webhook(&stripe_sidecar(", eventTypes: [invoice.paid]"))
         .await;
-    let outdated = ns
-        .webhook_ready("stripe", "False", "SidecarsOutdated")
-        .await;
+    // Still Ready (the outdated receivers verify and forward); SidecarsCurrent says which.
+    let (condition, counted) = eventually("SidecarsCurrent=False", CONVERGE, || async {
+        let w: hookwarden_operator::crd::Webhook = ns.api().get("stripe").await.unwrap();
+        let status = w.status.clone().unwrap_or_default();
+        let current = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "SidecarsCurrent");
+        match (w.ready_condition(), current) {
+            (Some(r), Some(c))
+                if r.status == "True"
+                    && c.status == "False"
+                    && c.observed_generation == w.metadata.generation =>
+            {
+                Ok((c.clone(), status.sidecar.unwrap_or_default()))
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     let mut names: Vec<String> = pods
         .iter()
         .map(|p| p.metadata.name.clone().unwrap())
         .collect();
     names.sort();
-    assert_eq!(outdated.status.unwrap().sidecar.unwrap().outdated, names);
+    assert_eq!(counted.outdated, names);
+    assert_eq!(condition.reason, "Outdated");
+    assert!(
+        condition.message.contains(&names[0]),
+        "{}",
+        condition.message
+    );
     let now: Vec<_> = billing_pods(&ns)
         .await
         .iter()
@@ -673,12 +696,14 @@ async fn opted_in_pods_get_the_receiver_as_a_native_sidecar_and_the_deployment_s
         CONVERGE,
         || async {
             let w: hookwarden_operator::crd::Webhook = ns.api().get("stripe").await.unwrap();
-            let ready = w.ready_condition().map(|c| c.reason.clone());
             let status = w.status.unwrap_or_default();
-            match (ready.as_deref(), &status.sidecar) {
-                (Some("ReceiverAvailable"), Some(c)) if c.outdated.is_empty() && c.ready == 2 => {
-                    Ok(())
-                }
+            let current = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "SidecarsCurrent")
+                .map(|c| c.status.clone());
+            match (current.as_deref(), &status.sidecar) {
+                (Some("True"), Some(c)) if c.outdated.is_empty() && c.ready == 2 => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         },
