@@ -349,8 +349,8 @@ pub struct SidecarPods {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outdated: Vec<String>,
     /// How many pods are outdated (all of them, where `outdated` lists 20).
-    #[serde(default)]
-    pub outdated_count: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outdated_count: Option<i32>,
 }
 
 impl Webhook {

@@ -147,7 +147,7 @@ pub fn sidecar_pods(webhook: &str, pods: &[Pod], current: &str) -> (Readiness, S
         pods: count(live.len()),
         ready: count(ready),
         outdated,
-        outdated_count: count(outdated_count),
+        outdated_count: (outdated_count > 0).then(|| count(outdated_count)),
     };
     let label = format!("{}={webhook}", crate::names::INJECT_LABEL);
     let readiness = if ready > 0 {
@@ -203,7 +203,8 @@ pub fn with_sidecars(
             format!("all {} opted-in pod(s) run the current receiver", pods.pods),
         )
     } else {
-        let more = pods.outdated_count - i32::try_from(pods.outdated.len()).unwrap_or(0);
+        let total = pods.outdated_count.unwrap_or(0);
+        let more = total - i32::try_from(pods.outdated.len()).unwrap_or(0);
         let more = if more > 0 {
             format!(" and {more} more")
         } else {
@@ -215,7 +216,7 @@ pub fn with_sidecars(
             format!(
                 "{} of {} pod(s) run a receiver older than this spec, or none: {}{more}; \
                  restart their workload (kubectl rollout restart) to give them the current one",
-                pods.outdated_count,
+                total,
                 pods.pods,
                 pods.outdated.join(", ")
             ),
@@ -569,7 +570,7 @@ mod tests {
             pods: 3,
             ready: 2,
             outdated: vec!["b".into(), "c".into()],
-            outdated_count: 2,
+            outdated_count: Some(2),
         };
         assert_eq!(c, expected);
 
@@ -587,7 +588,7 @@ mod tests {
         let (_, c) = sidecar_pods("shopify", &many, "h1");
         assert_eq!(
             (c.pods, c.outdated.len(), c.outdated_count),
-            (30, OUTDATED_LISTED, 30)
+            (30, OUTDATED_LISTED, Some(30))
         );
 
         // The condition.
