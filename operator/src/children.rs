@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use hookwarden_receiver::config::{
+use hookwarden_api::config::{
     CONFIG_FILE_NAME, DEFAULT_METRICS_PORT, DEFAULT_PORT, ForwardConfig, ReceiverConfig,
     SinksConfig, WebhookIdentity,
 };
@@ -35,7 +35,7 @@ use crate::names;
 use crate::validate::{ValidSidecar, ValidSpec};
 
 /// Where the receiver finds its config file.
-pub const CONFIG_DIR: &str = "/etc/hookwarden";
+pub use hookwarden_api::names::CONFIG_DIR;
 /// Where the receiver finds its signing secrets, one directory per secret.
 pub const SECRETS_DIR: &str = "/var/run/hookwarden/secrets";
 /// The non-root user the receiver runs as (the distroless `nonroot` user).
@@ -718,7 +718,7 @@ mod tests {
     use super::*;
     use crate::crd::{ConfigMapSink, ReceiverSettings, SecretKeyRef, Sinks, WebhookSpec};
     use crate::validate::validate;
-    use hookwarden_receiver::config::ConfigMapMode;
+    use hookwarden_api::config::ConfigMapMode;
 
     fn defaults() -> ReceiverDefaults {
         ReceiverDefaults {

@@ -2,7 +2,7 @@
 //! organization, Membrane one per event type. Within a namespace, the older Webhook keeps
 //! its claim; a newer one that overlaps is in conflict. Pure.
 
-use hookwarden_receiver::config::Provider;
+use hookwarden_api::config::Provider;
 
 use crate::crd::Webhook;
 use crate::validate::{ValidSpec, validate};

@@ -9,7 +9,7 @@ use hookwarden_operator::children::ReceiverDefaults;
 use hookwarden_operator::controller::{self, Config};
 use hookwarden_operator::leader::{self, LeaseConfig};
 use hookwarden_operator::metrics::{self, Health, Metrics};
-use hookwarden_receiver::telemetry::{self, LogFormat};
+use hookwarden_process::telemetry::{self, LogFormat};
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -273,6 +273,6 @@ async fn control(
 }
 
 async fn shutdown_signal() {
-    hookwarden_receiver::server::shutdown_signal().await;
+    hookwarden_process::shutdown_signal().await;
     info!("shutdown requested");
 }

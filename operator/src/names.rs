@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 pub const FIELD_MANAGER: &str = "hookwarden-operator";
 /// `app.kubernetes.io/managed-by` of every child.
 pub const MANAGED_BY: &str = "hookwarden-operator";
-/// Label naming the Webhook a child belongs to.
-pub const WEBHOOK_LABEL: &str = "hookwarden.io/webhook";
+/// Label naming the Webhook a child belongs to (shared with the receiver's Events).
+pub use hookwarden_api::names::WEBHOOK_LABEL;
 /// Label telling which part of a receiver a child is (`receiver`, `config`, `sink`, `secret`).
 pub const ROLE_LABEL: &str = "hookwarden.io/role";
 /// The key of a generated signing Secret.

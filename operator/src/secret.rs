@@ -1,7 +1,7 @@
 //! Generating signing secrets.
 
 use base64::Engine;
-use hookwarden_receiver::config::Provider;
+use hookwarden_api::config::Provider;
 
 use crate::error::{Error, Result};
 

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::crd::{SidecarPods, WebhookStatus};
 
 /// The condition type telling whether the receiver can take deliveries.
-pub const READY: &str = "Ready";
+pub const READY: &str = hookwarden_api::names::READY_CONDITION;
 /// The condition type telling whether the sink ConfigMap has room for more deliveries.
 pub const SINK_CAPACITY: &str = "SinkCapacity";
 /// A ConfigMap holds at most 1 MiB.

@@ -5,7 +5,7 @@
 //! before a rule existed: a failure becomes `Ready=False`, reason `InvalidSpec`, with a
 //! message that says what to fix.
 
-use hookwarden_receiver::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provider};
+use hookwarden_api::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provider};
 
 use crate::crd::{SidecarSettings, WebhookGateway, WebhookIngress, WebhookLimits, WebhookSpec};
 use crate::names;
@@ -72,7 +72,7 @@ pub struct ValidSpec {
     pub config_map: Option<ConfigMapSinkConfig>,
     pub forward: Option<String>,
     pub replicas: i32,
-    pub generic_hmac: Option<hookwarden_receiver::signature::GenericHmac>,
+    pub generic_hmac: Option<hookwarden_api::layout::GenericHmac>,
     pub limits: Limits,
     /// `spec.ingress`, checked.
     pub ingress: Option<WebhookIngress>,
@@ -584,10 +584,10 @@ mod tests {
         let err = validate("w", &spec("generic-hmac", "/g")).unwrap_err();
         assert!(err.contains("needs spec.genericHmac"), "{err}");
         let mut s = spec("github", "/g");
-        s.generic_hmac = Some(hookwarden_receiver::signature::GenericHmac {
+        s.generic_hmac = Some(hookwarden_api::layout::GenericHmac {
             header: "X-Sig".into(),
-            algorithm: hookwarden_receiver::signature::Algorithm::Sha256,
-            encoding: hookwarden_receiver::signature::Encoding::Hex,
+            algorithm: hookwarden_api::layout::Algorithm::Sha256,
+            encoding: hookwarden_api::layout::Encoding::Hex,
             prefix: String::new(),
             timestamp_header: None,
             template: None,

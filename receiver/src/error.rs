@@ -3,11 +3,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the receiver.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read config file {path}: {source}")]
-    ReadConfig {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The config file (the contract with the operator) cannot be read or is invalid.
+    #[error(transparent)]
+    Contract(#[from] hookwarden_api::Error),
     #[error("invalid receiver config: {0}")]
     Config(String),
     #[error("cannot read secret file {path}: {reason}")]
@@ -25,7 +23,8 @@ impl Error {
     /// A short, stable label for metrics and logs.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::ReadConfig { .. } => "read_config",
+            Error::Contract(hookwarden_api::Error::ReadConfig { .. }) => "read_config",
+            Error::Contract(hookwarden_api::Error::Config(_)) => "config",
             Error::Config(_) => "config",
             Error::SecretFile { .. } => "secret_file",
             Error::Listen { .. } => "listen",

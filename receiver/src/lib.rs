@@ -18,7 +18,7 @@ pub mod secrets;
 pub mod server;
 pub mod signature;
 pub mod sink;
-pub mod telemetry;
+pub use hookwarden_process::telemetry;
 pub mod view;
 
 pub use error::{Error, Result};

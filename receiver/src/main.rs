@@ -33,7 +33,7 @@ enum Command {
     /// Serve deliveries as the config file says.
     Run {
         /// The receiver config file (as rendered by the operator).
-        #[arg(long, env = "HOOKWARDEN_CONFIG", default_value_os_t = PathBuf::from("/etc/hookwarden").join(CONFIG_FILE_NAME))]
+        #[arg(long, env = "HOOKWARDEN_CONFIG", default_value_os_t = PathBuf::from(hookwarden_api::names::CONFIG_DIR).join(CONFIG_FILE_NAME))]
         config: PathBuf,
     },
     /// Print the headers a sender would set for the body on stdin.

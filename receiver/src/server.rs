@@ -66,7 +66,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: ReceiverConfig, sinks: Sinks) -> Self {
-        let scheme = config.scheme();
+        let scheme = crate::signature::Scheme::of(&config);
         let config_webhook = config.webhook.clone();
         let config_provider = config.provider;
         let max_in_flight = config.limits.max_concurrent_deliveries as usize;
@@ -622,18 +622,4 @@ pub async fn serve_on(
     }
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
+pub use hookwarden_process::shutdown_signal;

@@ -8,11 +8,11 @@ use axum::http::{HeaderMap, HeaderName};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::config::Provider;
+use crate::config::{Provider, ReceiverConfig};
 use crate::secrets::Secret;
+pub use hookwarden_api::layout::{Algorithm, Encoding, GenericHmac};
 
 /// The headers the schemes read, parsed once.
 mod names {
@@ -36,118 +36,6 @@ mod names {
 /// Default replay window: deliveries signed more than this far in the past or future are
 /// refused.
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
-
-/// HMAC hash functions.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Algorithm {
-    Sha256,
-    Sha512,
-    /// Only when asked for by name: SHA-1 HMAC is still sound, but senders should move on.
-    Sha1,
-}
-
-/// How a signature is written in its header.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    Hex,
-    Base64,
-}
-
-/// A sender that signs with an HMAC in some other layout.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GenericHmac {
-    /// The header carrying the signature, e.g. `X-Signature`.
-    #[schemars(length(max = 256))]
-    pub header: String,
-    pub algorithm: Algorithm,
-    pub encoding: Encoding,
-    /// A prefix before the signature in the header, e.g. `sha256=`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(length(max = 256))]
-    pub prefix: String,
-    /// A header carrying the signing time in Unix seconds; when set, deliveries outside the
-    /// replay window are refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
-    pub timestamp_header: Option<String>,
-    /// What is signed. `{body}` is the raw body, `{timestamp}` the timestamp header's value,
-    /// `{header:Name}` any header's value; it must contain `{body}`. Default `{body}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
-    pub template: Option<String>,
-}
-
-impl GenericHmac {
-    /// What is wrong with this layout, naming the field, if anything. A template must sign
-    /// the body: a signature that does not cover it would let anyone who saw one delivery
-    /// send any body.
-    pub fn problem(&self) -> Option<String> {
-        // The bounds of the Webhook CRD's schema.
-        let too_long = [
-            ("header", self.header.len(), 256),
-            ("prefix", self.prefix.len(), 256),
-            (
-                "timestampHeader",
-                self.timestamp_header.as_ref().map_or(0, String::len),
-                256,
-            ),
-            (
-                "template",
-                self.template.as_ref().map_or(0, String::len),
-                1024,
-            ),
-        ]
-        .into_iter()
-        .find(|(_, len, max)| len > max);
-        if let Some((field, _, max)) = too_long {
-            return Some(format!("{field} is longer than {max} characters"));
-        }
-        let valid_header = |name: &str| HeaderName::from_bytes(name.as_bytes()).is_ok();
-        if self.header.trim().is_empty() {
-            return Some("header is empty; name the signature header".into());
-        }
-        if !valid_header(&self.header) {
-            return Some(format!(
-                "header {:?} is not a valid header name",
-                self.header
-            ));
-        }
-        if let Some(th) = &self.timestamp_header
-            && !valid_header(th)
-        {
-            return Some(format!("timestampHeader {th:?} is not a valid header name"));
-        }
-        let Some(template) = &self.template else {
-            return None;
-        };
-        let mut signs_body = false;
-        let mut rest = template.as_str();
-        while let Some(start) = rest.find('{') {
-            let Some(end) = rest[start..].find('}').map(|e| start + e) else {
-                return Some("template has a { without its }".into());
-            };
-            match &rest[start + 1..end] {
-                "body" => signs_body = true,
-                "timestamp" if self.timestamp_header.is_none() => {
-                    return Some("template uses {timestamp}; set timestampHeader".into());
-                }
-                "timestamp" => {}
-                t if t.strip_prefix("header:").is_some_and(valid_header) => {}
-                t => {
-                    return Some(format!(
-                        "template placeholder {{{t}}} is unknown; use {{body}}, {{timestamp}} or {{header:Name}}"
-                    ));
-                }
-            }
-            rest = &rest[end + 1..];
-        }
-        (!signs_body)
-            .then(|| "template does not sign {body}; a signature must cover the body".into())
-    }
-}
 
 /// Why a delivery was refused. Messages name the header and the problem, never a secret
 /// or an expected signature.
@@ -234,6 +122,15 @@ pub struct Scheme {
 }
 
 impl Scheme {
+    /// The signature scheme deliveries to a receiver with `config` are checked with.
+    pub fn of(config: &ReceiverConfig) -> Self {
+        Scheme {
+            generic: config.generic_hmac.clone(),
+            tolerance_secs: config.limits.replay_window_seconds.into(),
+            ..Scheme::new(config.provider)
+        }
+    }
+
     pub fn new(provider: Provider) -> Self {
         Scheme {
             provider,

@@ -144,7 +144,10 @@ pub fn event_object(
             namespace: Some(webhook.namespace.clone()),
             labels: Some(
                 [
-                    ("hookwarden.io/webhook".to_string(), webhook.name.clone()),
+                    (
+                        hookwarden_api::names::WEBHOOK_LABEL.to_string(),
+                        webhook.name.clone(),
+                    ),
                     (
                         "hookwarden.io/event-type".to_string(),
                         label_value(&event.event_type),

@@ -1,4 +1,4 @@
-//! Structured logging shared by the receiver and the operator.
+//! Structured logging, the same in the receiver and the operator.
 
 use tracing_subscriber::EnvFilter;
 
