@@ -1,4 +1,4 @@
-//! Singleton rules of the senders (../shared/seeds): Opal allows one webhook per
+//! Singleton rules of the senders, from their documentation: Opal allows one webhook per
 //! organization, Membrane one per event type. Within a namespace, the older Webhook keeps
 //! its claim; a newer one that overlaps is in conflict. Pure.
 

@@ -30,13 +30,12 @@ use kube::CustomResourceExt;
 /// The CustomResourceDefinition of `Webhook`: the schema derived from `crd`'s types, with
 /// the CEL validation rules of `rules` placed in it.
 pub fn crd() -> Result<CustomResourceDefinition> {
-    let mut value =
-        serde_json::to_value(crd::Webhook::crd()).map_err(|e| Error::Yaml(e.to_string()))?;
+    let mut value = serde_json::to_value(crd::Webhook::crd())?;
     let schema = value
         .pointer_mut("/spec/versions/0/schema/openAPIV3Schema")
         .ok_or_else(|| Error::Yaml("the CRD has no schema".into()))?;
     rules::apply(schema, &rules::all()).map_err(Error::Yaml)?;
-    serde_json::from_value(value).map_err(|e| Error::Yaml(e.to_string()))
+    Ok(serde_json::from_value(value)?)
 }
 
 /// The CustomResourceDefinition of `Webhook`, as the YAML committed in `crds/`.
@@ -49,7 +48,7 @@ pub fn crd_yaml() -> Result<String> {
 
 /// The `Webhook` API reference in Markdown, as committed in `docs/webhook-reference.md`.
 pub fn crd_reference() -> Result<String> {
-    let crd = serde_json::to_value(crd()?).map_err(|e| Error::Yaml(e.to_string()))?;
+    let crd = serde_json::to_value(crd()?)?;
     let schema = crd
         .pointer("/spec/versions/0/schema/openAPIV3Schema")
         .cloned()

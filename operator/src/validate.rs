@@ -10,7 +10,7 @@ use hookwarden_api::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provide
 use crate::crd::{SidecarSettings, WebhookGateway, WebhookIngress, WebhookLimits, WebhookSpec};
 use crate::names;
 
-/// Event types Opal sends (../shared/seeds: Opal webhooks).
+/// Event types Opal sends (Opal's access-change webhook documentation).
 pub const OPAL_EVENT_TYPES: [&str; 6] = [
     "USER_ADDED_TO_RESOURCE",
     "USER_REMOVED_FROM_RESOURCE",
@@ -20,7 +20,7 @@ pub const OPAL_EVENT_TYPES: [&str; 6] = [
     "RESOURCE_REMOVED_FROM_GROUP",
 ];
 
-/// Event types Membrane sends (../shared/seeds: Membrane system webhooks).
+/// Event types Membrane sends (Membrane's system webhook documentation).
 pub const MEMBRANE_EVENT_TYPES: [&str; 3] =
     ["user-invited-to-org", "org-access-requested", "org-created"];
 

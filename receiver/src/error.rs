@@ -17,6 +17,8 @@ pub enum Error {
     },
     #[error("cannot send: {0}")]
     Send(String),
+    #[error("cannot configure a Kubernetes client")]
+    KubeClient(#[source] kube::Error),
 }
 
 impl Error {
@@ -29,6 +31,7 @@ impl Error {
             Error::SecretFile { .. } => "secret_file",
             Error::Listen { .. } => "listen",
             Error::Send(_) => "send",
+            Error::KubeClient(_) => "kube_client",
         }
     }
 }

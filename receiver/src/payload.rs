@@ -374,7 +374,8 @@ fn other_event_type(
         }
         // A generic sender: its `type` if it has one in a JSON body, else "delivery".
         Provider::GenericHmac => Ok(from_body().unwrap_or_else(|_| "delivery".into())),
-        Provider::Opal | Provider::Membrane => unreachable!("handled above"),
+        // (parsed whole by their own parsers before this is reached; no panic on a request)
+        Provider::Opal | Provider::Membrane => from_body(),
     }
 }
 
@@ -466,11 +467,7 @@ pub fn note(event: &ReceivedEvent) -> String {
         Detail::Other => format!("{} received", event.event_type),
     };
     // Event notes are at most 1 kB.
-    let mut end = text.len().min(1000);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+    hookwarden_api::text::prefix_within(&text, 1000).to_string()
 }
 
 #[cfg(test)]

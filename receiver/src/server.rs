@@ -513,7 +513,7 @@ pub async fn serve(config: ReceiverConfig) -> Result<()> {
         Some(
             kube::Client::try_default()
                 .await
-                .map_err(|e| Error::Config(format!("cannot configure a Kubernetes client: {e}")))?,
+                .map_err(Error::KubeClient)?,
         )
     } else {
         None

@@ -178,18 +178,8 @@ pub fn event_object(
 
 /// A label value from an event type (letters, digits, `-_.`, at most 63).
 fn label_value(s: &str) -> String {
-    let v: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(63)
-        .collect();
-    v.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+    hookwarden_api::text::key_chars(s, 63)
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
         .to_string()
 }
 

@@ -376,18 +376,7 @@ fn apply_state(data: &mut BTreeMap<String, String>, delivery: &Delivery) -> Resu
 
 /// A valid ConfigMap key for an event type.
 pub fn latest_key(event_type: &str) -> String {
-    let clean: String = event_type
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-._".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(240)
-        .collect();
-    format!("{clean}.json")
+    format!("{}.json", hookwarden_api::text::key_chars(event_type, 240))
 }
 
 fn apply_latest(data: &mut BTreeMap<String, String>, book: &mut Bookkeeping, delivery: &Delivery) {
