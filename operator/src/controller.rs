@@ -818,7 +818,7 @@ async fn write_status(
             .find(|c| c.type_ == status::SINK_CAPACITY)
             .map(|c| c.message.clone())
             .unwrap_or_default();
-        warn!(webhook = %name, namespace = %namespace, %message, "sink ConfigMap nearly full");
+        warn!(webhook = %name, namespace = %namespace, detail = %message, "sink ConfigMap nearly full");
         let event = Event {
             type_: EventType::Warning,
             reason: "SinkNearlyFull".into(),
@@ -838,4 +838,216 @@ fn truncate(s: &str, max: usize) -> String {
         return s.to_string();
     }
     format!("{}...", hookwarden_api::text::prefix_within(s, max))
+}
+
+/// The reconcile against a mocked API server: each test lists the requests it expects, in
+/// order, answers them, and fails on any other (a child written when none should be). The
+/// cluster e2e tests are the evidence; these are the fast loop for controller changes.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use kube::runtime::reflector;
+    use serde_json::{Value, json};
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn context() -> (Arc<Context>, Handle, reflector::store::Writer<Webhook>) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let (webhooks, writer) = reflector::store();
+        let reporter = Reporter {
+            controller: names::FIELD_MANAGER.into(),
+            instance: None,
+        };
+        let ctx = Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics: Arc::default(),
+            config: Config {
+                namespaces: vec![],
+                receiver: ReceiverDefaults {
+                    image: "hookwarden-receiver:test".into(),
+                    image_pull_policy: "IfNotPresent".into(),
+                    image_pull_secrets: vec![],
+                },
+                instance: None,
+            },
+            webhooks,
+            failures: Mutex::new(HashMap::new()),
+        };
+        (Arc::new(ctx), handle, writer)
+    }
+
+    fn webhook(name: &str, spec: Value, created: &str) -> Webhook {
+        let mut w = Webhook::new(name, serde_json::from_value(spec).unwrap());
+        w.metadata.namespace = Some("team".into());
+        w.metadata.uid = Some(format!("uid-{name}"));
+        w.metadata.generation = Some(1);
+        w.metadata.creation_timestamp = Some(Time(created.parse().unwrap()));
+        w
+    }
+
+    /// The next request: its method, path and JSON body (Null when it has none).
+    async fn next(
+        handle: &mut Handle,
+    ) -> (
+        Method,
+        String,
+        Value,
+        tower_test::mock::SendResponse<Response<Body>>,
+    ) {
+        let (request, send) = handle
+            .next_request()
+            .await
+            .expect("the reconcile made no further request");
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (method, path, body, send)
+    }
+
+    fn answer(
+        send: tower_test::mock::SendResponse<Response<Body>>,
+        status: StatusCode,
+        body: Value,
+    ) {
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+    }
+
+    fn not_found() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+    }
+
+    /// Expects the status patch and the Event that follow a verdict of `reason`; returns
+    /// the Ready condition written.
+    async fn expect_status_and_event(
+        handle: &mut Handle,
+        webhook: &Webhook,
+        reason: &str,
+        event_type: &str,
+    ) -> Value {
+        let name = webhook.metadata.name.clone().unwrap();
+        let (method, path, body, send) = next(handle).await;
+        assert_eq!(method, Method::PATCH);
+        assert_eq!(
+            path,
+            format!("/apis/hookwarden.io/v1alpha1/namespaces/team/webhooks/{name}/status")
+        );
+        let ready = body["status"]["conditions"][0].clone();
+        assert_eq!(ready["type"], "Ready");
+        assert_eq!(ready["reason"], reason, "{body}");
+        let mut written = serde_json::to_value(webhook).unwrap();
+        written["status"] = body["status"].clone();
+        answer(send, StatusCode::OK, written);
+        let (method, path, event, send) = next(handle).await;
+        assert_eq!(
+            (method, path.as_str()),
+            (
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/team/events"
+            )
+        );
+        assert_eq!(event["reason"], reason);
+        assert_eq!(event["type"], event_type);
+        assert_eq!(event["regarding"]["name"], name);
+        answer(send, StatusCode::CREATED, event);
+        ready
+    }
+
+    #[tokio::test]
+    async fn an_invalid_spec_writes_status_and_an_event_and_no_child() {
+        let (ctx, mut handle, _) = context();
+        let w = webhook(
+            "bad",
+            json!({"path": "no-slash", "provider": "opal"}),
+            "2026-01-01T00:00:00Z",
+        );
+        let reconcile = tokio::spawn({
+            let (w, ctx) = (w.clone(), ctx.clone());
+            async move { reconcile_inner(&w, &ctx).await }
+        });
+        let ready = expect_status_and_event(&mut handle, &w, "InvalidSpec", "Warning").await;
+        assert!(
+            ready["message"].as_str().unwrap().contains("spec.path"),
+            "{ready}"
+        );
+        let action = reconcile.await.unwrap().unwrap();
+        assert_eq!(
+            action,
+            Action::await_change(),
+            "only a spec change can fix it"
+        );
+        drop(ctx);
+        assert!(handle.next_request().await.is_none(), "a child was written");
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_is_reported_and_looked_at_again() {
+        let (ctx, mut handle, _) = context();
+        let spec = json!({"path": "/gh", "provider": "github", "secretRef": {"name": "gh-secret", "key": "token"}});
+        let w = webhook("gh", spec, "2026-01-01T00:00:00Z");
+        let reconcile = tokio::spawn({
+            let (w, ctx) = (w.clone(), ctx.clone());
+            async move { reconcile_inner(&w, &ctx).await }
+        });
+        let (method, path, _, send) = next(&mut handle).await;
+        assert_eq!(
+            (method, path.as_str()),
+            (Method::GET, "/api/v1/namespaces/team/secrets/gh-secret")
+        );
+        answer(send, StatusCode::NOT_FOUND, not_found());
+        let ready = expect_status_and_event(&mut handle, &w, "SecretNotFound", "Warning").await;
+        assert!(
+            ready["message"].as_str().unwrap().contains("\"gh-secret\""),
+            "{ready}"
+        );
+        assert!(
+            !ready.to_string().contains("token\":"),
+            "no secret material: {ready}"
+        );
+        let action = reconcile.await.unwrap().unwrap();
+        assert_eq!(action, Action::requeue(SECRET_RETRY));
+        drop(ctx);
+        assert!(handle.next_request().await.is_none(), "a child was written");
+    }
+
+    #[tokio::test]
+    async fn the_newer_of_two_webhooks_for_one_sender_is_in_conflict() {
+        let (ctx, mut handle, mut writer) = context();
+        let older = webhook(
+            "first",
+            json!({"path": "/opal", "provider": "opal"}),
+            "2026-01-01T00:00:00Z",
+        );
+        let newer = webhook(
+            "second",
+            json!({"path": "/opal2", "provider": "opal"}),
+            "2026-01-02T00:00:00Z",
+        );
+        writer.apply_watcher_event(&watcher::Event::Apply(older));
+        writer.apply_watcher_event(&watcher::Event::Apply(newer.clone()));
+        let reconcile = tokio::spawn({
+            let (w, ctx) = (newer.clone(), ctx.clone());
+            async move { reconcile_inner(&w, &ctx).await }
+        });
+        let ready = expect_status_and_event(&mut handle, &newer, "Conflict", "Warning").await;
+        assert!(
+            ready["message"].as_str().unwrap().contains("\"first\""),
+            "{ready}"
+        );
+        assert_eq!(
+            reconcile.await.unwrap().unwrap(),
+            Action::requeue(CONFLICT_RETRY)
+        );
+        drop(ctx);
+        assert!(handle.next_request().await.is_none(), "a child was written");
+    }
 }
