@@ -1050,4 +1050,90 @@ mod tests {
         drop(ctx);
         assert!(handle.next_request().await.is_none(), "a child was written");
     }
+
+    /// Answers like an API server that has none of the objects yet: a GET finds nothing, a
+    /// list is empty, a create or server-side apply returns what it was given. Returns
+    /// every request as `METHOD path` and the bodies of the status patches.
+    async fn empty_cluster(mut handle: Handle, webhook: Webhook) -> (Vec<String>, Vec<Value>) {
+        let mut seen = Vec::new();
+        let mut statuses = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().clone();
+            let path = request.uri().path().to_string();
+            let listing = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.contains("labelSelector"));
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            seen.push(format!("{method} {path}"));
+            match method {
+                Method::GET if listing => answer(
+                    send,
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
+                ),
+                Method::GET => answer(send, StatusCode::NOT_FOUND, not_found()),
+                Method::PATCH if path.ends_with("/status") => {
+                    statuses.push(body.clone());
+                    let mut w = serde_json::to_value(&webhook).unwrap();
+                    w["status"] = body["status"].clone();
+                    answer(send, StatusCode::OK, w);
+                }
+                Method::PATCH | Method::POST => {
+                    let mut object = body;
+                    object["metadata"]["uid"] = json!("uid-child");
+                    object["metadata"]["resourceVersion"] = json!("1");
+                    let code = if method == Method::POST {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    };
+                    answer(send, code, object);
+                }
+                other => panic!("unexpected {other} {path}"),
+            }
+        }
+        (seen, statuses)
+    }
+
+    #[tokio::test]
+    async fn the_happy_path_applies_every_child_in_order_then_writes_status() {
+        let (ctx, handle, _) = context();
+        let w = webhook(
+            "gh",
+            json!({"path": "/gh", "provider": "github"}),
+            "2026-01-01T00:00:00Z",
+        );
+        let server = tokio::spawn(empty_cluster(handle, w.clone()));
+        let action = reconcile_inner(&w, &ctx).await.unwrap();
+        drop(ctx);
+        let (seen, statuses) = server.await.unwrap();
+        let ns = "/namespaces/team";
+        let expected = [
+            format!("GET /api/v1{ns}/secrets/gh-signing-secret"),
+            format!("POST /api/v1{ns}/secrets"),
+            format!("PATCH /api/v1{ns}/configmaps/gh-receiver-config"),
+            format!("GET /api/v1{ns}/configmaps"),
+            format!("PATCH /api/v1{ns}/serviceaccounts/gh-receiver"),
+            format!("PATCH /apis/rbac.authorization.k8s.io/v1{ns}/roles/gh-receiver"),
+            format!("PATCH /apis/rbac.authorization.k8s.io/v1{ns}/rolebindings/gh-receiver"),
+            format!("PATCH /api/v1{ns}/services/gh-receiver"),
+            format!("PATCH /apis/apps/v1{ns}/deployments/gh-receiver"),
+            format!("GET /apis/networking.k8s.io/v1{ns}/ingresses/gh-receiver"),
+            format!("GET /apis/gateway.networking.k8s.io/v1{ns}/httproutes/gh-receiver"),
+            format!("PATCH /apis/hookwarden.io/v1alpha1{ns}/webhooks/gh/status"),
+            format!("POST /apis/events.k8s.io/v1{ns}/events"),
+        ];
+        assert_eq!(seen, expected);
+        // The Deployment has no available replica yet: not Ready, looked at again on resync.
+        let ready = &statuses[0]["status"]["conditions"][0];
+        assert_eq!(ready["reason"], "ReceiverUnavailable", "{ready}");
+        assert_eq!(statuses[0]["status"]["secretName"], "gh-signing-secret");
+        assert_eq!(
+            statuses[0]["status"]["url"],
+            "http://gh-receiver.team.svc/gh"
+        );
+        assert_eq!(action, Action::requeue(RESYNC));
+    }
 }
