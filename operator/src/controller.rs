@@ -264,8 +264,32 @@ async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Action> {
     result
 }
 
-/// Retries with exponential backoff, 5 s doubling up to 5 minutes.
+/// An error that trying again cannot fix: only a change to the Webhook can (what the
+/// operator renders from it is refused or cannot be made). Anything else, API errors above
+/// all, is transient and backs off.
+fn needs_a_change(error: &Error) -> bool {
+    match error {
+        Error::Render(_) | Error::MissingObjectKey(_) | Error::Serialize(_) | Error::Yaml(_) => {
+            true
+        }
+        // the API server refuses what was rendered as invalid
+        Error::Kube(kube::Error::Api(s)) => s.code == 422,
+        _ => false,
+    }
+}
+
+/// Waits for a change to the Webhook after an error only a change can fix; otherwise
+/// retries with exponential backoff, 5 s doubling up to 5 minutes.
 fn error_policy(webhook: Arc<Webhook>, error: &Error, ctx: Arc<Context>) -> Action {
+    if needs_a_change(error) {
+        warn!(
+            %error,
+            webhook = %webhook.name_any(),
+            namespace = ?webhook.namespace(),
+            "reconcile failed; waiting for a change to the Webhook"
+        );
+        return Action::await_change();
+    }
     let key = ObjectRef::from_obj(webhook.as_ref());
     let attempt = match ctx.failures.lock() {
         Ok(mut failures) => {
@@ -1135,5 +1159,45 @@ mod tests {
             "http://gh-receiver.team.svc/gh"
         );
         assert_eq!(action, Action::requeue(RESYNC));
+    }
+
+    #[tokio::test]
+    async fn errors_only_a_change_fixes_wait_for_it_and_the_others_back_off() {
+        let (ctx, _handle, _) = context();
+        let w = Arc::new(webhook(
+            "gh",
+            json!({"path": "/gh", "provider": "github"}),
+            "2026-01-01T00:00:00Z",
+        ));
+        let api = |code: u16| {
+            Error::Kube(kube::Error::Api(
+                serde_json::from_value(
+                    json!({"status": "Failure", "message": "m", "reason": "r", "code": code}),
+                )
+                .unwrap(),
+            ))
+        };
+        let render = Error::Render("x".into());
+        assert_eq!(
+            error_policy(w.clone(), &render, ctx.clone()),
+            Action::await_change()
+        );
+        assert_eq!(
+            error_policy(w.clone(), &api(422), ctx.clone()),
+            Action::await_change()
+        );
+        // transient: 5 s, then 10 s, ...
+        assert_eq!(
+            error_policy(w.clone(), &api(500), ctx.clone()),
+            Action::requeue(Duration::from_secs(5))
+        );
+        assert_eq!(
+            error_policy(w.clone(), &api(403), ctx.clone()),
+            Action::requeue(Duration::from_secs(10))
+        );
+        assert_eq!(
+            error_policy(w, &api(409), ctx),
+            Action::requeue(Duration::from_secs(20))
+        );
     }
 }
