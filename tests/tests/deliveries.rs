@@ -529,7 +529,8 @@ async fn billing_pods(ns: &TestNamespace) -> Vec<k8s_openapi::api::core::v1::Pod
 /// sidecar; the Deployment stays exactly as applied (generation 1, `kubectl diff` empty);
 /// the receiver's Service selects the opted-in pods and verified deliveries reach the
 /// application over 127.0.0.1. A change to the Webhook restarts nothing and status names
-/// the pods that run the outdated receiver until their workload is restarted.
+/// the pods that run the outdated receiver until their workload is restarted; deleting the
+/// Webhook restarts nothing either.
 #[tokio::test]
 async fn opted_in_pods_get_the_receiver_as_a_native_sidecar_and_the_deployment_stays_as_applied() {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -709,6 +710,42 @@ async fn opted_in_pods_get_the_receiver_as_a_native_sidecar_and_the_deployment_s
         },
     )
     .await;
+
+    // Deleting the Webhook rolls nothing either: the pods keep running as they are.
+    let running: Vec<_> = billing_pods(&ns)
+        .await
+        .iter()
+        .map(|p| p.metadata.uid.clone())
+        .collect();
+    ns.delete::<hookwarden_operator::crd::Webhook>("stripe")
+        .await;
+    consistently(
+        "no pod is restarted after the Webhook is deleted",
+        std::time::Duration::from_secs(10),
+        || async {
+            let now: Vec<_> = billing_pods(&ns)
+                .await
+                .iter()
+                .map(|p| p.metadata.uid.clone())
+                .collect();
+            if now == running {
+                Ok(())
+            } else {
+                Err(format!("{now:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        ns.api::<Deployment>()
+            .get("billing")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        Some(2),
+        "only the user's rollout restart changed the Deployment"
+    );
 }
 
 /// Deleting an application pod under a steady stream of deliveries: Kubernetes stops the
