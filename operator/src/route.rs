@@ -137,10 +137,7 @@ pub fn condition(
         ),
         RouteState::Applied(route) => accepted(route),
     };
-    let last_transition_time = match previous {
-        Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => now,
-    };
+    let last_transition_time = crate::status::transition_time(previous, status, now);
     Some(Condition {
         type_: ROUTE_ACCEPTED.into(),
         status: status.into(),

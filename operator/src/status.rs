@@ -97,6 +97,23 @@ pub fn deployment_readiness(deployment: &Deployment) -> Readiness {
     }
 }
 
+/// Takes the condition of `type_` out of `status`, to be written anew.
+fn take_condition(status: &mut WebhookStatus, type_: &str) -> Option<Condition> {
+    status
+        .conditions
+        .iter()
+        .position(|c| c.type_ == type_)
+        .map(|i| status.conditions.remove(i))
+}
+
+/// A condition's `lastTransitionTime`: the previous one's while its status stays, else now.
+pub fn transition_time(previous: Option<&Condition>, status: &str, now: Time) -> Time {
+    match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => now,
+    }
+}
+
 /// How many names `status.sidecar.outdated` lists at most.
 pub const OUTDATED_LISTED: usize = 20;
 
@@ -188,11 +205,7 @@ pub fn with_sidecars(
     generation: Option<i64>,
     now: Time,
 ) -> WebhookStatus {
-    let previous = status
-        .conditions
-        .iter()
-        .position(|c| c.type_ == SIDECARS_CURRENT)
-        .map(|i| status.conditions.remove(i));
+    let previous = take_condition(&mut status, SIDECARS_CURRENT);
     let Some(pods) = &status.sidecar else {
         return status;
     };
@@ -222,10 +235,7 @@ pub fn with_sidecars(
             ),
         )
     };
-    let last_transition_time = match &previous {
-        Some(p) if p.status == state => p.last_transition_time.clone(),
-        _ => now,
-    };
+    let last_transition_time = transition_time(previous.as_ref(), state, now);
     status.conditions.push(Condition {
         type_: SIDECARS_CURRENT.into(),
         status: state.into(),
@@ -250,10 +260,7 @@ pub fn ready_condition(
     } else {
         "False"
     };
-    let last_transition_time = match previous {
-        Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => now,
-    };
+    let last_transition_time = transition_time(previous, status, now);
     Condition {
         type_: READY.into(),
         status: status.into(),
@@ -315,11 +322,7 @@ pub fn with_route(
     generation: Option<i64>,
     now: Time,
 ) -> WebhookStatus {
-    let previous = status
-        .conditions
-        .iter()
-        .position(|c| c.type_ == crate::route::ROUTE_ACCEPTED)
-        .map(|i| status.conditions.remove(i));
+    let previous = take_condition(&mut status, crate::route::ROUTE_ACCEPTED);
     status.conditions.extend(crate::route::condition(
         previous.as_ref(),
         state,
@@ -349,11 +352,7 @@ pub fn with_sink_capacity(
     generation: Option<i64>,
     now: Time,
 ) -> (WebhookStatus, bool) {
-    let previous = status
-        .conditions
-        .iter()
-        .position(|c| c.type_ == SINK_CAPACITY)
-        .map(|i| status.conditions.remove(i));
+    let previous = take_condition(&mut status, SINK_CAPACITY);
     let (name, bytes) = match usage {
         SinkUsage::Unknown => {
             status.conditions.extend(previous);
@@ -381,10 +380,7 @@ pub fn with_sink_capacity(
             format!("ConfigMap {name} holds {bytes} bytes, {percent}% of the 1 MiB limit"),
         )
     };
-    let last_transition_time = match &previous {
-        Some(p) if p.status == state => p.last_transition_time.clone(),
-        _ => now,
-    };
+    let last_transition_time = transition_time(previous.as_ref(), state, now);
     let turned_full = full && previous.as_ref().is_none_or(|p| p.status != "False");
     status.conditions.push(Condition {
         type_: SINK_CAPACITY.into(),
