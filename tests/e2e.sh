@@ -21,14 +21,29 @@ t_all=$SECONDS
 
 # suite VERSION NAME CMD...: one suite, its outcome remembered
 suite() {
-  local v=$1 name=$2 t0=$SECONDS; shift 2
+  local v=$1 name=$2 t0=$SECONDS since; shift 2
+  since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   echo "e2e: [$v] suite $name" >&2
   if "$@"; then
     echo "e2e: [$v] suite $name passed in $((SECONDS - t0))s" >&2
   else
     echo "e2e: [$v] suite $name FAILED after $((SECONDS - t0))s" >&2
     failed="$failed $v/$name"
+    operator_logs "$v" "$name" "$since"
   fi
+}
+
+# operator_logs VERSION SUITE SINCE: what the operator said during a failed suite: all of
+# it into target/e2e-logs/, its warnings and errors (and leader changes) here.
+operator_logs() {
+  local file=target/e2e-logs/$1-$2-operator.log
+  mkdir -p target/e2e-logs
+  kubectl -n hookwarden-system logs -l app.kubernetes.io/name=hookwarden-operator \
+    --since-time="$3" --prefix --tail=-1 >"$file" 2>&1 || true
+  kubectl -n hookwarden-system get pods -o wide >>"$file" 2>&1 || true
+  echo "e2e: [$1] operator during suite $2 (warnings, errors, leadership; all in $file):" >&2
+  grep -E '"level":"(WARN|ERROR)"|leading|Lease|panicked' "$file" | cut -c1-600 | tail -n 80 >&2 || true
+  kubectl -n hookwarden-system get pods >&2 || true
 }
 
 run_on() {
@@ -41,6 +56,8 @@ run_on() {
   tests/install.sh
   # Tests share one operator; each works in its own namespace.
   suite "$v" operator cargo test -p hookwarden-tests --test operator -- --test-threads="$THREADS"
+  # Removes the Gateway API's CRDs and waits for a quiet cluster, so it runs alone.
+  suite "$v" no-gateway-api cargo test -p hookwarden-tests --test no_gateway_api
   # The Gateway API's CRDs, which examples/opal.yaml routes through (the operator suite
   # removes and installs them itself).
   kubectl apply --server-side -f "$HOOKWARDEN_GATEWAY_API_CRDS" >/dev/null
@@ -64,11 +81,6 @@ run_on() {
   # The chart against this cluster: server dry runs of what it renders, then upgrade,
   # uninstall and reinstall of the release everything above ran under; so it runs last.
   suite "$v" chart tests/chart/python -m unittest discover -s tests/chart -p 'test_cluster.py' -v
-  case $failed in
-    *"$v/"*)
-      echo "e2e: [$v] FAILED; operator logs follow" >&2
-      kubectl -n hookwarden-system logs -l app.kubernetes.io/name=hookwarden-operator --tail=80 --prefix >&2 || true ;;
-  esac
   echo "e2e: [$v] done in $((SECONDS - t0))s" >&2
 }
 

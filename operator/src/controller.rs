@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
@@ -16,10 +16,11 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -75,17 +76,6 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
-    }
-}
-
-fn scoped_dynamic(
-    client: &Client,
-    namespace: Option<&str>,
-    resource: &kube::api::ApiResource,
-) -> Api<DynamicObject> {
-    match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
-        None => Api::all_with(client.clone(), resource),
     }
 }
 
@@ -163,12 +153,9 @@ async fn run_scope(
             managed.clone(),
         )
         .owns(scoped::<Ingress>(&client, ns.as_deref()), managed.clone())
-        // HTTPRoutes, for their status (the Gateway's controller writes it); on a cluster
-        // without the Gateway API this watch fails and retries with back-off, harmlessly.
-        .owns_with(
-            scoped_dynamic(&client, ns.as_deref(), &route::http_route_resource()),
+        .owns_stream_with(
+            route_triggers(&client, ns.as_deref(), managed),
             route::http_route_resource(),
-            managed,
         )
         // Pods that opted in to a Webhook's sidecar receiver: its status counts them.
         .watches(
@@ -199,6 +186,38 @@ async fn run_scope(
             }
         });
     futures::future::join(webhooks_done, cleanup).await;
+}
+
+/// The HTTPRoutes the operator applied, for their status (a Gateway's controller writes it).
+///
+/// On a cluster without the Gateway API (a normal one) this watch fails until its CRDs
+/// arrive. It backs off on its own, and its errors end here: the `Controller` pauses all
+/// of its watches after an error from any one of them (one back-off over them all), so
+/// passing these on would hold back every Webhook's changes for as long as the Gateway API
+/// is missing, up to 30 s each.
+fn route_triggers(
+    client: &Client,
+    namespace: Option<&str>,
+    managed: watcher::Config,
+) -> impl Stream<Item = Result<PartialObjectMeta<DynamicObject>, watcher::Error>> + Send + 'static {
+    // metadata only: the owner references are all a trigger needs
+    let resource = route::http_route_resource();
+    let routes: Api<PartialObjectMeta<DynamicObject>> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    watcher(routes, managed)
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|touched| {
+            futures::future::ready(match touched {
+                Ok(route) => Some(Ok(route)),
+                Err(error) => {
+                    debug!(%error, "HTTPRoute watch failed (no Gateway API?); retrying with back-off");
+                    None
+                }
+            })
+        })
 }
 
 /// A second controller, over application Deployments that the previous release added a
@@ -256,26 +275,71 @@ async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Action> {
         Err(e) => e.metric_label(),
     };
     ctx.metrics.record(label, started.elapsed());
-    if result.is_ok()
-        && let Ok(mut failures) = ctx.failures.lock()
-    {
-        failures.remove(&ObjectRef::from_obj(webhook.as_ref()));
+    match &result {
+        Ok(_) => {
+            if let Ok(mut failures) = ctx.failures.lock() {
+                failures.remove(&ObjectRef::from_obj(webhook.as_ref()));
+            }
+        }
+        Err(error) => report_failure(&webhook, &ctx, error).await,
     }
     result
 }
 
-/// An error that trying again cannot fix: only a change to the Webhook can (what the
-/// operator renders from it is refused or cannot be made). Anything else, API errors above
-/// all, is transient and backs off.
-fn needs_a_change(error: &Error) -> bool {
-    match error {
-        Error::Render(_) | Error::MissingObjectKey(_) | Error::Serialize(_) | Error::Yaml(_) => {
-            true
+/// Makes a failed reconciliation visible on the Webhook, not in the operator's log only.
+/// Without a verdict on the current spec yet, `Ready` becomes `Unknown`/`ReconcileFailed`
+/// (written once per generation: a status write triggers a reconcile, so rewriting it on
+/// every failure would defeat the back-off); with one, it stays (the receiver serves what
+/// was last applied) and the first failure of a streak is a Warning Event.
+async fn report_failure(webhook: &Webhook, ctx: &Context, error: &Error) {
+    let then = if needs_a_change(error) {
+        "waiting for a change to the Webhook"
+    } else {
+        "retrying with back-off"
+    };
+    let message = truncate(&format!("reconciling failed, {then}: {error}"), 1000);
+    let name = webhook.name_any();
+    if status::failure_to_report(webhook.status.as_ref(), webhook.metadata.generation) {
+        let readiness = Readiness::new(Reason::ReconcileFailed, message);
+        let previous_secret = webhook.status.as_ref().and_then(|s| s.secret_name.clone());
+        let written = stop_not_ready(
+            ctx,
+            webhook,
+            &readiness,
+            previous_secret,
+            Action::await_change(),
+        );
+        if let Err(error) = written.await {
+            debug!(%error, webhook = %name, "cannot report the failure in the status");
         }
-        // the API server refuses what was rendered as invalid
-        Error::Kube(kube::Error::Api(s)) => s.code == 422,
-        _ => false,
+        return;
     }
+    let first = ctx.failures.lock().map_or(true, |failures| {
+        !failures.contains_key(&ObjectRef::from_obj(webhook))
+    });
+    if first {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: Reason::ReconcileFailed.as_str().into(),
+            note: Some(message),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &webhook.object_ref(&())).await {
+            warn!(%error, webhook = %name, "cannot publish Event");
+        }
+    }
+}
+
+/// An error that trying again cannot fix: only a change to the Webhook can (what the
+/// operator renders from it cannot be made). Anything else backs off, API errors above all:
+/// even an object the API server refuses as invalid (422) may be accepted once something
+/// else changes (a newer Gateway API, a relaxed admission policy).
+fn needs_a_change(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Render(_) | Error::MissingObjectKey(_) | Error::Serialize(_) | Error::Yaml(_)
+    )
 }
 
 /// Waits for a change to the Webhook after an error only a change can fix; otherwise
@@ -1161,6 +1225,77 @@ mod tests {
         assert_eq!(action, Action::requeue(RESYNC));
     }
 
+    fn server_error() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd is away"})
+    }
+
+    #[tokio::test]
+    async fn a_failure_without_a_verdict_is_reported_in_ready_once() {
+        let (ctx, mut handle, _) = context();
+        let spec = json!({"path": "/gh", "provider": "github", "secretRef": {"name": "gh-secret", "key": "token"}});
+        let w = Arc::new(webhook("gh", spec, "2026-01-01T00:00:00Z"));
+        let run = tokio::spawn(reconcile(w.clone(), ctx.clone()));
+        let (_, path, _, send) = next(&mut handle).await;
+        assert_eq!(path, "/api/v1/namespaces/team/secrets/gh-secret");
+        answer(send, StatusCode::INTERNAL_SERVER_ERROR, server_error());
+        let ready = expect_status_and_event(&mut handle, &w, "ReconcileFailed", "Warning").await;
+        assert_eq!(ready["status"], "Unknown");
+        let message = ready["message"].as_str().unwrap();
+        assert!(
+            message.contains("retrying with back-off") && message.contains("etcd is away"),
+            "{message}"
+        );
+        let error = run.await.unwrap().expect_err("the reconcile failed");
+        assert_eq!(
+            error_policy(w.clone(), &error, ctx.clone()),
+            Action::requeue(Duration::from_secs(5))
+        );
+
+        // Failing again on the same spec writes nothing more: the verdict is there.
+        let mut reported = (*w).clone();
+        reported.status = Some(serde_json::from_value(json!({"conditions": [ready]})).unwrap());
+        let run = tokio::spawn(reconcile(Arc::new(reported), ctx.clone()));
+        let (_, _, _, send) = next(&mut handle).await;
+        answer(send, StatusCode::INTERNAL_SERVER_ERROR, server_error());
+        run.await.unwrap().expect_err("the reconcile failed");
+        drop(ctx);
+        assert!(handle.next_request().await.is_none(), "wrote again");
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_a_verdict_keeps_ready_and_is_an_event() {
+        let (ctx, mut handle, _) = context();
+        let spec = json!({"path": "/gh", "provider": "github", "secretRef": {"name": "gh-secret", "key": "token"}});
+        let mut w = webhook("gh", spec, "2026-01-01T00:00:00Z");
+        w.status = Some(
+            serde_json::from_value(json!({"conditions": [{
+                "type": "Ready", "status": "True", "reason": "ReceiverAvailable", "message": "",
+                "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z"
+            }]}))
+            .unwrap(),
+        );
+        let run = tokio::spawn(reconcile(Arc::new(w), ctx.clone()));
+        let (_, _, _, send) = next(&mut handle).await;
+        answer(send, StatusCode::INTERNAL_SERVER_ERROR, server_error());
+        let (method, path, event, send) = next(&mut handle).await;
+        assert_eq!(
+            (method, path.as_str()),
+            (
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/team/events"
+            )
+        );
+        assert_eq!(event["reason"], "ReconcileFailed");
+        assert_eq!(event["type"], "Warning");
+        answer(send, StatusCode::CREATED, event);
+        run.await.unwrap().expect_err("the reconcile failed");
+        drop(ctx);
+        assert!(
+            handle.next_request().await.is_none(),
+            "the status was written"
+        );
+    }
+
     #[tokio::test]
     async fn errors_only_a_change_fixes_wait_for_it_and_the_others_back_off() {
         let (ctx, _handle, _) = context();
@@ -1182,11 +1317,7 @@ mod tests {
             error_policy(w.clone(), &render, ctx.clone()),
             Action::await_change()
         );
-        assert_eq!(
-            error_policy(w.clone(), &api(422), ctx.clone()),
-            Action::await_change()
-        );
-        // transient: 5 s, then 10 s, ...
+        // the others back off: 5 s, then 10 s, ...
         assert_eq!(
             error_policy(w.clone(), &api(500), ctx.clone()),
             Action::requeue(Duration::from_secs(5))
@@ -1196,8 +1327,12 @@ mod tests {
             Action::requeue(Duration::from_secs(10))
         );
         assert_eq!(
-            error_policy(w, &api(409), ctx),
+            error_policy(w.clone(), &api(422), ctx.clone()),
             Action::requeue(Duration::from_secs(20))
+        );
+        assert_eq!(
+            error_policy(w, &api(409), ctx),
+            Action::requeue(Duration::from_secs(40))
         );
     }
 }

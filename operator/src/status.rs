@@ -31,6 +31,9 @@ pub enum Reason {
     SecretNotFound,
     /// `spec.sidecar`: no pod has opted in (label `hookwarden.io/inject`).
     NoSidecarPods,
+    /// The reconciliation of this spec failed and is retried with back-off; whether the
+    /// receiver serves it is not known. Only set when there is no verdict on the spec yet.
+    ReconcileFailed,
 }
 
 impl Reason {
@@ -42,11 +45,21 @@ impl Reason {
             Reason::Conflict => "Conflict",
             Reason::SecretNotFound => "SecretNotFound",
             Reason::NoSidecarPods => "NoSidecarPods",
+            Reason::ReconcileFailed => "ReconcileFailed",
         }
     }
 
     pub fn is_ready(self) -> bool {
         self == Reason::ReceiverAvailable
+    }
+
+    /// The `Ready` condition's status for this reason.
+    pub fn condition_status(self) -> &'static str {
+        match self {
+            Reason::ReceiverAvailable => "True",
+            Reason::ReconcileFailed => "Unknown",
+            _ => "False",
+        }
     }
 }
 
@@ -255,11 +268,7 @@ pub fn ready_condition(
     generation: Option<i64>,
     now: Time,
 ) -> Condition {
-    let status = if readiness.reason.is_ready() {
-        "True"
-    } else {
-        "False"
-    };
+    let status = readiness.reason.condition_status();
     let last_transition_time = transition_time(previous, status, now);
     Condition {
         type_: READY.into(),
@@ -269,6 +278,14 @@ pub fn ready_condition(
         observed_generation: generation,
         last_transition_time,
     }
+}
+
+/// Whether a failed reconciliation should be written into `Ready`: only when it holds no
+/// verdict on the spec at `generation` (none at all, or one about an older spec).
+pub fn failure_to_report(status: Option<&WebhookStatus>, generation: Option<i64>) -> bool {
+    status
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .is_none_or(|ready| ready.observed_generation != generation)
 }
 
 /// Where a Webhook's receiver runs and is reached.

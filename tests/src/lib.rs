@@ -144,13 +144,25 @@ impl TestNamespace {
     /// Waits until the Webhook's `Ready` condition describes its current spec (its
     /// `observedGeneration`) with `status` and `reason`; returns the Webhook.
     pub async fn webhook_ready(&self, name: &str, status: &str, reason: &str) -> Webhook {
+        self.webhook_ready_within(name, status, reason, CONVERGE)
+            .await
+    }
+
+    /// [`Self::webhook_ready`], waiting `timeout` at most.
+    pub async fn webhook_ready_within(
+        &self,
+        name: &str,
+        status: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> Webhook {
         let api = self.api::<Webhook>();
         eventually(
             &format!(
                 "Webhook {}/{name} Ready={status} reason={reason}",
                 self.name
             ),
-            CONVERGE,
+            timeout,
             || {
                 let api = api.clone();
                 async move {
