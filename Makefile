@@ -17,6 +17,7 @@ test: lint unit chart e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
+	tests/module_graph.py
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:

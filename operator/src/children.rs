@@ -68,6 +68,18 @@ pub struct Children {
     pub http_route: Option<kube::api::DynamicObject>,
 }
 
+/// Whether `webhook` is the controller of the object with `meta` (its owner reference
+/// with `controller: true`): what the operator made for it, and may change or delete.
+pub fn controlled_by(meta: &ObjectMeta, webhook: &Webhook) -> bool {
+    let Some(uid) = webhook.metadata.uid.as_ref() else {
+        return false;
+    };
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| &o.uid == uid && o.controller == Some(true))
+}
+
 /// Identity of the Webhook the children belong to.
 struct Owner {
     name: String,
@@ -733,6 +745,27 @@ mod tests {
         w.metadata.namespace = Some("team-a".into());
         w.metadata.uid = Some("1234".into());
         w
+    }
+
+    #[test]
+    fn only_a_controller_reference_to_this_webhook_counts() {
+        let w = webhook(opal());
+        let reference = |uid: &str, controller: Option<bool>| ObjectMeta {
+            owner_references: Some(vec![OwnerReference {
+                uid: uid.into(),
+                controller,
+                ..w.controller_owner_ref(&()).unwrap()
+            }]),
+            ..ObjectMeta::default()
+        };
+        assert!(controlled_by(&reference("1234", Some(true)), &w));
+        assert!(!controlled_by(&reference("1234", None), &w));
+        assert!(!controlled_by(&reference("1234", Some(false)), &w));
+        assert!(!controlled_by(&reference("5678", Some(true)), &w));
+        assert!(!controlled_by(&ObjectMeta::default(), &w));
+        let mut no_uid = w.clone();
+        no_uid.metadata.uid = None;
+        assert!(!controlled_by(&reference("1234", Some(true)), &no_uid));
     }
 
     fn opal() -> WebhookSpec {

@@ -24,7 +24,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::children::{self, ReceiverDefaults};
 use crate::conflict::find_conflict;
@@ -267,6 +267,9 @@ fn neighbours(store: &Store<Webhook>, changed: &Webhook) -> Vec<ObjectRef<Webhoo
         .collect()
 }
 
+/// One reconciliation, under a span that names the Webhook: what it logs carries the
+/// Webhook's name and namespace from there, not on every line.
+#[instrument(skip_all, fields(webhook = %webhook.name_any(), namespace = webhook.namespace().unwrap_or_default()))]
 async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&webhook, &ctx).await;
@@ -298,7 +301,6 @@ async fn report_failure(webhook: &Webhook, ctx: &Context, error: &Error) {
         "retrying with back-off"
     };
     let message = truncate(&format!("reconciling failed, {then}: {error}"), 1000);
-    let name = webhook.name_any();
     if status::failure_to_report(webhook.status.as_ref(), webhook.metadata.generation) {
         let readiness = Readiness::new(Reason::ReconcileFailed, message);
         let previous_secret = webhook.status.as_ref().and_then(|s| s.secret_name.clone());
@@ -310,7 +312,7 @@ async fn report_failure(webhook: &Webhook, ctx: &Context, error: &Error) {
             Action::await_change(),
         );
         if let Err(error) = written.await {
-            debug!(%error, webhook = %name, "cannot report the failure in the status");
+            debug!(%error, "cannot report the failure in the status");
         }
         return;
     }
@@ -326,7 +328,7 @@ async fn report_failure(webhook: &Webhook, ctx: &Context, error: &Error) {
             secondary: None,
         };
         if let Err(error) = ctx.recorder.publish(&event, &webhook.object_ref(&())).await {
-            warn!(%error, webhook = %name, "cannot publish Event");
+            warn!(%error, "cannot publish Event");
         }
     }
 }
@@ -525,25 +527,10 @@ async fn reconcile_route(
     let resource = route::http_route_resource();
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
     let (Some(route), Some(set)) = (route, spec.gateway.as_ref()) else {
+        // (without the HTTPRoute kind in this cluster, there is nothing to delete)
         let name = names::receiver(&webhook.name_any());
-        let existing = match api.get_opt(&name).await {
-            Ok(existing) => existing,
-            // no HTTPRoute kind in this cluster: nothing to delete
-            Err(kube::Error::Api(s)) if s.code == 404 => None,
-            Err(e) => return Err(e.into()),
-        };
-        let owned = existing.is_some_and(|r| {
-            r.owner_references().iter().any(|o| {
-                Some(&o.uid) == webhook.metadata.uid.as_ref() && o.controller == Some(true)
-            })
-        });
-        if owned {
-            info!(webhook = %webhook.name_any(), namespace, "deleting the HTTPRoute: spec.gateway is gone");
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+        if delete_controlled(&api, webhook, &name).await? {
+            info!("deleted the HTTPRoute: spec.gateway is gone");
         }
         return Ok((RouteState::NoRoute, None));
     };
@@ -633,19 +620,26 @@ where
         + Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(existing) = api.get_opt(name).await? else {
-        return Ok(());
+    delete_controlled(&api, webhook, name).await.map(|_| ())
+}
+
+/// Deletes `name` through `api` if `webhook` controls it ([`children::controlled_by`]);
+/// returns whether it did. Gone already (or a kind this cluster does not serve) is fine.
+async fn delete_controlled<K>(api: &Api<K>, webhook: &Webhook, name: &str) -> Result<bool>
+where
+    K: Resource + DeserializeOwned + Clone + Debug,
+{
+    let existing = match api.get(name).await {
+        Ok(existing) => existing,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+        Err(e) => return Err(e.into()),
     };
-    let owned = existing
-        .owner_references()
-        .iter()
-        .any(|o| Some(&o.uid) == webhook.metadata.uid.as_ref() && o.controller == Some(true));
-    if !owned {
-        return Ok(());
+    if !children::controlled_by(existing.meta(), webhook) {
+        return Ok(false);
     }
     match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -724,7 +718,7 @@ async fn check_secret(
             let object = children::generated_secret(webhook, name, &value)?;
             match secrets.create(&PostParams::default(), &object).await {
                 Ok(_) => {
-                    info!(webhook = %webhook.name_any(), namespace, secret = name, "generated signing secret")
+                    info!(secret = name, "generated signing secret")
                 }
                 // Another replica or an earlier attempt won the race: keep theirs.
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -801,13 +795,9 @@ async fn remove_stale_sinks(
     );
     let wanted = spec.config_map.as_ref().map(|c| c.name.as_str());
     for cm in api.list(&ListParams::default().labels(&selector)).await? {
-        let owned = cm
-            .owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == webhook.metadata.uid.as_ref() && o.controller == Some(true));
         let cm_name = cm.name_any();
-        if owned && Some(cm_name.as_str()) != wanted {
-            info!(webhook = %webhook.name_any(), namespace, configmap = %cm_name, "deleting sink ConfigMap no longer in spec");
+        if children::controlled_by(&cm.metadata, webhook) && Some(cm_name.as_str()) != wanted {
+            info!(configmap = %cm_name, "deleting sink ConfigMap no longer in spec");
             match api.delete(&cm_name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -847,7 +837,7 @@ async fn write_status(
     );
     let (next, sink_nearly_full) =
         status::with_sink_capacity(next, &sink, webhook.metadata.generation, now.clone());
-    let next = status::with_route(next, route_state, webhook.metadata.generation, now.clone());
+    let next = route::with_route(next, route_state, webhook.metadata.generation, now.clone());
     let next = status::with_sidecars(next, webhook.metadata.generation, now);
     if previous == Some(&next) {
         return Ok(());
@@ -879,9 +869,9 @@ async fn write_status(
             .inc();
         let ready = readiness.reason.is_ready();
         if ready {
-            info!(webhook = %name, namespace = %namespace, reason = readiness.reason.as_str(), "webhook ready");
+            info!(reason = readiness.reason.as_str(), "webhook ready");
         } else {
-            warn!(webhook = %name, namespace = %namespace, reason = readiness.reason.as_str(), detail = %readiness.message, "webhook not ready");
+            warn!(reason = readiness.reason.as_str(), detail = %readiness.message, "webhook not ready");
         }
         let event = Event {
             type_: if ready || readiness.reason == Reason::ReceiverUnavailable {
@@ -896,7 +886,7 @@ async fn write_status(
         };
         if let Err(error) = ctx.recorder.publish(&event, &webhook.object_ref(&())).await {
             // An Event is a courtesy: failing to publish one must not fail the reconcile.
-            warn!(%error, webhook = %name, namespace = %namespace, "cannot publish Event");
+            warn!(%error, "cannot publish Event");
         }
     }
     if sink_nearly_full {
@@ -906,7 +896,7 @@ async fn write_status(
             .find(|c| c.type_ == status::SINK_CAPACITY)
             .map(|c| c.message.clone())
             .unwrap_or_default();
-        warn!(webhook = %name, namespace = %namespace, detail = %message, "sink ConfigMap nearly full");
+        warn!(detail = %message, "sink ConfigMap nearly full");
         let event = Event {
             type_: EventType::Warning,
             reason: "SinkNearlyFull".into(),
@@ -915,7 +905,7 @@ async fn write_status(
             secondary: None,
         };
         if let Err(error) = ctx.recorder.publish(&event, &webhook.object_ref(&())).await {
-            warn!(%error, webhook = %name, namespace = %namespace, "cannot publish Event");
+            warn!(%error, "cannot publish Event");
         }
     }
     Ok(())

@@ -239,37 +239,29 @@ async fn control(
         namespace: args.lease_namespace.clone(),
         identity,
     };
-    let mut channel = leader::join(client.clone(), &lease).await?;
-    tokio::select! {
-        leading = leader::until_leading(&mut channel) => {
-            if !leading {
-                anyhow::bail!("leader election ended before this replica could lead");
-            }
-        }
-        _ = shutdown_signal() => return Ok(()),
+    let channel = leader::join(client.clone(), &lease).await?;
+    let leading = metrics.leader.clone();
+    let term = leader::lead(
+        channel,
+        &leading,
+        |stop| controller::run(client, config, metrics, stop),
+        shutdown_signal(),
+    )
+    .await;
+    if term != leader::Term::NeverLed {
+        // The Lease is being released; give that a moment to land before the process ends,
+        // so that another replica takes over at once.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    info!("leading: starting the controller");
-    metrics.leader.set(1);
-    let lost = Arc::new(AtomicBool::new(false));
-    let lost_flag = lost.clone();
-    let watch_channel = channel.clone();
-    let stop = async move {
-        tokio::select! {
-            _ = leader::until_lost(watch_channel) => lost_flag.store(true, Ordering::Relaxed),
-            _ = shutdown_signal() => {}
+    match term {
+        leader::Term::Shutdown => Ok(()),
+        leader::Term::NeverLed => {
+            anyhow::bail!("leader election ended before this replica could lead")
         }
-    };
-    controller::run(client, config, metrics.clone(), stop).await;
-    metrics.leader.set(0);
-    // Dropping the channel releases the Lease so that another replica takes over at once.
-    drop(channel);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    if lost.load(Ordering::Relaxed) {
-        anyhow::bail!(
+        leader::Term::Lost => anyhow::bail!(
             "lost the leader Lease; exiting so that a fresh replica rejoins the election"
-        );
+        ),
     }
-    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ApiResource, DynamicObject, ObjectMeta};
 use serde_json::{Value, json};
 
-use crate::crd::WebhookGateway;
+use crate::crd::{WebhookGateway, WebhookStatus};
 use crate::validate::ValidSpec;
 
 /// The Webhook condition that tells whether a Gateway controller took the route.
@@ -239,6 +239,20 @@ fn accepted(route: &Value) -> (&'static str, String, String) {
         "Accepted".into(),
         format!("HTTPRoute {name} is accepted by every Gateway it names"),
     )
+}
+
+/// `status` with its `RouteAccepted` condition set for `state` (or removed: no route).
+pub fn with_route(
+    mut status: WebhookStatus,
+    state: &RouteState,
+    generation: Option<i64>,
+    now: Time,
+) -> WebhookStatus {
+    let previous = crate::status::take_condition(&mut status, ROUTE_ACCEPTED);
+    status
+        .conditions
+        .extend(condition(previous.as_ref(), state, generation, now));
+    status
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ pub fn deployment_readiness(deployment: &Deployment) -> Readiness {
 }
 
 /// Takes the condition of `type_` out of `status`, to be written anew.
-fn take_condition(status: &mut WebhookStatus, type_: &str) -> Option<Condition> {
+pub(crate) fn take_condition(status: &mut WebhookStatus, type_: &str) -> Option<Condition> {
     status
         .conditions
         .iter()
@@ -330,23 +330,6 @@ pub fn next_status(
         sidecar: placement.sidecar,
         secret_name,
     }
-}
-
-/// `status` with its `RouteAccepted` condition set for `state` (or removed: no route).
-pub fn with_route(
-    mut status: WebhookStatus,
-    state: &crate::route::RouteState,
-    generation: Option<i64>,
-    now: Time,
-) -> WebhookStatus {
-    let previous = take_condition(&mut status, crate::route::ROUTE_ACCEPTED);
-    status.conditions.extend(crate::route::condition(
-        previous.as_ref(),
-        state,
-        generation,
-        now,
-    ));
-    status
 }
 
 /// What this reconciliation learnt about the sink ConfigMap.

@@ -23,10 +23,11 @@ use axum::body::Bytes;
 use axum::routing::post;
 use futures::future::BoxFuture;
 use hookwarden_receiver::config::{Limits, Provider, ReceiverConfig, SinksConfig, WebhookIdentity};
+use hookwarden_receiver::delivery::{Delivery, RecordError, Sink};
 use hookwarden_receiver::secrets::read_secret_file;
 use hookwarden_receiver::server::{AppState, app, metrics_app, serve_on, shutdown_signal};
 use hookwarden_receiver::signature::{Scheme, sign};
-use hookwarden_receiver::sink::{Delivery, RecordError, Sink, Sinks};
+use hookwarden_receiver::sink::Sinks;
 use hookwarden_receiver::telemetry::{self, LogFormat};
 
 /// Confirms every delivery at once and counts them.
@@ -120,7 +121,7 @@ fn bench_config(port: u16, metrics_port: u16, secret: &str) -> ReceiverConfig {
 
 fn requests(n: usize, secret: &str, out: &str) {
     let secret = read_secret_file(secret.as_ref()).unwrap();
-    let now = hookwarden_receiver::server::system_clock()();
+    let now = hookwarden_receiver::clock::system_clock()();
     let scheme = Scheme::new(Provider::Opal);
     let mut file = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
     for i in 0..n {
@@ -161,7 +162,7 @@ async fn stages(n: usize) {
     use tower::ServiceExt;
 
     let secret = Secret::new(b"a-benchmark-secret-of-32-bytes!!");
-    let now = hookwarden_receiver::server::system_clock()();
+    let now = hookwarden_receiver::clock::system_clock()();
     let scheme = Scheme::new(Provider::Opal);
     let deliveries: Vec<(HeaderMap, Bytes)> = (0..n)
         .map(|i| {

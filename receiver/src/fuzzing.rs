@@ -9,33 +9,26 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::{Provider, ReceiverConfig};
 use crate::payload::{note, parse, reason};
 use crate::secrets::Secret;
-use crate::signature::{Algorithm, Encoding, GenericHmac, Scheme};
+use crate::signature::{Algorithm, Encoding, GenericHmac, Scheme, names};
 
-/// Header names the signature input is split into, in order.
-const HEADERS: [&str; 16] = [
-    "x-opal-signature",
-    "x-opal-request-timestamp",
-    "x-signature",
-    "x-hub-signature-256",
-    "x-slack-signature",
-    "x-slack-request-timestamp",
-    "stripe-signature",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "x-shopify-hmac-sha256",
-    "x-gitlab-token",
-    "x-acme-signature",
-    "x-acme-timestamp",
-    "x-acme-id",
-    "x-gitlab-event-uuid",
-];
+/// The generic HMAC layout's headers the `signature` target sets (see `generic`).
+const GENERIC_HEADERS: [&str; 3] = ["x-acme-signature", "x-acme-timestamp", "x-acme-id"];
+
+/// The header names the signature input is split into, in order: the schemes' table, with
+/// the generic layout's after the first twelve (where the corpus has them).
+fn header_layout() -> Vec<HeaderName> {
+    let mut all = names::ALL.to_vec();
+    let rest = all.split_off(12);
+    all.extend(GENERIC_HEADERS.map(HeaderName::from_static));
+    all.extend(rest);
+    all
+}
 
 /// Every scheme's header parsing and verification on arbitrary headers and bodies: never a
 /// panic, and never an acceptance, since the input cannot know the secret.
 ///
 /// Layout: the first byte picks the provider (its high bit the generic encoding); the rest is
-/// split on 0xFF into one value per header of `HEADERS`, then the body.
+/// split on 0xFF into one value per header of [`header_layout`], then the body.
 pub fn signature(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
@@ -43,9 +36,9 @@ pub fn signature(data: &[u8]) {
     let provider = Provider::ALL[selector as usize % Provider::ALL.len()];
     let mut fields = rest.split(|b| *b == 0xFF);
     let mut headers = HeaderMap::new();
-    for name in HEADERS {
+    for name in header_layout() {
         if let Some(Ok(v)) = fields.next().map(HeaderValue::from_bytes) {
-            headers.insert(HeaderName::from_static(name), v);
+            headers.insert(name, v);
         }
     }
     let body: Vec<u8> = fields.flatten().copied().collect();
@@ -113,5 +106,31 @@ pub fn config(data: &[u8]) {
             .map(ReceiverConfig::from_yaml)
             .and_then(Result::ok);
         assert_eq!(again.as_ref(), Some(&config), "config did not round-trip");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `fuzz/seed.py` writes the corpus's seeds in the same layout: its list of header
+    /// names must be this one.
+    #[test]
+    fn the_seed_script_splits_headers_as_the_target_does() {
+        let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seed.py"))
+            .expect("receiver/fuzz/seed.py");
+        let list = script
+            .split_once("HEADERS = [")
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map(|(list, _)| list)
+            .expect("HEADERS = [...] in seed.py");
+        let names: Vec<String> = list
+            .split(',')
+            .map(|n| n.trim().trim_matches('"').to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let ours: Vec<String> = super::header_layout()
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        assert_eq!(names, ours);
     }
 }

@@ -4,11 +4,11 @@
 //! `secrets` reads the signing secrets from mounted files.
 
 pub mod client;
-pub mod cmsink;
+pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod delivery;
 pub mod error;
-pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;

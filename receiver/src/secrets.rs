@@ -9,7 +9,15 @@ use hmac::{Hmac, KeyInit};
 use sha2::Sha256;
 
 use crate::error::{Error, Result};
-use crate::signature::whsec_key;
+
+/// The key of a Standard Webhooks secret: base64 after an optional `whsec_`.
+pub(crate) fn whsec_key(secret: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let text = std::str::from_utf8(secret).ok()?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.strip_prefix("whsec_").unwrap_or(text))
+        .ok()
+}
 
 /// One signing secret. Its bytes never reach `Debug`, logs or responses.
 ///

@@ -11,11 +11,12 @@ use hmac::{Hmac, KeyInit, Mac};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::{Provider, ReceiverConfig};
-use crate::secrets::Secret;
+use crate::secrets::{Secret, whsec_key};
 pub use hookwarden_api::layout::{Algorithm, Encoding, GenericHmac};
 
-/// The headers the schemes read, parsed once.
-mod names {
+/// The headers the schemes read and `sign` writes: the one table of their names, which the
+/// fuzz targets use too.
+pub mod names {
     use axum::http::HeaderName;
 
     pub const OPAL_SIGNATURE: HeaderName = HeaderName::from_static("x-opal-signature");
@@ -31,6 +32,23 @@ mod names {
     pub const SHOPIFY_SIGNATURE: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
     pub const GITLAB_TOKEN: HeaderName = HeaderName::from_static("x-gitlab-token");
     pub const GITLAB_EVENT_UUID: HeaderName = HeaderName::from_static("x-gitlab-event-uuid");
+
+    /// Every one of them. The order is the fuzz corpus's layout: add new ones at the end.
+    pub const ALL: [HeaderName; 13] = [
+        OPAL_SIGNATURE,
+        OPAL_TIMESTAMP,
+        MEMBRANE_SIGNATURE,
+        GITHUB_SIGNATURE,
+        SLACK_SIGNATURE,
+        SLACK_TIMESTAMP,
+        STRIPE_SIGNATURE,
+        WEBHOOK_ID,
+        WEBHOOK_TIMESTAMP,
+        WEBHOOK_SIGNATURE,
+        SHOPIFY_SIGNATURE,
+        GITLAB_TOKEN,
+        GITLAB_EVENT_UUID,
+    ];
 }
 
 /// Default replay window: deliveries signed more than this far in the past or future are
@@ -372,12 +390,6 @@ fn mac_matches<M: Mac>(
     })
 }
 
-/// The key of a Standard Webhooks secret: base64 after an optional `whsec_`.
-pub(crate) fn whsec_key(secret: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(secret).ok()?;
-    B64.decode(text.strip_prefix("whsec_").unwrap_or(text)).ok()
-}
-
 /// Computes the HMAC of `parts` (concatenated) with `key`.
 pub fn hmac(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
@@ -553,16 +565,20 @@ fn parse_standard(headers: &HeaderMap) -> Result<Check<'_>, Rejection> {
     let mut candidates = Vec::new();
     for item in value.split(' ').filter(|s| !s.is_empty()) {
         let (version, sig) = item.split_once(',').ok_or(Rejection::MalformedHeader {
-            header: "webhook-signature".into(),
+            header: names::WEBHOOK_SIGNATURE.to_string(),
             reason: "items must be version,signature",
         })?;
         if version == "v1" {
-            candidates.push(decode(sig, Encoding::Base64, "webhook-signature")?);
+            candidates.push(decode(
+                sig,
+                Encoding::Base64,
+                names::WEBHOOK_SIGNATURE.as_str(),
+            )?);
         }
     }
     if candidates.is_empty() {
         return Err(Rejection::MalformedHeader {
-            header: "webhook-signature".into(),
+            header: names::WEBHOOK_SIGNATURE.to_string(),
             reason: "no v1 signature",
         });
     }
@@ -667,25 +683,25 @@ pub fn sign(
     match scheme.provider {
         Opal => vec![
             (
-                "X-Opal-Signature".into(),
+                names::OPAL_SIGNATURE.to_string(),
                 hex_sig(&[format!("v0:{ts}:").as_bytes(), body]),
             ),
-            ("X-Opal-Request-Timestamp".into(), ts),
+            (names::OPAL_TIMESTAMP.to_string(), ts),
         ],
-        Membrane => vec![("X-Signature".into(), hex_sig(&[body]))],
+        Membrane => vec![(names::MEMBRANE_SIGNATURE.to_string(), hex_sig(&[body]))],
         Github => vec![(
-            "X-Hub-Signature-256".into(),
+            names::GITHUB_SIGNATURE.to_string(),
             format!("sha256={}", hex_sig(&[body])),
         )],
         Slack => vec![
             (
-                "X-Slack-Signature".into(),
+                names::SLACK_SIGNATURE.to_string(),
                 format!("v0={}", hex_sig(&[format!("v0:{ts}:").as_bytes(), body])),
             ),
-            ("X-Slack-Request-Timestamp".into(), ts),
+            (names::SLACK_TIMESTAMP.to_string(), ts),
         ],
         Stripe => vec![(
-            "Stripe-Signature".into(),
+            names::STRIPE_SIGNATURE.to_string(),
             format!(
                 "t={ts},v1={}",
                 hex_sig(&[format!("{ts}.").as_bytes(), body])
@@ -699,24 +715,24 @@ pub fn sign(
                 &[format!("{delivery_id}.{ts}.").as_bytes(), body],
             );
             vec![
-                ("webhook-id".into(), delivery_id.into()),
-                ("webhook-timestamp".into(), ts),
+                (names::WEBHOOK_ID.to_string(), delivery_id.into()),
+                (names::WEBHOOK_TIMESTAMP.to_string(), ts),
                 (
-                    "webhook-signature".into(),
+                    names::WEBHOOK_SIGNATURE.to_string(),
                     format!("v1,{}", B64.encode(sig)),
                 ),
             ]
         }
         Shopify => vec![(
-            "X-Shopify-Hmac-Sha256".into(),
+            names::SHOPIFY_SIGNATURE.to_string(),
             B64.encode(hmac(Algorithm::Sha256, secret, &[body])),
         )],
         Gitlab => vec![
             (
-                "X-Gitlab-Token".into(),
+                names::GITLAB_TOKEN.to_string(),
                 String::from_utf8_lossy(secret).into_owned(),
             ),
-            ("X-Gitlab-Event-UUID".into(), delivery_id.into()),
+            (names::GITLAB_EVENT_UUID.to_string(), delivery_id.into()),
         ],
         GenericHmac => {
             let Some(g) = &scheme.generic else {

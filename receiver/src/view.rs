@@ -1,5 +1,5 @@
 //! What a delivery does to a sink ConfigMap's data: pure, so that the rules (idempotence,
-//! order, bounds, size) are tested without an API server. `cmsink` reads the ConfigMap,
+//! order, bounds, size) are tested without an API server. `sink::configmap` reads the ConfigMap,
 //! calls [`apply`] and writes the result back under optimistic concurrency.
 //!
 //! Layout (every value is JSON; user ids such as emails live in values, never in keys):
@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::ConfigMapMode;
+use crate::delivery::Delivery;
 use crate::payload::{Detail, MembraneEvent, OpalEvent};
-use crate::sink::Delivery;
 
 /// Deliveries remembered as applied.
 pub const REMEMBERED: usize = 1000;

@@ -8,9 +8,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use futures::future::BoxFuture;
 use hookwarden_receiver::config::{Limits, Provider, ReceiverConfig, SinksConfig, WebhookIdentity};
+use hookwarden_receiver::delivery::{Delivery, RecordError, Sink};
 use hookwarden_receiver::server::{AppState, app};
 use hookwarden_receiver::signature::{Scheme, sign};
-use hookwarden_receiver::sink::{Delivery, RecordError, Sink, Sinks};
+use hookwarden_receiver::sink::Sinks;
 use tower::ServiceExt;
 
 const SECRET: &str = "opal-test-secret-0123456789abcdef";

@@ -14,9 +14,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode, Uri};
 use tokio::time::Instant;
 
+use super::retry::{Failure, retry_until};
 use crate::config::WebhookIdentity;
+use crate::delivery::{Delivery, RecordError, Sink};
 use crate::error::{Error, Result};
-use crate::sink::{Delivery, Failure, RecordError, Sink, retry_until};
 
 pub const WEBHOOK_HEADER: &str = "x-hookwarden-webhook";
 pub const DELIVERY_HEADER: &str = "x-hookwarden-delivery";

@@ -16,8 +16,9 @@ use kube::api::{Api, PostParams};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::retry::{Failure, retry_until};
 use crate::config::ConfigMapMode;
-use crate::sink::{Delivery, Failure, RecordError, Sink, retry_until};
+use crate::delivery::{Delivery, RecordError, Sink};
 use crate::view;
 
 /// Deliveries waiting for the writer; more are refused at once (the sender retries).
@@ -125,7 +126,7 @@ impl Writer {
                 .await
                 .map_err(|e| self.failure(e))?;
             let mut data = cm.data.take().unwrap_or_default();
-            let now = crate::server::system_clock()();
+            let now = crate::clock::system_clock()();
             let mut changed = false;
             for (i, delivery) in deliveries.iter().enumerate() {
                 let mut next = data.clone();

@@ -1,0 +1,53 @@
+//! A verified delivery, and what records one: the `Sink` interface and why recording can
+//! fail. Pure data and an interface; the sinks that do the I/O live in `sink`.
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+
+use crate::payload::ReceivedEvent;
+use crate::replay::Key;
+
+/// A verified, parsed delivery, reduced to the events the Webhook accepts.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The delivery's identity (see `replay`).
+    pub key: Key,
+    pub events: Vec<ReceivedEvent>,
+    /// The raw body the signature covered, for the `forward` sink.
+    pub body: axum::body::Bytes,
+    /// The sender's `Content-Type`, if it sent one.
+    pub content_type: Option<axum::http::HeaderValue>,
+    /// The sender's event time, where it has one (Opal's `event_ts`): orders state changes.
+    pub event_ts: Option<i64>,
+}
+
+/// Why a delivery could not be recorded. The sender gets 503 and may retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("the Kubernetes API did not confirm the write in time: {0}")]
+    Unavailable(String),
+    #[error("the Kubernetes API refused the write: {0}")]
+    Refused(String),
+    #[error("sink {0} is not available in this version of the receiver")]
+    Unsupported(&'static str),
+}
+
+impl RecordError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            RecordError::Unavailable(_) => "sink_unavailable",
+            RecordError::Refused(_) => "sink_refused",
+            RecordError::Unsupported(_) => "sink_unsupported",
+        }
+    }
+}
+
+/// Records deliveries somewhere (the sinks in `sink`).
+pub trait Sink: Send + Sync {
+    /// Records `delivery`, giving up at `deadline`.
+    fn record<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<(), RecordError>>;
+}

@@ -1,0 +1,33 @@
+//! The receiver's HTTP surface: [`app`] builds the service, [`serve`] runs it until
+//! SIGTERM.
+//!
+//! A delivery goes: raw body -> signature check over those bytes -> replay check -> parse
+//! -> event-type filter -> every sink confirms -> 2xx. Anything else gets a clear status
+//! and a short reason, never a secret, an expected signature or internal error text.
+//!
+//! - `state`: what every request shares, and the in-flight ceiling;
+//! - `outcome`: what became of a delivery: its answer, metric label and log line;
+//! - `deliver`: one delivery, from the request to its outcome;
+//! - `serve`: the service, the listener loop and shutdown.
+//!
+//! ## Why the delivery path is hand-made
+//!
+//! A POST to the delivery path bypasses axum's router (routing, boxed handler future and
+//! bodies, extensions), its limits (concurrency, body size, timeout) are applied in the
+//! handler rather than by tower layers, the header read timeout is one timer per connection
+//! (`connection`) rather than hyper's one per request, and replay detection keeps its own
+//! tables (`replay`). Each was measured with `make bench` (bench/run.sh: the receiver
+//! against a bare axum server in the same run): the router alone was a fifth of what the
+//! receiver costs beyond a bare server. Everything else (health, 404, 405 with `Allow`)
+//! goes through axum as usual.
+
+mod deliver;
+mod outcome;
+mod serve;
+mod state;
+
+pub use serve::{
+    HEADER_READ_TIMEOUT, Receiver, Reply, SHUTDOWN_GRACE, app, metrics_app, serve, serve_on,
+    shutdown_signal,
+};
+pub use state::{AppState, InFlight, InFlightGuard, REPLAY_CAPACITY, REPLAY_MEMORY_SECS};

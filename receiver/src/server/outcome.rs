@@ -1,0 +1,139 @@
+//! What became of one delivery: the answer the sender gets, the metric label and the log
+//! line.
+
+use axum::body::Bytes;
+use axum::http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::delivery::RecordError;
+use crate::payload::ParseError;
+use crate::signature::Rejection;
+
+/// The result of one delivery.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Recorded(usize),
+    Duplicate,
+    Ignored,
+    Rejected(Rejection),
+    Malformed(ParseError),
+    NoSecret,
+    NotRecorded(RecordError),
+    Overloaded,
+    TooLarge,
+    TimedOut,
+    BodyUnreadable,
+}
+
+impl Outcome {
+    pub(super) fn label(&self) -> &'static str {
+        match self {
+            Outcome::Recorded(_) => "recorded",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Ignored => "ignored",
+            Outcome::Rejected(r) => r.metric_label(),
+            Outcome::Malformed(_) => "malformed_payload",
+            Outcome::NoSecret => "no_secret",
+            Outcome::NotRecorded(e) => e.metric_label(),
+            Outcome::Overloaded => "overloaded",
+            Outcome::TooLarge => "too_large",
+            Outcome::TimedOut => "timed_out",
+            Outcome::BodyUnreadable => "body_unreadable",
+        }
+    }
+}
+
+impl Outcome {
+    pub(super) fn answer(self) -> Response<Full<Bytes>> {
+        // Fixed texts wherever possible: the common answers cost no formatting.
+        fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+            let mut resp = Response::new(Full::new(body.into()));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+            json(status, serde_json::json!({ "error": message }).to_string())
+        }
+        fn retry_after(
+            mut resp: Response<Full<Bytes>>,
+            seconds: &'static str,
+        ) -> Response<Full<Bytes>> {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+            resp
+        }
+        match self {
+            Outcome::Recorded(1) => json(StatusCode::OK, r#"{"events":1,"status":"recorded"}"#),
+            Outcome::Recorded(n) => json(
+                StatusCode::OK,
+                format!(r#"{{"events":{n},"status":"recorded"}}"#),
+            ),
+            Outcome::Duplicate => json(StatusCode::OK, r#"{"status":"duplicate"}"#),
+            Outcome::Ignored => json(StatusCode::OK, r#"{"status":"ignored"}"#),
+            Outcome::Rejected(r @ Rejection::MalformedHeader { .. }) => {
+                error(StatusCode::BAD_REQUEST, &r.to_string())
+            }
+            Outcome::Rejected(r) => {
+                let mut resp = error(StatusCode::UNAUTHORIZED, &r.to_string());
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("HMAC realm=\"hookwarden\""),
+                );
+                resp
+            }
+            Outcome::Malformed(e) => error(
+                StatusCode::BAD_REQUEST,
+                &format!("payload not understood: {e}"),
+            ),
+            Outcome::NoSecret => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "signing secret unavailable; not recorded",
+            ),
+            Outcome::NotRecorded(_) => retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "delivery not recorded; retry",
+                ),
+                "5",
+            ),
+            Outcome::Overloaded => retry_after(
+                error(StatusCode::SERVICE_UNAVAILABLE, "overloaded; retry"),
+                "1",
+            ),
+            Outcome::TooLarge => error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+            Outcome::TimedOut => retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "delivery not handled in time; not recorded",
+                ),
+                "5",
+            ),
+            Outcome::BodyUnreadable => error(StatusCode::BAD_REQUEST, "request body unreadable"),
+        }
+    }
+}
+
+/// One structured line per delivery, never its contents.
+pub(super) fn log(webhook: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Recorded(n) => tracing::info!(%webhook, events = n, "delivery recorded"),
+        Outcome::Duplicate | Outcome::Ignored => {
+            tracing::info!(%webhook, outcome = outcome.label(), "delivery acknowledged, not recorded (duplicate or not an accepted type)")
+        }
+        Outcome::Rejected(r) => tracing::warn!(%webhook, reason = %r, "delivery refused"),
+        Outcome::Malformed(e) => {
+            tracing::warn!(%webhook, error = %e, "verified payload not understood")
+        }
+        Outcome::NoSecret => {
+            tracing::warn!(%webhook, "delivery refused: signing secret unavailable")
+        }
+        Outcome::NotRecorded(e) => tracing::error!(%webhook, error = %e, "delivery not recorded"),
+        Outcome::Overloaded | Outcome::TooLarge | Outcome::TimedOut | Outcome::BodyUnreadable => {
+            tracing::warn!(%webhook, outcome = outcome.label(), "delivery refused")
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The service ([`app`]), the listener loop ([`serve_on`]) and shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::State;
+use axum::http::{Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::future::BoxFuture;
+use http_body_util::{Either, Full};
+
+use super::deliver::deliver;
+use super::state::AppState;
+use crate::config::ReceiverConfig;
+pub use crate::connection::HEADER_READ_TIMEOUT;
+use crate::connection::{self, Activity};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::secrets::SecretState;
+use crate::sink::Sinks;
+
+/// The receiver's HTTP service: the health endpoints and the one delivery path of this
+/// receiver.
+pub fn app(state: AppState) -> Receiver {
+    let state = Arc::new(state);
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(
+            &state.config.path,
+            post(
+                |State(state): State<Arc<AppState>>, request: Request<Body>| async move {
+                    deliver(&state, request).await
+                },
+            ),
+        )
+        .with_state(state.clone());
+    Receiver(Arc::new((state, router)))
+}
+
+/// The body of an answer: a delivery's, or one from the router.
+pub type Reply = Either<Full<Bytes>, Body>;
+
+/// The receiver as a service ([`app`]).
+///
+/// A POST to the delivery path goes straight to the delivery handler; axum's router answers
+/// everything else (health, and 404 or 405 with `Allow`, the same as for a delivery path it
+/// routes itself). Why: the module `server`'s documentation.
+#[derive(Clone)]
+pub struct Receiver(Arc<(Arc<AppState>, Router)>);
+
+impl Receiver {
+    /// Answers one request.
+    pub async fn answer<B>(self, request: Request<B>) -> Response<Reply>
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let (state, router) = &*self.0;
+        if request.method() == Method::POST && request.uri().path() == state.config.path {
+            deliver(state, request).await.map(Either::Left)
+        } else {
+            match tower::Service::call(&mut router.clone(), request).await {
+                Ok(response) => response.map(Either::Right),
+                Err(infallible) => match infallible {},
+            }
+        }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Receiver
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let answer = self.clone().answer(request);
+        Box::pin(async move { Ok(answer.await.map(Body::new)) })
+    }
+}
+
+/// The metrics router, served on its own port.
+pub fn metrics_app(metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }
+        }),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.secrets.current() {
+        SecretState::Loaded(_) => (StatusCode::OK, "ok\n").into_response(),
+        SecretState::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signing secret unavailable\n",
+        )
+            .into_response(),
+    }
+}
+
+/// How long in-flight deliveries may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
+pub async fn serve(config: ReceiverConfig) -> Result<()> {
+    let needs_api = config.sinks.events || config.sinks.config_map.is_some();
+    let client = if needs_api {
+        Some(
+            kube::Client::try_default()
+                .await
+                .map_err(Error::KubeClient)?,
+        )
+    } else {
+        None
+    };
+    let sinks = Sinks::from_config(&config, client);
+    let state = AppState::new(config, sinks);
+    if let SecretState::Unavailable(reason) = state.secrets.current() {
+        tracing::warn!(%reason, "signing secrets unavailable at start; not ready");
+    }
+    tokio::spawn(state.secrets.clone().refresh_every(Duration::from_secs(5)));
+
+    let metrics_addr = state.config.metrics_listen;
+    let metrics_listener = bind(metrics_addr).await?;
+    let metrics = metrics_app(state.metrics.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(metrics_listener, metrics).await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+
+    let addr = state.config.listen;
+    let listener = bind(addr).await?;
+    tracing::info!(%addr, path = %state.config.path, provider = %state.config.provider, "receiver listening");
+    serve_on(listener, app(state), shutdown_signal()).await;
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
+
+/// Serves `receiver` on `listener` until `shutdown` completes; then stops accepting and waits
+/// up to [`SHUTDOWN_GRACE`] for requests in flight. Clients that do not send their headers
+/// within [`HEADER_READ_TIMEOUT`] are disconnected.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    receiver: Receiver,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::server::graceful::GracefulShutdown;
+
+    let graceful = GracefulShutdown::new();
+    // Not hyper's header_read_timeout: `connection` keeps that limit with one timer per
+    // connection instead of one per request.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.header_read_timeout(None);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let activity = Activity::new();
+                let service = {
+                    let receiver = receiver.clone();
+                    let activity = activity.clone();
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let busy = activity.request();
+                        let answer = receiver.clone().answer(request);
+                        async move {
+                            let response = answer.await;
+                            drop(busy);
+                            Ok::<_, Infallible>(response)
+                        }
+                    })
+                };
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let conn = tokio::spawn(async move {
+                    if let Err(error) = conn.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+                // The watchdog is a task of its own, so that the connection's task polls
+                // only the connection, however often it wakes.
+                tokio::spawn(async move {
+                    let closer = conn.abort_handle();
+                    tokio::select! {
+                        _ = conn => {}
+                        () = connection::idle_expired(&activity, HEADER_READ_TIMEOUT) => {
+                            closer.abort();
+                            tracing::debug!("closed a connection that sent no request headers in time");
+                        }
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the shutdown grace period");
+    }
+}
+
+pub use hookwarden_process::shutdown_signal;

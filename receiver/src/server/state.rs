@@ -1,0 +1,89 @@
+//! What every request shares, and the ceiling on deliveries in flight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::clock::{Clock, system_clock};
+use crate::config::ReceiverConfig;
+use crate::metrics::Metrics;
+use crate::replay::ReplayCache;
+use crate::secrets::SecretStore;
+use crate::signature::Scheme;
+use crate::sink::Sinks;
+
+/// How long a recorded delivery is remembered for replay detection without a timestamp.
+pub const REPLAY_MEMORY_SECS: i64 = 24 * 3600;
+/// At most this many deliveries are remembered for replay detection, and at least half as
+/// many: the last 100 000 (see `replay`).
+pub const REPLAY_CAPACITY: usize = 200_000;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ReceiverConfig>,
+    pub scheme: Arc<Scheme>,
+    pub secrets: SecretStore,
+    pub replay: Arc<ReplayCache>,
+    pub sinks: Arc<Sinks>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    /// Deliveries in flight, at most `limits.maxConcurrentDeliveries`; past that, a delivery
+    /// is shed with 503.
+    pub in_flight: Arc<InFlight>,
+}
+
+impl AppState {
+    pub fn new(config: ReceiverConfig, sinks: Sinks) -> Self {
+        let scheme = crate::signature::Scheme::of(&config);
+        let config_webhook = config.webhook.clone();
+        let config_provider = config.provider;
+        let max_in_flight = config.limits.max_concurrent_deliveries as usize;
+        AppState {
+            secrets: SecretStore::new(config.secret_files.clone()),
+            config: Arc::new(config),
+            scheme: Arc::new(scheme),
+            replay: Arc::new(ReplayCache::new(REPLAY_MEMORY_SECS, REPLAY_CAPACITY)),
+            sinks: Arc::new(sinks),
+            metrics: Arc::new(Metrics::new(
+                &format!("{}/{}", config_webhook.namespace, config_webhook.name),
+                config_provider.as_str(),
+            )),
+            clock: system_clock(),
+            in_flight: Arc::new(InFlight::new(max_in_flight)),
+        }
+    }
+}
+
+/// A count of deliveries in flight with a ceiling: a semaphore that never waits.
+#[derive(Debug)]
+pub struct InFlight {
+    count: AtomicUsize,
+    max: usize,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        InFlight {
+            count: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A place for one more delivery, held until the guard is dropped; `None` when full.
+    pub fn enter(&self) -> Option<InFlightGuard<'_>> {
+        self.count
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlightGuard(self))
+    }
+}
+
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Release);
+    }
+}

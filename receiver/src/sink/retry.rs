@@ -1,0 +1,125 @@
+//! Retrying a write until it succeeds, fails for good, or the delivery's deadline passes.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::delivery::RecordError;
+
+/// Whether an API error may go away by itself.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        // Connection refused, reset, timeouts, TLS hiccups while the API server restarts.
+        _ => true,
+    }
+}
+
+/// Why one attempt to record failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// May go away by itself (unreachable, overloaded, 5xx): try again within the budget.
+    Transient(String),
+    /// Will not: give up now.
+    Final(RecordError),
+}
+
+/// Runs `op` until it succeeds, fails for good, or `deadline` passes, backing off from
+/// 100 ms to 1 s between attempts.
+pub async fn retry_until<F, Fut>(deadline: Instant, mut op: F) -> Result<(), RecordError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(RecordError::Unavailable("deadline passed".into()));
+        }
+        let last = match tokio::time::timeout(remaining, op()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(Failure::Final(e))) => return Err(e),
+            Ok(Err(Failure::Transient(why))) => why,
+            Err(_) => return Err(RecordError::Unavailable("timed out".into())),
+        };
+        if Instant::now() + delay >= deadline {
+            return Err(RecordError::Unavailable(last));
+        }
+        tracing::debug!(reason = %last, "write failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// [`retry_until`] for a Kubernetes API call: 429, 5xx and connection errors are transient.
+pub async fn with_retry<F, Fut>(deadline: Instant, mut op: F) -> Result<(), RecordError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    retry_until(deadline, || {
+        let attempt = op();
+        async move {
+            attempt.await.map_err(|e| {
+                if transient(&e) {
+                    Failure::Transient(short(&e))
+                } else {
+                    Failure::Final(RecordError::Refused(short(&e)))
+                }
+            })
+        }
+    })
+    .await
+}
+
+fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}", s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::RecordError;
+
+    #[tokio::test]
+    async fn retries_transient_errors_until_the_deadline() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let unavailable = || {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code: 503,
+                reason: "ServiceUnavailable".into(),
+                ..Default::default()
+            }))
+        };
+        let deadline = Instant::now() + Duration::from_millis(700);
+        let r = with_retry(deadline, || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Err(unavailable()) }
+        })
+        .await;
+        assert!(matches!(r, Err(RecordError::Unavailable(_))), "{r:?}");
+        assert!(calls.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+        // then it recovers
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        let r = with_retry(Instant::now() + Duration::from_secs(5), || {
+            let k = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move { if k < 2 { Err(unavailable()) } else { Ok(()) } }
+        })
+        .await;
+        assert_eq!(r, Ok(()));
+        // a refusal is final
+        let r = with_retry(Instant::now() + Duration::from_secs(5), || async {
+            Err(kube::Error::Api(Box::new(kube::core::Status {
+                code: 403,
+                reason: "Forbidden".into(),
+                ..Default::default()
+            })))
+        })
+        .await;
+        assert!(matches!(r, Err(RecordError::Refused(m)) if m.contains("403")));
+    }
+}
