@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The receiver's speed and footprint benchmark (`make bench`), as issue #3 defines it:
+# The receiver's speed and footprint benchmark (`make bench`; README, "Speed and footprint"):
 # wrk on loopback drives (a) a bare axum server that answers 200 and (b) the receiver's own
 # router and connection loop verifying signed Opal deliveries, each server pinned to core 0
 # and wrk to core 1. Reports throughput and the ratio, p50/p99 latency, and RSS idle and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The sink benchmark (`make bench-sinks`), as issue #4 defines it: signed, distinct Opal
+# The sink benchmark (`make bench-sinks`; README, "Speed and footprint"): signed, distinct Opal
 # deliveries pushed by wrk through the receivers the operator runs on the project's cluster,
 # into the real API server, once with the `events` sink and once with the `configMap` sink
 # (`state` mode: each delivery adds one user). Reports deliveries recorded per second, p99

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// A webhook endpoint: where deliveries arrive, how their signatures are verified, and where
 /// verified deliveries are recorded. The operator runs receiver pods for it.
-#[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "hookwarden.io",
     version = "v1alpha1",

@@ -772,14 +772,6 @@ mod tests {
         WebhookSpec {
             path: "/opal".into(),
             provider: "opal".into(),
-            event_types: vec![],
-            secret_ref: None,
-            additional_secret_refs: vec![],
-            generic_hmac: None,
-            limits: None,
-            ingress: None,
-            gateway: None,
-            sidecar: None,
             sinks: Some(Sinks {
                 events: Some(true),
                 config_map: Some(ConfigMapSink {
@@ -788,7 +780,7 @@ mod tests {
                 }),
                 forward: None,
             }),
-            receiver: None,
+            ..WebhookSpec::default()
         }
     }
 

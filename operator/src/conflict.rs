@@ -100,15 +100,7 @@ mod tests {
                 path: format!("/{name}"),
                 provider: provider.into(),
                 event_types: types.iter().map(|s| s.to_string()).collect(),
-                secret_ref: None,
-                additional_secret_refs: vec![],
-                sinks: None,
-                receiver: None,
-                generic_hmac: None,
-                limits: None,
-                ingress: None,
-                gateway: None,
-                sidecar: None,
+                ..WebhookSpec::default()
             },
         );
         w.metadata.namespace = Some("ns".into());

@@ -366,7 +366,9 @@ mod tests {
             "opal",
             &crate::crd::WebhookSpec {
                 gateway: Some(set(Some("https"))),
-                ..serde_json::from_value(json!({"path": "/opal", "provider": "opal"})).unwrap()
+                path: "/opal".into(),
+                provider: "opal".into(),
+                ..Default::default()
             },
         )
         .unwrap();

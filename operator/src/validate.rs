@@ -528,16 +528,7 @@ mod tests {
         WebhookSpec {
             path: path.into(),
             provider: provider.into(),
-            event_types: vec![],
-            secret_ref: None,
-            additional_secret_refs: vec![],
-            sinks: None,
-            receiver: None,
-            generic_hmac: None,
-            limits: None,
-            ingress: None,
-            gateway: None,
-            sidecar: None,
+            ..WebhookSpec::default()
         }
     }
 

@@ -1,5 +1,8 @@
 //! The receiver's HTTP client: `hookwarden-receiver send` (sign a body as a sender would and
-//! POST it, so users can test a receiver end to end) and the `forward` sink.
+//! POST it, so users can test a receiver end to end), the `forward` sink, and the
+//! end-to-end tests.
+
+use std::time::Duration;
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -31,32 +34,51 @@ pub fn http_client() -> std::result::Result<HttpClient, String> {
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
-/// POSTs `body` with `headers` to `url`.
+/// POSTs `body` with `headers` to `url`; waits 30 s at most.
 pub async fn post(url: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Answer> {
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|e| Error::Send(format!("invalid URL {url:?}: {e}")))?;
-    let client = http_client().map_err(Error::Send)?;
-    let mut req = Request::post(uri);
+    let mut req = Request::post(parse(url)?);
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
     let req = req
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| Error::Send(format!("invalid header: {e}")))?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+    send(req, Duration::from_secs(30)).await
+}
+
+/// GETs `url`; waits `within` at most.
+pub async fn get(url: &str, within: Duration) -> Result<Answer> {
+    let req = Request::get(parse(url)?)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| Error::Send(format!("invalid request: {e}")))?;
+    send(req, within).await
+}
+
+fn parse(url: &str) -> Result<hyper::Uri> {
+    url.parse()
+        .map_err(|e| Error::Send(format!("invalid URL {url:?}: {e}")))
+}
+
+async fn send(req: Request<Full<Bytes>>, within: Duration) -> Result<Answer> {
+    let client = http_client().map_err(Error::Send)?;
+    let answer = async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| Error::Send(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Error::Send(e.to_string()))?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    };
+    tokio::time::timeout(within, answer)
         .await
-        .map_err(|_| Error::Send("no answer within 30 s".into()))?
-        .map_err(|e| Error::Send(e.to_string()))?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| Error::Send(e.to_string()))?
-        .to_bytes();
-    Ok(Answer {
-        status,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    })
+        .map_err(|_| Error::Send(format!("no answer within {} s", within.as_secs())))?
 }

@@ -304,36 +304,16 @@ pub fn kubectl_stdin(namespace: &str, yaml: &str, extra: &[&str]) -> (bool, Stri
     (out.status.success(), text)
 }
 
-/// A plain HTTP/1.1 GET of `path` on `host:port`; returns the status code and body.
-pub async fn http_get(host: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect((host, port)),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, text.clone()))?;
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    Ok((code, body))
+/// A GET of `path` on `host:port` with the receiver's own HTTP client; returns the status
+/// code and body.
+pub async fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<(u16, String), hookwarden_receiver::Error> {
+    let url = format!("http://{host}:{port}{path}");
+    let answer = hookwarden_receiver::client::get(&url, Duration::from_secs(10)).await?;
+    Ok((answer.status, answer.body))
 }
 
 /// Events (events.k8s.io/v1) in `namespace` regarding the object named `name`.

@@ -20,10 +20,10 @@ where
 {
     let started = tokio::time::Instant::now();
     let (parts, body) = request.into_parts();
-    let outcome = match state.in_flight.enter() {
+    let outcome = match state.in_flight.try_acquire() {
         // Load shedding: a sender told to retry shortly beats one left waiting.
-        None => Outcome::Overloaded,
-        Some(_place) => {
+        Err(_) => Outcome::Overloaded,
+        Ok(_place) => {
             let limits = &state.config.limits;
             let work = async {
                 match read_body(body, limits.max_body_bytes as usize).await {

@@ -5,7 +5,7 @@
 //! -> event-type filter -> every sink confirms -> 2xx. Anything else gets a clear status
 //! and a short reason, never a secret, an expected signature or internal error text.
 //!
-//! - `state`: what every request shares, and the in-flight ceiling;
+//! - `state`: what every request shares;
 //! - `outcome`: what became of a delivery: its answer, metric label and log line;
 //! - `deliver`: one delivery, from the request to its outcome;
 //! - `serve`: the service, the listener loop and shutdown.
@@ -30,4 +30,4 @@ pub use serve::{
     HEADER_READ_TIMEOUT, Receiver, Reply, SHUTDOWN_GRACE, app, metrics_app, serve, serve_on,
     shutdown_signal,
 };
-pub use state::{AppState, InFlight, InFlightGuard, REPLAY_CAPACITY, REPLAY_MEMORY_SECS};
+pub use state::{AppState, REPLAY_CAPACITY, REPLAY_MEMORY_SECS};

@@ -1,7 +1,8 @@
-//! What every request shares, and the ceiling on deliveries in flight.
+//! What every request shares.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Semaphore;
 
 use crate::clock::{Clock, system_clock};
 use crate::config::ReceiverConfig;
@@ -27,9 +28,9 @@ pub struct AppState {
     pub sinks: Arc<Sinks>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
-    /// Deliveries in flight, at most `limits.maxConcurrentDeliveries`; past that, a delivery
-    /// is shed with 503.
-    pub in_flight: Arc<InFlight>,
+    /// Places for deliveries in flight, `limits.maxConcurrentDeliveries` of them, taken
+    /// without waiting (`try_acquire`): past that, a delivery is shed with 503.
+    pub in_flight: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -49,41 +50,7 @@ impl AppState {
                 config_provider.as_str(),
             )),
             clock: system_clock(),
-            in_flight: Arc::new(InFlight::new(max_in_flight)),
+            in_flight: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
         }
-    }
-}
-
-/// A count of deliveries in flight with a ceiling: a semaphore that never waits.
-#[derive(Debug)]
-pub struct InFlight {
-    count: AtomicUsize,
-    max: usize,
-}
-
-impl InFlight {
-    pub fn new(max: usize) -> Self {
-        InFlight {
-            count: AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    /// A place for one more delivery, held until the guard is dropped; `None` when full.
-    pub fn enter(&self) -> Option<InFlightGuard<'_>> {
-        self.count
-            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| InFlightGuard(self))
-    }
-}
-
-pub struct InFlightGuard<'a>(&'a InFlight);
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::Release);
     }
 }

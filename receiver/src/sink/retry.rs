@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 
 use crate::delivery::RecordError;
@@ -25,30 +26,45 @@ pub enum Failure {
 }
 
 /// Runs `op` until it succeeds, fails for good, or `deadline` passes, backing off from
-/// 100 ms to 1 s between attempts.
+/// 100 ms to 1 s between attempts (backon's exponential back-off; no retry that would
+/// start past the deadline).
 pub async fn retry_until<F, Fut>(deadline: Instant, mut op: F) -> Result<(), RecordError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>>,
 {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(RecordError::Unavailable("deadline passed".into()));
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(1))
+        .with_factor(2.0)
+        .without_max_times();
+    let attempt = || {
+        let attempt = op();
+        async move {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Failure::Final(RecordError::Unavailable(
+                    "deadline passed".into(),
+                )));
+            }
+            tokio::time::timeout(remaining, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure::Final(RecordError::Unavailable("timed out".into())))
+                })
         }
-        let last = match tokio::time::timeout(remaining, op()).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(Failure::Final(e))) => return Err(e),
-            Ok(Err(Failure::Transient(why))) => why,
-            Err(_) => return Err(RecordError::Unavailable("timed out".into())),
-        };
-        if Instant::now() + delay >= deadline {
-            return Err(RecordError::Unavailable(last));
-        }
-        tracing::debug!(reason = %last, "write failed; retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
+    };
+    let outcome = attempt
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|failure| matches!(failure, Failure::Transient(_)))
+        .adjust(|_, delay| delay.filter(|d| Instant::now() + *d < deadline))
+        .notify(|failure, _| tracing::debug!(reason = ?failure, "write failed; retrying"))
+        .await;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(Failure::Final(e)) => Err(e),
+        Err(Failure::Transient(last)) => Err(RecordError::Unavailable(last)),
     }
 }
 
