@@ -55,17 +55,38 @@ pub struct ReceiverDefaults {
 /// once and never re-applied).
 #[derive(Clone, Debug)]
 pub struct Children {
-    pub service_account: ServiceAccount,
-    pub role: Role,
-    pub role_binding: RoleBinding,
     pub config: ConfigMap,
     pub sink: Option<ConfigMap>,
-    pub deployment: Deployment,
+    /// Where the receiver runs.
+    pub receiver: ReceiverPlan,
+    /// The receiver's Service: over its own pods, or over the pods it is injected into.
     pub service: Service,
     /// The Ingress for `spec.ingress`, when set.
     pub ingress: Option<Ingress>,
     /// The Gateway API HTTPRoute for `spec.gateway`, when set.
     pub http_route: Option<kube::api::DynamicObject>,
+}
+
+/// Where a Webhook's receiver runs: the one difference between its two placements.
+#[derive(Clone, Debug)]
+pub enum ReceiverPlan {
+    /// Pods of its own.
+    Own(Box<OwnReceiver>),
+    /// `spec.sidecar`: injected into the application's opted-in pods at their admission.
+    Sidecar {
+        /// What is injected now ([`SidecarReceiver::hash`]), to tell outdated pods.
+        hash: String,
+    },
+}
+
+/// A receiver with pods of its own: a Deployment, under a ServiceAccount whose Role allows
+/// exactly what its sinks write.
+#[derive(Clone, Debug)]
+pub struct OwnReceiver {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub deployment: Deployment,
 }
 
 /// Whether `webhook` is the controller of the object with `meta` (its owner reference
@@ -171,10 +192,87 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
     let config_yaml = receiver_config(webhook, spec)?
         .to_yaml()
         .map_err(|e| Error::Render(e.to_string()))?;
-    let config_hash = hash(&config_yaml);
 
+    let (receiver, service) = match &spec.sidecar {
+        None => {
+            let own = own_receiver(webhook, &o, spec, defaults, &config_yaml);
+            let service = receiver_service(
+                &o,
+                names::selector_labels(&o.name),
+                IntOrString::String("http".into()),
+                IntOrString::String("metrics".into()),
+            );
+            (ReceiverPlan::Own(Box::new(own)), service)
+        }
+        Some(sidecar) => {
+            let injected =
+                sidecar_receiver_with(webhook, &o, spec, sidecar, defaults, &config_yaml)?;
+            let service = receiver_service(
+                &o,
+                BTreeMap::from([(names::INJECT_LABEL.to_string(), o.name.clone())]),
+                IntOrString::Int(i32::from(sidecar.port)),
+                IntOrString::Int(i32::from(sidecar.metrics_port)),
+            );
+            (
+                ReceiverPlan::Sidecar {
+                    hash: injected.hash,
+                },
+                service,
+            )
+        }
+    };
+
+    let config = ConfigMap {
+        metadata: meta(&o, names::receiver_config(&o.name), "config"),
+        data: Some(BTreeMap::from([(
+            CONFIG_FILE_NAME.to_string(),
+            config_yaml,
+        )])),
+        ..ConfigMap::default()
+    };
+
+    // The sink carries no data here: the receiver owns its content, and server-side apply
+    // leaves fields this manager does not set alone.
+    let sink = spec.config_map.as_ref().map(|cm| ConfigMap {
+        metadata: meta(&o, cm.name.clone(), "sink"),
+        ..ConfigMap::default()
+    });
+
+    let ingress = spec
+        .ingress
+        .as_ref()
+        .map(|i| ingress(&o, spec, i, &receiver_name));
+
+    let http_route = spec.gateway.as_ref().map(|g| {
+        crate::route::http_route(
+            meta(&o, receiver_name.clone(), "receiver"),
+            spec,
+            g,
+            &receiver_name,
+        )
+    });
+
+    Ok(Children {
+        config,
+        sink,
+        receiver,
+        service,
+        ingress,
+        http_route,
+    })
+}
+
+/// The receiver's own Deployment, ServiceAccount, Role and RoleBinding.
+fn own_receiver(
+    webhook: &Webhook,
+    o: &Owner,
+    spec: &ValidSpec,
+    defaults: &ReceiverDefaults,
+    config_yaml: &str,
+) -> OwnReceiver {
+    let receiver_name = names::receiver(&o.name);
     let service_account = ServiceAccount {
-        metadata: meta(&o, receiver_name.clone(), "receiver"),
+        metadata: meta(o, receiver_name.clone(), "receiver"),
         automount_service_account_token: Some(false),
         ..ServiceAccount::default()
     };
@@ -195,11 +293,11 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
         });
     }
     let role = Role {
-        metadata: meta(&o, receiver_name.clone(), "receiver"),
+        metadata: meta(o, receiver_name.clone(), "receiver"),
         rules: Some(rules),
     };
     let role_binding = RoleBinding {
-        metadata: meta(&o, receiver_name.clone(), "receiver"),
+        metadata: meta(o, receiver_name.clone(), "receiver"),
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "Role".into(),
@@ -212,42 +310,47 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
             ..Subject::default()
         }]),
     };
+    let deployment = deployment(
+        webhook,
+        o,
+        spec,
+        defaults,
+        &receiver_name,
+        &hash(config_yaml),
+    );
+    OwnReceiver {
+        service_account,
+        role,
+        role_binding,
+        deployment,
+    }
+}
 
-    let config = ConfigMap {
-        metadata: meta(&o, names::receiver_config(&o.name), "config"),
-        data: Some(BTreeMap::from([(
-            CONFIG_FILE_NAME.to_string(),
-            config_yaml,
-        )])),
-        ..ConfigMap::default()
-    };
-
-    // The sink carries no data here: the receiver owns its content, and server-side apply
-    // leaves fields this manager does not set alone.
-    let sink = spec.config_map.as_ref().map(|cm| ConfigMap {
-        metadata: meta(&o, cm.name.clone(), "sink"),
-        ..ConfigMap::default()
-    });
-
-    let deployment = deployment(webhook, &o, spec, defaults, &receiver_name, &config_hash);
-
-    let service = Service {
-        metadata: meta(&o, receiver_name.clone(), "receiver"),
+/// The receiver's Service: ports `http` (80) and `metrics` to `http` and `metrics` of the
+/// pods `selector` picks.
+fn receiver_service(
+    o: &Owner,
+    selector: BTreeMap<String, String>,
+    http: IntOrString,
+    metrics: IntOrString,
+) -> Service {
+    Service {
+        metadata: meta(o, names::receiver(&o.name), "receiver"),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
-            selector: Some(names::selector_labels(&o.name)),
+            selector: Some(selector),
             ports: Some(vec![
                 ServicePort {
                     name: Some("http".into()),
                     port: 80,
-                    target_port: Some(IntOrString::String("http".into())),
+                    target_port: Some(http),
                     protocol: Some("TCP".into()),
                     ..ServicePort::default()
                 },
                 ServicePort {
                     name: Some("metrics".into()),
                     port: i32::from(DEFAULT_METRICS_PORT),
-                    target_port: Some(IntOrString::String("metrics".into())),
+                    target_port: Some(metrics),
                     protocol: Some("TCP".into()),
                     ..ServicePort::default()
                 },
@@ -255,33 +358,7 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
             ..ServiceSpec::default()
         }),
         ..Service::default()
-    };
-
-    let ingress = spec
-        .ingress
-        .as_ref()
-        .map(|i| ingress(&o, spec, i, &receiver_name));
-
-    let http_route = spec.gateway.as_ref().map(|g| {
-        crate::route::http_route(
-            meta(&o, receiver_name.clone(), "receiver"),
-            spec,
-            g,
-            &receiver_name,
-        )
-    });
-
-    Ok(Children {
-        service_account,
-        role,
-        role_binding,
-        config,
-        sink,
-        deployment,
-        service,
-        ingress,
-        http_route,
-    })
+    }
 }
 
 /// An Ingress routing exactly `spec.path` on the host to the receiver's Service.
@@ -577,6 +654,18 @@ pub fn sidecar_receiver(
     let config = receiver_config(webhook, spec)?
         .to_yaml()
         .map_err(|e| Error::Render(e.to_string()))?;
+    sidecar_receiver_with(webhook, &o, spec, sidecar, defaults, &config)
+}
+
+/// [`sidecar_receiver`], with the receiver's config rendered already.
+fn sidecar_receiver_with(
+    webhook: &Webhook,
+    o: &Owner,
+    spec: &ValidSpec,
+    sidecar: &ValidSidecar,
+    defaults: &ReceiverDefaults,
+    config: &str,
+) -> Result<SidecarReceiver> {
     let settings = webhook.spec.receiver.clone().unwrap_or_default();
     let mut container = receiver_container(
         &names::sidecar_container(&o.name),
@@ -621,7 +710,7 @@ pub fn sidecar_receiver(
         0o444,
     ))
     .collect();
-    let digest_of = serde_json::to_string(&(&container, &volumes, &config))?;
+    let digest_of = serde_json::to_string(&(&container, &volumes, config))?;
     Ok(SidecarReceiver {
         container,
         volumes,
@@ -637,39 +726,6 @@ pub fn sidecar_removal(namespace: &str, deployment: &str) -> serde_json::Value {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": deployment, "namespace": namespace},
-    })
-}
-
-/// The receiver's Service in sidecar mode: the pods that opted in, the sidecar's ports.
-pub fn sidecar_service(webhook: &Webhook, sidecar: &ValidSidecar) -> Result<Service> {
-    let o = owner(webhook)?;
-    Ok(Service {
-        metadata: meta(&o, names::receiver(&o.name), "receiver"),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: Some(BTreeMap::from([(
-                names::INJECT_LABEL.to_string(),
-                o.name.clone(),
-            )])),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("http".into()),
-                    port: 80,
-                    target_port: Some(IntOrString::Int(i32::from(sidecar.port))),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                },
-                ServicePort {
-                    name: Some("metrics".into()),
-                    port: i32::from(DEFAULT_METRICS_PORT),
-                    target_port: Some(IntOrString::Int(i32::from(sidecar.metrics_port))),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                },
-            ]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
     })
 }
 
@@ -784,10 +840,39 @@ mod tests {
         }
     }
 
-    fn build_for(spec: WebhookSpec) -> Children {
+    /// The children of a Webhook whose receiver has pods of its own, in one struct.
+    struct Built {
+        service_account: ServiceAccount,
+        role: Role,
+        role_binding: RoleBinding,
+        config: ConfigMap,
+        sink: Option<ConfigMap>,
+        deployment: Deployment,
+        service: Service,
+        ingress: Option<Ingress>,
+    }
+
+    fn flatten(c: Children) -> Built {
+        let ReceiverPlan::Own(own) = c.receiver else {
+            panic!("the receiver runs as a sidecar")
+        };
+        let own = *own;
+        Built {
+            service_account: own.service_account,
+            role: own.role,
+            role_binding: own.role_binding,
+            config: c.config,
+            sink: c.sink,
+            deployment: own.deployment,
+            service: c.service,
+            ingress: c.ingress,
+        }
+    }
+
+    fn build_for(spec: WebhookSpec) -> Built {
         let w = webhook(spec);
         let v = validate("opal", &w.spec).unwrap();
-        build(&w, &v, &defaults()).unwrap()
+        flatten(build(&w, &v, &defaults()).unwrap())
     }
 
     #[test]
@@ -1055,14 +1140,15 @@ mod tests {
         let valid = validate("opal", &spec).expect("valid");
         let mut with_secrets = defaults();
         with_secrets.image_pull_secrets = vec!["registry".into()];
-        let pod = |children: Children| {
+        let pod = |children: Built| {
             children
                 .deployment
                 .spec
                 .and_then(|s| s.template.spec)
                 .expect("pod spec")
         };
-        let built = build(&webhook(spec.clone()), &valid, &with_secrets).expect("children");
+        let built =
+            flatten(build(&webhook(spec.clone()), &valid, &with_secrets).expect("children"));
         let names: Vec<String> = pod(built)
             .image_pull_secrets
             .unwrap_or_default()
@@ -1079,7 +1165,7 @@ mod tests {
             ..ReceiverSettings::default()
         });
         let valid = validate("opal", &own).expect("valid");
-        let built = build(&webhook(own), &valid, &with_secrets).expect("children");
+        let built = flatten(build(&webhook(own), &valid, &with_secrets).expect("children"));
         let names: Vec<String> = pod(built)
             .image_pull_secrets
             .unwrap_or_default()
@@ -1159,8 +1245,12 @@ mod tests {
         assert_eq!(removal.as_object().unwrap().len(), 3);
         assert!(removal.get("spec").is_none());
 
-        let service = sidecar_service(&w, &sidecar).expect("service");
-        let sspec = service.spec.unwrap();
+        let children = build(&w, &valid, &defaults()).expect("children");
+        assert!(
+            matches!(&children.receiver, ReceiverPlan::Sidecar { hash } if *hash == r.hash),
+            "the plan carries what is injected now"
+        );
+        let sspec = children.service.spec.unwrap();
         assert_eq!(sspec.selector.unwrap()["hookwarden.io/inject"], "opal");
         let ports = sspec.ports.unwrap();
         assert_eq!(ports[0].target_port, Some(IntOrString::Int(8090)));

@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, instrument, warn};
 
-use crate::children::{self, ReceiverDefaults};
+use crate::children::{self, ReceiverDefaults, ReceiverPlan};
 use crate::conflict::find_conflict;
 use crate::crd::Webhook;
 use crate::error::{Error, Result};
@@ -443,26 +443,23 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     };
     remove_stale_sinks(ctx, webhook, &namespace, &spec).await?;
 
-    let (readiness, sidecar_pods, again) = match &spec.sidecar {
-        None => {
-            apply(ctx, &namespace, &children.service_account).await?;
-            apply(ctx, &namespace, &children.role).await?;
-            apply(ctx, &namespace, &children.role_binding).await?;
+    let (readiness, sidecar_pods, again) = match &children.receiver {
+        ReceiverPlan::Own(own) => {
+            apply(ctx, &namespace, &own.service_account).await?;
+            apply(ctx, &namespace, &own.role).await?;
+            apply(ctx, &namespace, &own.role_binding).await?;
             apply(ctx, &namespace, &children.service).await?;
-            let deployment = apply(ctx, &namespace, &children.deployment).await?;
+            let deployment = apply(ctx, &namespace, &own.deployment).await?;
             (status::deployment_readiness(&deployment), None, RESYNC)
         }
-        Some(sidecar) => {
+        ReceiverPlan::Sidecar { hash: current } => {
             // The pods that opted in, against what the injector gives a pod now.
-            let current =
-                children::sidecar_receiver(webhook, &spec, sidecar, &ctx.config.receiver)?.hash;
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
             let selector = format!("{}={name}", names::INJECT_LABEL);
             let listed = pods.list(&ListParams::default().labels(&selector)).await?;
-            let service = children::sidecar_service(webhook, sidecar)?;
-            apply(ctx, &namespace, &service).await?;
+            apply(ctx, &namespace, &children.service).await?;
             remove_own_receiver(ctx, webhook, &namespace).await?;
-            let (readiness, counted) = status::sidecar_pods(&name, &listed.items, &current);
+            let (readiness, counted) = status::sidecar_pods(&name, &listed.items, current);
             // Pods are watched; this is a backstop.
             (readiness, Some(counted), RESYNC)
         }
