@@ -59,8 +59,19 @@ fn parse(url: &str) -> Result<hyper::Uri> {
         .map_err(|e| Error::Send(format!("invalid URL {url:?}: {e}")))
 }
 
+/// One client for every [`post`] and [`get`] of the process: its connections are kept
+/// and reused, and the CA roots are read once.
+fn shared_client() -> Result<&'static HttpClient> {
+    static CLIENT: std::sync::OnceLock<std::result::Result<HttpClient, String>> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(http_client)
+        .as_ref()
+        .map_err(|e| Error::Send(e.clone()))
+}
+
 async fn send(req: Request<Full<Bytes>>, within: Duration) -> Result<Answer> {
-    let client = http_client().map_err(Error::Send)?;
+    let client = shared_client()?;
     let answer = async {
         let resp = client
             .request(req)

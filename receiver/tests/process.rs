@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use hookwarden_receiver::client::post as send;
 use hookwarden_receiver::config::Provider;
+use hookwarden_receiver::server::{REFUSAL_WINDOW, REFUSALS_LOGGED_EACH};
 use hookwarden_receiver::signature::{Scheme, sign};
 
 const SECRET: &str = "membrane-process-secret-0123456789";
@@ -33,6 +34,95 @@ fn membrane_body(i: usize) -> String {
     )
 }
 
+/// The receiver process, forwarding to `app` at `/hooks`, with JSON logs on stdout.
+struct Receiver {
+    child: std::process::Child,
+    url: String,
+    /// stdout and stderr, read while it runs (a full pipe would stall its logging).
+    output: [std::thread::JoinHandle<String>; 2],
+    _dir: tempfile::TempDir,
+}
+
+fn read_all(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        from.read_to_string(&mut text).unwrap();
+        text
+    })
+}
+
+impl Receiver {
+    async fn start(app_addr: std::net::SocketAddr) -> Receiver {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        let (port, metrics_port) = (free_port(), free_port());
+        let config = format!(
+            r#"webhook: {{name: orgs, namespace: team-a, uid: u}}
+listen: 127.0.0.1:{port}
+metricsListen: 127.0.0.1:{metrics_port}
+path: /membrane
+provider: membrane
+secretFiles: [{secret}]
+sinks: {{forward: {{url: "http://{app_addr}/hooks"}}}}
+"#,
+            secret = dir.path().join("secret").display()
+        );
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookwarden-receiver"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(dir.path().join("config.yaml"))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = [
+            read_all(child.stdout.take().unwrap()),
+            read_all(child.stderr.take().unwrap()),
+        ];
+
+        let mut up = false;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(up, "the receiver did not start listening");
+
+        Receiver {
+            child,
+            url: format!("http://127.0.0.1:{port}/membrane"),
+            output,
+            _dir: dir,
+        }
+    }
+
+    /// SIGTERM, then what it printed: stdout, stderr, and stdout's JSON lines.
+    async fn stop(self) -> (String, String, Vec<serde_json::Value>) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let mut child = self.child;
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        let [out, err] = self.output;
+        let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+        assert!(status.success(), "{status:?}: {stderr}");
+        let lines = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        (stdout, stderr, lines)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_delivery_is_logged_once_and_the_log_is_flushed_on_sigterm() {
     // The application the receiver forwards to.
@@ -51,44 +141,8 @@ async fn every_delivery_is_logged_once_and_the_log_is_flushed_on_sigterm() {
     let app_addr = app_listener.local_addr().unwrap();
     tokio::spawn(axum::serve(app_listener, app).into_future());
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let (port, metrics_port) = (free_port(), free_port());
-    let config = format!(
-        r#"webhook: {{name: orgs, namespace: team-a, uid: u}}
-listen: 127.0.0.1:{port}
-metricsListen: 127.0.0.1:{metrics_port}
-path: /membrane
-provider: membrane
-secretFiles: [{secret}]
-sinks: {{forward: {{url: "http://{app_addr}/hooks"}}}}
-"#,
-        secret = dir.path().join("secret").display()
-    );
-    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_hookwarden-receiver"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(dir.path().join("config.yaml"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-
-    let url = format!("http://127.0.0.1:{port}/membrane");
-    let mut up = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(up, "the receiver did not start listening");
+    let receiver = Receiver::start(app_addr).await;
+    let url = receiver.url.clone();
 
     let scheme = Scheme::new(Provider::Membrane);
     let next = Arc::new(AtomicUsize::new(0));
@@ -114,18 +168,7 @@ sinks: {{forward: {{url: "http://{app_addr}/hooks"}}}}
     }
     assert_eq!(forwarded.load(Ordering::Relaxed), DELIVERIES);
 
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let (stdout, stderr, lines) = receiver.stop().await;
     let recorded = lines
         .iter()
         .filter(|l| l["message"] == "delivery recorded")
@@ -143,6 +186,82 @@ sinks: {{forward: {{url: "http://{app_addr}/hooks"}}}}
             .any(|l| l["message"] == "shutting down: finishing in-flight requests"),
         "{stdout}"
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+}
+
+/// A flood of forged deliveries costs a bounded number of log lines: the first few refusals
+/// each, then one summary per window (here the last, at SIGTERM) that counts the rest; a
+/// valid delivery in the middle of it keeps its line, and the metrics count every refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_deliveries_costs_a_few_log_lines() {
+    const FORGED: usize = 10_000;
+    let app = axum::Router::new().route("/hooks", post(|| async { StatusCode::OK }));
+    let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app_listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(app_listener, app).into_future());
+    let receiver = Receiver::start(app_addr).await;
+    let started = std::time::Instant::now();
+
+    let scheme = Scheme::new(Provider::Membrane);
+    let next = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (next, url, scheme) = (next.clone(), receiver.url.clone(), scheme.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i > FORGED {
+                        return;
+                    }
+                    let body = membrane_body(i);
+                    // one valid delivery halfway; the rest signed with the wrong secret
+                    let secret = if i == FORGED / 2 {
+                        SECRET
+                    } else {
+                        "not-the-secret"
+                    };
+                    let headers = sign(&scheme, secret.as_bytes(), body.as_bytes(), 0, "", &[]);
+                    let answer = send(&url, &headers, body.into_bytes()).await.unwrap();
+                    let expected = if i == FORGED / 2 { 200 } else { 401 };
+                    assert_eq!(answer.status, expected, "delivery {i}: {}", answer.body);
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let (stdout, _, lines) = receiver.stop().await;
+    // Each window of REFUSAL_WINDOW logs a few on their own, then sums up the rest: on a
+    // slow machine the flood spans more windows (one, where it is fast).
+    let windows = (started.elapsed().as_secs() / REFUSAL_WINDOW.as_secs()) as usize + 2;
+    let each = REFUSALS_LOGGED_EACH as usize;
+    let with = |message: &str| lines.iter().filter(|l| l["message"] == message).count();
+    assert_eq!(with("delivery recorded"), 1, "{stdout}");
+    let refused_lines = with("delivery refused");
+    assert!(
+        (1..=each * windows).contains(&refused_lines),
+        "{refused_lines} lines of their own in at most {windows} windows"
+    );
+    let summaries: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["message"] == "deliveries not recorded and not logged one by one in the last window"
+        })
+        .collect();
+    let summed: u64 = summaries.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+    assert_eq!(summed as usize + refused_lines, FORGED, "{stdout}");
+    assert!(
+        summaries.iter().all(|l| l["by_outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad_signature=")),
+        "{summaries:?}"
+    );
+    assert!(summaries.len() <= windows, "{} summaries", summaries.len());
+    assert!(
+        lines.len() <= 10 + (each + 1) * windows,
+        "{} lines for {FORGED} refusals",
+        lines.len()
+    );
 }

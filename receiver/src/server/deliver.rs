@@ -36,7 +36,7 @@ where
                 .unwrap_or(Outcome::TimedOut)
         }
     };
-    log(&state.config.webhook.name, &outcome);
+    log(&state.config.webhook.name, &state.refusals, &outcome);
     state
         .metrics
         .observe(outcome.label(), started.elapsed().as_secs_f64());

@@ -7,6 +7,7 @@
 //!
 //! - `state`: what every request shares;
 //! - `outcome`: what became of a delivery: its answer, metric label and log line;
+//! - `refusals`: which deliveries that were not recorded get a log line of their own;
 //! - `deliver`: one delivery, from the request to its outcome;
 //! - `serve`: the service, the listener loop and shutdown.
 //!
@@ -23,9 +24,11 @@
 
 mod deliver;
 mod outcome;
+mod refusals;
 mod serve;
 mod state;
 
+pub use refusals::{EACH as REFUSALS_LOGGED_EACH, WINDOW as REFUSAL_WINDOW};
 pub use serve::{
     HEADER_READ_TIMEOUT, Receiver, Reply, SHUTDOWN_GRACE, app, metrics_app, serve, serve_on,
     shutdown_signal,

@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use super::refusals::{Refusals, WINDOW};
 use crate::delivery::RecordError;
 use crate::payload::ParseError;
 use crate::signature::Rejection;
@@ -118,7 +119,13 @@ impl Outcome {
 }
 
 /// One structured line per delivery, never its contents.
-pub(super) fn log(webhook: &str, outcome: &Outcome) {
+///
+/// A recorded delivery always gets its line; any other outcome only as [`Refusals`] admits
+/// it (the first few of each kind per window; [`log_window`] sums up the rest).
+pub(super) fn log(webhook: &str, refusals: &Refusals, outcome: &Outcome) {
+    if !matches!(outcome, Outcome::Recorded(_)) && !refusals.admit(outcome.label()) {
+        return;
+    }
     match outcome {
         Outcome::Recorded(n) => tracing::info!(%webhook, events = n, "delivery recorded"),
         Outcome::Duplicate | Outcome::Ignored => {
@@ -135,5 +142,19 @@ pub(super) fn log(webhook: &str, outcome: &Outcome) {
         Outcome::Overloaded | Outcome::TooLarge | Outcome::TimedOut | Outcome::BodyUnreadable => {
             tracing::warn!(%webhook, outcome = outcome.label(), "delivery refused")
         }
+    }
+}
+
+/// Ends the current window of `refusals`: one line for the deliveries it did not log one
+/// by one, if there were any.
+pub(super) fn log_window(webhook: &str, refusals: &Refusals) {
+    if let Some(summary) = refusals.end_window() {
+        tracing::warn!(
+            %webhook,
+            count = summary.total(),
+            by_outcome = %summary,
+            window_s = WINDOW.as_secs(),
+            "deliveries not recorded and not logged one by one in the last window"
+        );
     }
 }

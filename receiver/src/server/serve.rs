@@ -14,6 +14,8 @@ use futures::future::BoxFuture;
 use http_body_util::{Either, Full};
 
 use super::deliver::deliver;
+use super::outcome::log_window;
+use super::refusals::WINDOW;
 use super::state::AppState;
 use crate::config::ReceiverConfig;
 pub use crate::connection::HEADER_READ_TIMEOUT;
@@ -183,6 +185,18 @@ pub async fn serve_on(
     use hyper_util::rt::TokioIo;
     use hyper_util::server::graceful::GracefulShutdown;
 
+    // Each window of refusals ends with its summary line (and the last one at shutdown).
+    let state = receiver.0.0.clone();
+    let windows = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + WINDOW, WINDOW);
+            loop {
+                every.tick().await;
+                log_window(&state.config.webhook.name, &state.refusals);
+            }
+        })
+    };
     let graceful = GracefulShutdown::new();
     // Not hyper's header_read_timeout: `connection` keeps that limit with one timer per
     // connection instead of one per request.
@@ -245,6 +259,8 @@ pub async fn serve_on(
     {
         tracing::warn!("requests still in flight after the shutdown grace period");
     }
+    windows.abort();
+    log_window(&state.config.webhook.name, &state.refusals);
 }
 
 pub use hookwarden_process::shutdown_signal;

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use super::refusals::Refusals;
+
 use crate::clock::{Clock, system_clock};
 use crate::config::ReceiverConfig;
 use crate::metrics::Metrics;
@@ -31,6 +33,8 @@ pub struct AppState {
     /// Places for deliveries in flight, `limits.maxConcurrentDeliveries` of them, taken
     /// without waiting (`try_acquire`): past that, a delivery is shed with 503.
     pub in_flight: Arc<Semaphore>,
+    /// Which deliveries that were not recorded are logged one by one.
+    pub(super) refusals: Arc<Refusals>,
 }
 
 impl AppState {
@@ -51,6 +55,7 @@ impl AppState {
             )),
             clock: system_clock(),
             in_flight: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
+            refusals: Arc::default(),
         }
     }
 }
