@@ -8,7 +8,7 @@
 #
 # A third server, `logged`, is the receiver again with JSON logs on (one line per delivery,
 # to a file), as `hookwarden-receiver run --log-format json` runs in a pod: what a receiver
-# really costs in production; the target is measured on `receiver`, as the issue defines it.
+# really costs in production; the target is measured on `receiver`.
 #
 # The servers run alternately ROUNDS times (default 5) and each one's median round is
 # reported: on a shared VM single runs vary by 15 % or more, and a neighbour's load can halve
