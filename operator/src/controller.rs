@@ -269,7 +269,9 @@ fn neighbours(store: &Store<Webhook>, changed: &Webhook) -> Vec<ObjectRef<Webhoo
 
 /// One reconciliation, under a span that names the Webhook: what it logs carries the
 /// Webhook's name and namespace from there, not on every line.
-#[instrument(skip_all, fields(webhook = %webhook.name_any(), namespace = webhook.namespace().unwrap_or_default()))]
+/// (The span is at level ERROR so that it is on whatever the log level: its fields are the
+/// only place that names the Webhook.)
+#[instrument(level = "error", name = "reconcile", skip_all, fields(webhook = %webhook.name_any(), namespace = webhook.namespace().unwrap_or_default()))]
 async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&webhook, &ctx).await;
@@ -301,24 +303,37 @@ async fn report_failure(webhook: &Webhook, ctx: &Context, error: &Error) {
         "retrying with back-off"
     };
     let message = truncate(&format!("reconciling failed, {then}: {error}"), 1000);
+    // The first failure of a streak marks the Webhook (error_policy counts on from there,
+    // for both kinds of error; a success clears it).
+    let first = ctx.failures.lock().map_or(true, |mut failures| {
+        let key = ObjectRef::from_obj(webhook);
+        let first = !failures.contains_key(&key);
+        failures.entry(key).or_insert(0);
+        first
+    });
     if status::failure_to_report(webhook.status.as_ref(), webhook.metadata.generation) {
         let readiness = Readiness::new(Reason::ReconcileFailed, message);
-        let previous_secret = webhook.status.as_ref().and_then(|s| s.secret_name.clone());
-        let written = stop_not_ready(
+        let previous = webhook.status.clone().unwrap_or_default();
+        // Where the receiver was reached stays: it still serves what was last applied.
+        let placement = status::Placement {
+            internal: previous.url,
+            external: previous.external_url,
+            sidecar: previous.sidecar,
+        };
+        let written = write_status(
             ctx,
             webhook,
             &readiness,
-            previous_secret,
-            Action::await_change(),
+            placement,
+            previous.secret_name,
+            SinkUsage::Unknown,
+            &RouteState::Unknown,
         );
         if let Err(error) = written.await {
             debug!(%error, "cannot report the failure in the status");
         }
         return;
     }
-    let first = ctx.failures.lock().map_or(true, |failures| {
-        !failures.contains_key(&ObjectRef::from_obj(webhook))
-    });
     if first {
         let event = Event {
             type_: EventType::Warning,
@@ -1247,6 +1262,49 @@ mod tests {
         run.await.unwrap().expect_err("the reconcile failed");
         drop(ctx);
         assert!(handle.next_request().await.is_none(), "wrote again");
+    }
+
+    #[tokio::test]
+    async fn a_failure_on_a_new_spec_keeps_where_the_receiver_is_reached() {
+        let (ctx, mut handle, _) = context();
+        let spec = json!({"path": "/gh", "provider": "github", "secretRef": {"name": "gh-secret", "key": "token"}});
+        let mut w = webhook("gh", spec, "2026-01-01T00:00:00Z");
+        w.metadata.generation = Some(2);
+        w.status = Some(
+            serde_json::from_value(json!({
+                "conditions": [{
+                    "type": "Ready", "status": "True", "reason": "ReceiverAvailable", "message": "",
+                    "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z"
+                }],
+                "url": "http://gh-receiver.team.svc/gh",
+                "externalUrl": "https://hooks.example.com/gh"
+            }))
+            .unwrap(),
+        );
+        let run = tokio::spawn(reconcile(Arc::new(w.clone()), ctx.clone()));
+        let (_, _, _, send) = next(&mut handle).await;
+        answer(send, StatusCode::INTERNAL_SERVER_ERROR, server_error());
+        let (method, path, body, send) = next(&mut handle).await;
+        assert_eq!(
+            (method, path.as_str()),
+            (
+                Method::PATCH,
+                "/apis/hookwarden.io/v1alpha1/namespaces/team/webhooks/gh/status"
+            )
+        );
+        assert_eq!(body["status"]["conditions"][0]["reason"], "ReconcileFailed");
+        assert_eq!(body["status"]["url"], "http://gh-receiver.team.svc/gh");
+        assert_eq!(
+            body["status"]["externalUrl"],
+            "https://hooks.example.com/gh"
+        );
+        let mut written = serde_json::to_value(&w).unwrap();
+        written["status"] = body["status"].clone();
+        answer(send, StatusCode::OK, written);
+        let (_, _, event, send) = next(&mut handle).await;
+        assert_eq!(event["reason"], "ReconcileFailed");
+        answer(send, StatusCode::CREATED, event);
+        run.await.unwrap().expect_err("the reconcile failed");
     }
 
     #[tokio::test]

@@ -59,15 +59,15 @@ fn parse(url: &str) -> Result<hyper::Uri> {
         .map_err(|e| Error::Send(format!("invalid URL {url:?}: {e}")))
 }
 
-/// One client for every [`post`] and [`get`] of the process: its connections are kept
-/// and reused, and the CA roots are read once.
-fn shared_client() -> Result<&'static HttpClient> {
-    static CLIENT: std::sync::OnceLock<std::result::Result<HttpClient, String>> =
-        std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(http_client)
-        .as_ref()
-        .map_err(|e| Error::Send(e.clone()))
+/// One client per thread for every [`post`] and [`get`]: its connections are kept and
+/// reused, and the CA roots are read once. Per thread, not per process: a pooled
+/// connection is driven by the runtime that opened it, and a thread outlives no runtime
+/// of its own (each of the tests' runtimes has its threads).
+fn shared_client() -> Result<HttpClient> {
+    thread_local! {
+        static CLIENT: std::result::Result<HttpClient, String> = http_client();
+    }
+    CLIENT.with(|client| client.clone().map_err(Error::Send))
 }
 
 async fn send(req: Request<Full<Bytes>>, within: Duration) -> Result<Answer> {

@@ -148,7 +148,19 @@ pub(super) fn log(webhook: &str, refusals: &Refusals, outcome: &Outcome) {
 /// Ends the current window of `refusals`: one line for the deliveries it did not log one
 /// by one, if there were any.
 pub(super) fn log_window(webhook: &str, refusals: &Refusals) {
-    if let Some(summary) = refusals.end_window() {
+    let Some(summary) = refusals.end_window() else {
+        return;
+    };
+    // As loud as the worst of what it sums up: a sink that did not record is an error.
+    if summary.has_sink_failures() {
+        tracing::error!(
+            %webhook,
+            count = summary.total(),
+            by_outcome = %summary,
+            window_s = WINDOW.as_secs(),
+            "deliveries not recorded and not logged one by one in the last window"
+        );
+    } else {
         tracing::warn!(
             %webhook,
             count = summary.total(),

@@ -55,6 +55,11 @@ impl Summary {
     pub fn total(&self) -> u64 {
         self.0.values().sum()
     }
+
+    /// Whether a sink failed to record some of them (labels `sink_*`).
+    pub fn has_sink_failures(&self) -> bool {
+        self.0.keys().any(|label| label.starts_with("sink_"))
+    }
 }
 
 /// `signature_mismatch=12000, stale_timestamp=345`: the largest first.
@@ -99,6 +104,11 @@ mod tests {
                 100 - EACH
             )
         );
+        assert!(!summary.has_sink_failures());
+        for _ in 0..=EACH {
+            r.admit("sink_unavailable");
+        }
+        assert!(r.end_window().expect("a summary").has_sink_failures());
         // a new window: lines again, and nothing to summarise yet
         assert!(r.admit("signature_mismatch"));
         assert_eq!(r.end_window(), None);
