@@ -55,6 +55,13 @@ pub struct GenericHmac {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub template: Option<String>,
+    /// Also accept a signature over `JSON.stringify` of the parsed body in place of
+    /// `{body}`, for senders whose code signs `JSON.stringify(req.body)` rather than the
+    /// bytes they send. Tried only when the raw body's signature does not match and the
+    /// body is JSON; a body that gives an object key twice is then refused (400), and what
+    /// is recorded is the form that was verified. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_json_stringify: bool,
 }
 
 impl GenericHmac {

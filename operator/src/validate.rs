@@ -582,6 +582,7 @@ mod tests {
             prefix: String::new(),
             timestamp_header: None,
             template: None,
+            accept_json_stringify: false,
         });
         assert!(validate("w", &s).unwrap_err().contains("generic-hmac only"));
         s.provider = "generic-hmac".into();

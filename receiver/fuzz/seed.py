@@ -16,7 +16,7 @@ HEADERS = ["x-opal-signature", "x-opal-request-timestamp", "x-signature", "x-hub
 
 
 def vectors():
-    for name in ("opal-membrane.json", "other-schemes.json"):
+    for name in ("opal-membrane.json", "other-schemes.json", "node-forms.json"):
         yield from json.loads((VECTORS / name).read_text())
 
 
@@ -39,6 +39,13 @@ def main():
         fields = [headers.get(h, "").encode() for h in HEADERS]
         write("signature", n, selector + b"\xff".join(fields + [body]))
         write("payload", n, selector + body)
+    forms = []
+    for v in vectors():
+        for text in (v["body"], v.get("signed")):
+            if text is not None and text.encode() not in forms:
+                forms.append(text.encode())
+    for n, body in enumerate(forms):
+        write("node_json", n, body)
     config = ("webhook: {name: opal, namespace: default, uid: u}\npath: /opal\nprovider: opal\n"
               "secretFiles: [/var/run/hookwarden/secrets/0/secret]\nsinks: {events: true}\n")
     write("config", 0, config.encode())

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::{Provider, ReceiverConfig};
 use crate::payload::{note, parse, reason};
 use crate::secrets::Secret;
-use crate::signature::{Algorithm, Encoding, GenericHmac, Scheme, names};
+use crate::signature::{Algorithm, Encoding, GenericHmac, Scheme, names, node_json};
 
 /// The generic HMAC layout's headers the `signature` target sets (see `generic`).
 const GENERIC_HEADERS: [&str; 3] = ["x-acme-signature", "x-acme-timestamp", "x-acme-id"];
@@ -27,7 +27,8 @@ fn header_layout() -> Vec<HeaderName> {
 /// Every scheme's header parsing and verification on arbitrary headers and bodies: never a
 /// panic, and never an acceptance, since the input cannot know the secret.
 ///
-/// Layout: the first byte picks the provider (its high bit the generic encoding); the rest is
+/// Layout: the first byte picks the provider (its high bit the generic encoding, the next
+/// whether the generic layout accepts the JSON.stringify form); the rest is
 /// split on 0xFF into one value per header of [`header_layout`], then the body.
 pub fn signature(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
@@ -54,6 +55,7 @@ pub fn signature(data: &[u8]) {
             prefix: "v1=".into(),
             timestamp_header: Some("X-Acme-Timestamp".into()),
             template: Some("{header:X-Acme-Id}.{timestamp}.{body}".into()),
+            accept_json_stringify: selector & 0x40 != 0,
         }),
         ..Scheme::new(provider)
     };
@@ -65,6 +67,22 @@ pub fn signature(data: &[u8]) {
         verdict.is_err(),
         "{provider} accepted a delivery it could not have verified"
     );
+}
+
+/// The JSON.stringify form of arbitrary bytes: never a panic; a form is UTF-8 and is its
+/// own form (so it is compact and canonical).
+pub fn node_json(data: &[u8]) {
+    if let Ok(form) = node_json::stringify(data) {
+        assert!(
+            std::str::from_utf8(&form).is_ok(),
+            "a form that is not UTF-8"
+        );
+        assert_eq!(
+            node_json::stringify(&form).as_deref(),
+            Ok(form.as_slice()),
+            "a form that is not its own form"
+        );
+    }
 }
 
 /// Payload parsing for every provider and the Event texts made from it: never a panic, and

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use hookwarden_receiver::config::{CONFIG_FILE_NAME, Provider, ReceiverConfig};
-use hookwarden_receiver::secrets::read_secret_file;
+use hookwarden_receiver::secrets::{read_secret_file, whpk_of, whsk_of};
 use hookwarden_receiver::signature::{GenericHmac, Scheme, sign};
 use hookwarden_receiver::telemetry::{self, LogFormat};
 
@@ -51,6 +51,14 @@ enum Command {
         #[arg(long, default_value = "application/json")]
         content_type: String,
     },
+    /// Make a Standard Webhooks ed25519 key pair: writes the secret key (`whsk_`, for the
+    /// sender and `sign`) to a new file and prints the public key (`whpk_`, for the
+    /// receiver's Secret).
+    Keypair {
+        /// The file to create for the secret key (mode 0600; an existing file is kept).
+        #[arg(long)]
+        secret_file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -59,7 +67,8 @@ struct SignArgs {
     /// gitlab, generic-hmac.
     #[arg(long, value_parser = parse_provider)]
     provider: Provider,
-    /// File holding the signing secret.
+    /// File holding the signing secret (for standard-webhooks, a `whsec_` secret signs
+    /// `v1`, a `whsk_` secret key `v1a`).
     #[arg(long)]
     secret_file: PathBuf,
     /// Signing time in Unix seconds (default: now).
@@ -130,6 +139,20 @@ fn read_body(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// Creates `path` readable by its owner only, refusing to replace a file.
+fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -144,6 +167,13 @@ async fn main() -> anyhow::Result<()> {
             for (k, v) in args.headers_for(&body)? {
                 println!("{k}: {v}");
             }
+        }
+        Command::Keypair { secret_file } => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            write_new_private(&secret_file, whsk_of(&key).as_bytes())?;
+            println!("{}", whpk_of(&key));
         }
         Command::Send {
             url,

@@ -5,18 +5,69 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use hmac::{Hmac, KeyInit};
 use sha2::Sha256;
 
+use crate::config::Provider;
 use crate::error::{Error, Result};
 
 /// The key of a Standard Webhooks secret: base64 after an optional `whsec_`.
 pub(crate) fn whsec_key(secret: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine;
     let text = std::str::from_utf8(secret).ok()?;
-    base64::engine::general_purpose::STANDARD
-        .decode(text.strip_prefix("whsec_").unwrap_or(text))
-        .ok()
+    B64.decode(text.strip_prefix("whsec_").unwrap_or(text)).ok()
+}
+
+/// The key of a Standard Webhooks public key: `whpk_` + base64 of the 32 bytes of an
+/// ed25519 public key.
+pub(crate) fn whpk_key(secret: &[u8]) -> Option<VerifyingKey> {
+    let encoded = secret.strip_prefix(b"whpk_")?;
+    let bytes: [u8; 32] = B64.decode(encoded).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
+/// The key of a Standard Webhooks secret key: `whsk_` + base64 of the ed25519 seed (32
+/// bytes), or of the seed and its public key (64 bytes, as libsodium keeps a secret key;
+/// the public half must then be the seed's).
+pub fn whsk_key(secret: &[u8]) -> Option<SigningKey> {
+    let bytes = B64.decode(secret.strip_prefix(b"whsk_")?).ok()?;
+    let seed: [u8; 32] = bytes.get(..32)?.try_into().ok()?;
+    let key = SigningKey::from_bytes(&seed);
+    match bytes.len() {
+        32 => Some(key),
+        64 if bytes[32..] == key.verifying_key().to_bytes() => Some(key),
+        _ => None,
+    }
+}
+
+/// The `whpk_` form of the public key of `key`.
+pub fn whpk_of(key: &SigningKey) -> String {
+    format!("whpk_{}", B64.encode(key.verifying_key().to_bytes()))
+}
+
+/// The `whsk_` form of `key` (its seed).
+pub fn whsk_of(key: &SigningKey) -> String {
+    format!("whsk_{}", B64.encode(key.to_bytes()))
+}
+
+/// What is wrong with `secret` as a signing secret of a `provider` Webhook, if anything.
+/// The message names the kind of key, never its bytes.
+pub fn problem(provider: Provider, secret: &[u8]) -> Option<&'static str> {
+    if provider != Provider::StandardWebhooks {
+        return None;
+    }
+    if secret.starts_with(b"whsk_") {
+        return Some(
+            "holds a Standard Webhooks secret key (whsk_), which only the sender should hold; \
+             give the receiver its public key (whpk_)",
+        );
+    }
+    if secret.starts_with(b"whpk_") && whpk_key(secret).is_none() {
+        return Some("holds a whpk_ key that is not base64 of an ed25519 public key (32 bytes)");
+    }
+    None
 }
 
 /// One signing secret. Its bytes never reach `Debug`, logs or responses.
@@ -33,6 +84,9 @@ struct SecretInner {
     /// HMAC-SHA256 keyed with the `whsec_` base64 key the bytes spell (Standard Webhooks);
     /// `None` when they spell none.
     whsec_sha256: OnceLock<Option<Hmac<Sha256>>>,
+    /// The ed25519 public key the bytes spell as `whpk_` (Standard Webhooks' asymmetric
+    /// signatures); `None` when they spell none.
+    whpk: OnceLock<Option<VerifyingKey>>,
 }
 
 impl Secret {
@@ -41,7 +95,13 @@ impl Secret {
             bytes: bytes.into(),
             sha256: OnceLock::new(),
             whsec_sha256: OnceLock::new(),
+            whpk: OnceLock::new(),
         }))
+    }
+
+    /// The ed25519 public key this secret is (`whpk_...`), if it is one.
+    pub fn ed25519(&self) -> Option<&VerifyingKey> {
+        self.0.whpk.get_or_init(|| whpk_key(&self.0.bytes)).as_ref()
     }
 
     pub fn expose(&self) -> &[u8] {
@@ -112,6 +172,7 @@ pub enum SecretState {
 /// The active secrets, shared by request handlers and refreshed in the background.
 #[derive(Clone, Debug)]
 pub struct SecretStore {
+    provider: Provider,
     files: Arc<[PathBuf]>,
     state: Arc<RwLock<SecretState>>,
 }
@@ -119,8 +180,10 @@ pub struct SecretStore {
 impl SecretStore {
     /// Reads every file once. A missing file is not fatal: the receiver starts unready
     /// and says why, and becomes ready once the file appears.
-    pub fn new(files: Vec<PathBuf>) -> Self {
+    /// Each secret must suit `provider` (see `problem`).
+    pub fn new(provider: Provider, files: Vec<PathBuf>) -> Self {
         let store = SecretStore {
+            provider,
             files: files.into(),
             state: Arc::new(RwLock::new(SecretState::Unavailable("not read yet".into()))),
         };
@@ -133,7 +196,16 @@ impl SecretStore {
         let next = match self
             .files
             .iter()
-            .map(|p| read_secret_file(p))
+            .map(|p| {
+                let secret = read_secret_file(p)?;
+                match problem(self.provider, secret.expose()) {
+                    Some(reason) => Err(Error::SecretFile {
+                        path: p.clone(),
+                        reason: reason.into(),
+                    }),
+                    None => Ok(secret),
+                }
+            })
             .collect::<Result<Vec<_>>>()
         {
             Ok(secrets) => SecretState::Loaded(Arc::<[Secret]>::from(secrets)),
@@ -209,7 +281,7 @@ mod tests {
     fn store_follows_the_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
-        let store = SecretStore::new(vec![p.clone()]);
+        let store = SecretStore::new(Provider::Membrane, vec![p.clone()]);
         assert!(matches!(store.current(), SecretState::Unavailable(r) if r.contains("not found")));
         std::fs::write(&p, "one").unwrap();
         assert!(store.reload());
@@ -218,5 +290,63 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         assert!(store.reload());
         assert!(matches!(store.current(), SecretState::Unavailable(_)));
+    }
+
+    #[test]
+    fn a_standard_webhooks_receiver_takes_public_keys_not_secret_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let store = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            SecretStore::new(Provider::StandardWebhooks, vec![p.clone()]).current()
+        };
+        let public = whpk_of(&key);
+        assert!(
+            matches!(store(&public), SecretState::Loaded(s) if s[0].ed25519() == Some(&key.verifying_key()))
+        );
+        assert!(
+            matches!(store("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), SecretState::Loaded(s) if s[0].ed25519().is_none())
+        );
+        let secret = whsk_of(&key);
+        let SecretState::Unavailable(why) = store(&secret) else {
+            panic!("a whsk_ key was taken");
+        };
+        assert!(
+            why.contains("whpk_") && !why.contains(&secret[5..]),
+            "{why}"
+        );
+        let SecretState::Unavailable(why) = store("whpk_AAAA") else {
+            panic!("a short whpk_ key was taken");
+        };
+        assert!(why.contains("32 bytes"), "{why}");
+        // Other schemes take any bytes.
+        std::fs::write(&p, &secret).unwrap();
+        assert!(matches!(
+            SecretStore::new(Provider::Github, vec![p.clone()]).current(),
+            SecretState::Loaded(_)
+        ));
+    }
+
+    #[test]
+    fn secret_keys_are_a_seed_or_a_seed_and_its_public_key() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let seed = whsk_of(&key);
+        assert_eq!(
+            whsk_key(seed.as_bytes()).map(|k| k.to_bytes()),
+            Some([9; 32])
+        );
+        let mut pair = key.to_bytes().to_vec();
+        pair.extend(key.verifying_key().to_bytes());
+        let pair = format!("whsk_{}", B64.encode(&pair));
+        assert_eq!(
+            whsk_key(pair.as_bytes()).map(|k| k.to_bytes()),
+            Some([9; 32])
+        );
+        let mut wrong = key.to_bytes().to_vec();
+        wrong.extend([0; 32]);
+        assert!(whsk_key(format!("whsk_{}", B64.encode(&wrong)).as_bytes()).is_none());
+        assert!(whsk_key(b"whsk_AAAA").is_none());
+        assert!(whpk_key(whpk_of(&key).as_bytes()).is_some());
     }
 }

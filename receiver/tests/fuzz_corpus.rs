@@ -37,6 +37,11 @@ fn payload_corpus() {
 }
 
 #[test]
+fn node_json_corpus() {
+    replay("node_json", fuzzing::node_json);
+}
+
+#[test]
 fn config_corpus() {
     replay("config", fuzzing::config);
 }

@@ -970,3 +970,164 @@ spec:
     )
     .await;
 }
+
+/// The signature Node computes as the seeds' sample code does: HMAC-SHA256 over `prefix`
+/// and `JSON.stringify` of the parsed body (`request.body`), with the secret in `secret`.
+fn node_signature(secret: &std::path::Path, prefix: &str, body: &str) -> String {
+    let script = r#"const c = require("crypto"), fs = require("fs");
+const [file, prefix, body] = process.argv.slice(1);
+const secret = fs.readFileSync(file, "utf8").trim();
+process.stdout.write(c.createHmac("sha256", secret).update(prefix + JSON.stringify(JSON.parse(body))).digest("hex"));"#;
+    let out = std::process::Command::new("node")
+        .args(["-e", script])
+        .arg(secret)
+        .args([prefix, body])
+        .output()
+        .expect("node (Node.js) signs as the senders' sample code does: install it");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn post(url: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("Content-Type".to_string(), "application/json".to_string())])
+        .collect();
+    let answer = hookwarden_receiver::client::post(url, &headers, body.as_bytes().to_vec())
+        .await
+        .unwrap();
+    format!("{} {}", answer.status, answer.body.trim())
+}
+
+/// Opal's and Membrane's sample code sign `JSON.stringify(request.body)`: a body sent in
+/// another form (pretty-printed, escaped) is accepted on that signature, recorded as that
+/// form, once; a body whose keys repeat is refused, since parsers read it differently.
+#[tokio::test]
+async fn deliveries_signed_over_their_json_stringify_form_are_recorded_once() {
+    let ns = TestNamespace::new("node-form").await;
+    let (opal, opal_secret) = ready_receiver(&ns, "opal", "opal", "").await;
+    let (membrane, membrane_secret) = ready_receiver(&ns, "membrane", "membrane", "").await;
+
+    // Opal: the six events, as sent over several lines, signed by Node over the compact form.
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let sig = node_signature(opal_secret.path(), &format!("v0:{ts}:"), OPAL_ALL);
+    let headers = [
+        ("X-Opal-Signature", sig.as_str()),
+        ("X-Opal-Request-Timestamp", ts.as_str()),
+    ];
+    // (retried while the Service's rules reach the node)
+    let first = eventually("the receiver answers", CONVERGE, || async {
+        let answer = hookwarden_receiver::client::post(
+            &opal,
+            &headers.map(|(k, v)| (k.to_string(), v.to_string())),
+            OPAL_ALL.as_bytes().to_vec(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok::<_, String>(format!("{} {}", answer.status, answer.body.trim()))
+    })
+    .await;
+    assert_eq!(first, r#"200 {"events":6,"status":"recorded"}"#);
+    // The compact form itself, with the same signature: the same delivery.
+    let compact = OPAL_ALL.replace('\n', "");
+    assert!(serde_json::from_str::<serde_json::Value>(&compact).is_ok());
+    assert_eq!(
+        post(&opal, &headers, &compact).await,
+        r#"200 {"status":"duplicate"}"#
+    );
+    assert_eq!(recorded_reasons(&ns, "opal").await.len(), 6);
+
+    // Membrane: pretty-printed with a \u escape; the Event says what was verified.
+    let pretty = "{\n  \"type\": \"org-created\",\n  \"name\": \"Caf\\u00e9 Org\",\n  \"orgId\": \"org789\",\n  \"org\": {\n    \"id\": \"org789\",\n    \"name\": \"Caf\\u00e9 Org\",\n    \"domains\": [\"cafe.example\"]\n  },\n  \"user\": {\"name\": \"Owner\", \"email\": \"owner@cafe.example\"}\n}\n";
+    let sig = node_signature(membrane_secret.path(), "", pretty);
+    let out = post(&membrane, &[("X-Signature", &sig)], pretty).await;
+    assert_eq!(out, r#"200 {"events":1,"status":"recorded"}"#);
+    let reasons = recorded_reasons(&ns, "membrane").await;
+    assert_eq!(
+        reasons,
+        [(
+            "OrgCreated".to_string(),
+            "organization Café Org (org789) created by owner@cafe.example".to_string()
+        )]
+    );
+    // The same delivery with its type given twice, so that a first-wins parser reads
+    // another event: refused, nothing recorded.
+    let twice = pretty.replacen(
+        "\"type\": \"org-created\"",
+        "\"type\": \"user-invited-to-org\", \"type\": \"org-created\"",
+        1,
+    );
+    let out = post(&membrane, &[("X-Signature", &sig)], &twice).await;
+    assert!(out.starts_with("400") && out.contains("key twice"), "{out}");
+    // And a changed value fails as any forgery does.
+    let changed = pretty.replace("org789", "org790");
+    let out = post(&membrane, &[("X-Signature", &sig)], &changed).await;
+    assert!(out.starts_with("401"), "{out}");
+    assert_eq!(recorded_reasons(&ns, "membrane").await.len(), 1);
+}
+
+/// Standard Webhooks' asymmetric signatures: the receiver holds only the sender's public
+/// key (`whpk_`), so nothing it holds can sign.
+#[tokio::test]
+async fn standard_webhooks_v1a_deliveries_verify_with_only_the_public_key() {
+    let ns = TestNamespace::new("v1a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keypair = |name: &str| {
+        let file = dir.path().join(name);
+        let out = std::process::Command::new(receiver_bin())
+            .args(["keypair", "--secret-file"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            file,
+            String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        )
+    };
+    let (sender_key, public) = keypair("sender");
+    let (other_key, _) = keypair("other");
+    assert!(public.starts_with("whpk_"), "{public}");
+    ns.apply(&secret_object("sender-public-key", &public)).await;
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: sw}\n\
+         spec: {path: /sw, provider: standard-webhooks, secretRef: {name: sender-public-key, key: secret}}\n",
+    )
+    .await;
+    ns.webhook_ready("sw", "True", "ReceiverAvailable").await;
+    let svc: Service = ns.api().get("sw-receiver").await.unwrap();
+    let url = format!("http://{}/sw", svc.spec.unwrap().cluster_ip.unwrap());
+    let body = r#"{"type":"invoice.paid","data":{"id":"in_1"}}"#;
+    let out = send_eventually(
+        &url,
+        "standard-webhooks",
+        &sender_key,
+        body,
+        &["--id", "msg_v1a_1"],
+    );
+    assert_eq!(out, r#"200 {"events":1,"status":"recorded"}"#);
+    let (ok, out) = send(
+        &url,
+        "standard-webhooks",
+        &other_key,
+        body,
+        &["--id", "msg_v1a_2"],
+    );
+    assert!(!ok && out.starts_with("401"), "{out}");
+    let reasons = recorded_reasons(&ns, "sw").await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert_eq!(reasons[0].0, "InvoicePaid");
+}

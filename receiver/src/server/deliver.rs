@@ -93,11 +93,14 @@ async fn handle(
         SecretState::Unavailable(_) => return Outcome::NoSecret,
     };
     let now = (state.clock)();
-    let verified = match state.scheme.verify(headers, &body, &secrets, now) {
+    let mut verified = match state.scheme.verify(headers, &body, &secrets, now) {
         Ok(v) => v,
         Err(Rejection::NoSecret) => return Outcome::NoSecret,
         Err(r) => return Outcome::Rejected(r),
     };
+    // What is recorded is what was verified: the body's JSON.stringify form, when that is
+    // what the signature covered.
+    let body = verified.signed_body.take().map_or(body, Bytes::from);
     let key = delivery_key(&verified, &body);
     if state.replay.seen(&key, now) {
         return Outcome::Duplicate;

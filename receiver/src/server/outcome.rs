@@ -75,9 +75,9 @@ impl Outcome {
             ),
             Outcome::Duplicate => json(StatusCode::OK, r#"{"status":"duplicate"}"#),
             Outcome::Ignored => json(StatusCode::OK, r#"{"status":"ignored"}"#),
-            Outcome::Rejected(r @ Rejection::MalformedHeader { .. }) => {
-                error(StatusCode::BAD_REQUEST, &r.to_string())
-            }
+            Outcome::Rejected(
+                r @ (Rejection::MalformedHeader { .. } | Rejection::DuplicateKey),
+            ) => error(StatusCode::BAD_REQUEST, &r.to_string()),
             Outcome::Rejected(r) => {
                 let mut resp = error(StatusCode::UNAUTHORIZED, &r.to_string());
                 resp.headers_mut().insert(

@@ -44,7 +44,7 @@ impl AppState {
         let config_provider = config.provider;
         let max_in_flight = config.limits.max_concurrent_deliveries as usize;
         AppState {
-            secrets: SecretStore::new(config.secret_files.clone()),
+            secrets: SecretStore::new(config.provider, config.secret_files.clone()),
             config: Arc::new(config),
             scheme: Arc::new(scheme),
             replay: Arc::new(ReplayCache::new(REPLAY_MEMORY_SECS, REPLAY_CAPACITY)),

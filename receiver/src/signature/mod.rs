@@ -3,6 +3,11 @@
 //! verdict comes out. Every comparison of a signature is constant-time (`subtle`'s
 //! `ct_eq`, one MAC per delivery against every candidate), and a malformed header is
 //! rejected, never "fixed up".
+//!
+//! `node_json` gives the second form of a JSON body that Opal's and Membrane's own sample
+//! code signs (`JSON.stringify` of the parsed body), checked only when the raw body fails.
+
+pub mod node_json;
 
 use axum::http::{HeaderMap, HeaderName};
 use base64::Engine;
@@ -11,7 +16,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::{Provider, ReceiverConfig};
-use crate::secrets::{Secret, whsec_key};
+use crate::secrets::{Secret, whsec_key, whsk_key};
 pub use hookwarden_api::layout::{Algorithm, Encoding, GenericHmac};
 
 /// The headers the schemes read and `sign` writes: the one table of their names, which the
@@ -70,6 +75,10 @@ pub enum Rejection {
     StaleTimestamp { tolerance_secs: i64 },
     #[error("signature does not match")]
     BadSignature,
+    /// Only where the signature may cover the body's JSON.stringify form: a key twice would
+    /// let a captured delivery be rearranged into one that reads differently.
+    #[error("the body gives an object key twice")]
+    DuplicateKey,
     #[error("no signing secret is available")]
     NoSecret,
 }
@@ -82,6 +91,7 @@ impl Rejection {
             Rejection::MalformedHeader { .. } => "malformed_header",
             Rejection::StaleTimestamp { .. } => "stale_timestamp",
             Rejection::BadSignature => "bad_signature",
+            Rejection::DuplicateKey => "duplicate_key",
             Rejection::NoSecret => "no_secret",
         }
     }
@@ -98,6 +108,9 @@ pub struct Verified {
     /// signed (timestamp and body), so a delivery's identity can be derived from it
     /// without hashing the body again.
     pub mac: Option<Tag>,
+    /// What the signature covered when that is not the body received: its JSON.stringify
+    /// form. What is recorded is then this, exactly what was verified.
+    pub signed_body: Option<Vec<u8>>,
 }
 
 /// The longest MAC a scheme produces: HMAC-SHA512's 64 bytes.
@@ -176,20 +189,38 @@ impl Scheme {
                 tolerance_secs: self.tolerance_secs,
             });
         }
-        for secret in secrets {
-            if let Some(mac) = check.matches(secret, body) {
-                return Ok(Verified {
-                    delivery_id: check.delivery_id.clone(),
-                    timestamp: check.timestamp,
-                    // The MAC stands for the delivery only where it covers the body.
-                    mac: match &check.kind {
-                        CheckKind::Hmac { layout, .. } if layout.signs_body() => Some(mac),
-                        _ => None,
-                    },
-                });
-            }
+        if let Some(verified) = check.verify(secrets, body) {
+            return Ok(verified);
         }
-        Err(Rejection::BadSignature)
+        if !self.accepts_json_stringify() {
+            return Err(Rejection::BadSignature);
+        }
+        // The second form, only now: the raw body costs nothing extra.
+        match node_json::stringify(body) {
+            Ok(form) if form != body => match check.verify(secrets, &form) {
+                Some(verified) => Ok(Verified {
+                    signed_body: Some(form),
+                    ..verified
+                }),
+                None => Err(Rejection::BadSignature),
+            },
+            Ok(_) | Err(node_json::Problem::NotJson) => Err(Rejection::BadSignature),
+            Err(node_json::Problem::DuplicateKey) => Err(Rejection::DuplicateKey),
+        }
+    }
+
+    /// Whether a signature over the body's JSON.stringify form is accepted too: for the
+    /// senders whose documentation signs that (Opal, Membrane), and generic layouts that
+    /// ask for it.
+    pub fn accepts_json_stringify(&self) -> bool {
+        match self.provider {
+            Provider::Opal | Provider::Membrane => true,
+            Provider::GenericHmac => self
+                .generic
+                .as_ref()
+                .is_some_and(|g| g.accept_json_stringify),
+            _ => false,
+        }
     }
 
     /// Reads the scheme's headers into what must be checked.
@@ -281,8 +312,13 @@ enum CheckKind<'h> {
         algorithm: Algorithm,
         candidates: Vec<Tag>,
         layout: Layout<'h>,
-        /// Standard Webhooks keys are `whsec_` + base64 of the real key.
-        whsec: bool,
+    },
+    /// Standard Webhooks: `v1` HMACs checked with `whsec_` secrets, `v1a` ed25519
+    /// signatures with `whpk_` public keys, both over `{id}.{timestamp}.{body}`.
+    Standard {
+        v1: Vec<Tag>,
+        v1a: Vec<ed25519_dalek::Signature>,
+        prefix: [&'h [u8]; 4],
     },
     Token(Vec<u8>),
 }
@@ -302,28 +338,58 @@ impl<'h> Check<'h> {
                 algorithm,
                 candidates,
                 layout,
-                whsec: false,
             },
             delivery_id: None,
             timestamp: None,
         }
     }
 
-    /// The MAC that matched (for a token, an empty one), or `None`.
+    /// What verification established when any of `secrets` verifies `body`.
+    fn verify(&self, secrets: &[Secret], body: &[u8]) -> Option<Verified> {
+        let mac = secrets.iter().find_map(|s| self.matches(s, body))?;
+        Some(Verified {
+            delivery_id: self.delivery_id.clone(),
+            timestamp: self.timestamp,
+            // The MAC stands for the delivery only where it covers the body.
+            mac: match &self.kind {
+                CheckKind::Hmac { layout, .. } if layout.signs_body() => Some(mac),
+                _ => None,
+            },
+            signed_body: None,
+        })
+    }
+
+    /// The MAC that matched (for a token or a public-key signature, an empty one), or
+    /// `None`.
     fn matches(&self, secret: &Secret, body: &[u8]) -> Option<Tag> {
         match &self.kind {
             CheckKind::Token(token) => constant_time_eq(token, secret.expose()).then(Tag::empty),
+            CheckKind::Standard { v1, v1a, prefix } => {
+                if let Some(key) = secret.ed25519() {
+                    // Public data on both sides, so no constant time needed; strict
+                    // verification refuses malleable signatures and small-order keys.
+                    let message = [prefix.concat(), body.to_vec()].concat();
+                    v1a.iter()
+                        .any(|sig| key.verify_strict(&message, sig).is_ok())
+                        .then(Tag::empty)
+                } else {
+                    let signed = |update: &mut dyn FnMut(&[u8])| {
+                        prefix.iter().for_each(|p| update(p));
+                        update(body);
+                    };
+                    mac_matches(secret.hmac_sha256(true)?, signed, v1)
+                }
+            }
             CheckKind::Hmac {
                 algorithm,
                 candidates,
                 layout,
-                whsec,
             } => {
                 let signed = |update: &mut dyn FnMut(&[u8])| layout.feed(body, update);
                 match algorithm {
                     // The common case: the secret's prepared key.
                     Algorithm::Sha256 => {
-                        mac_matches(secret.hmac_sha256(*whsec)?, signed, candidates)
+                        mac_matches(secret.hmac_sha256(false)?, signed, candidates)
                     }
                     Algorithm::Sha512 => mac_matches(
                         Hmac::<sha2::Sha512>::new_from_slice(secret.expose()).ok()?,
@@ -562,32 +628,33 @@ fn parse_standard(headers: &HeaderMap) -> Result<Check<'_>, Rejection> {
     let ts_raw = header_str(headers, &names::WEBHOOK_TIMESTAMP)?;
     let ts = parse_ts(ts_raw, "webhook-timestamp")?;
     let value = header_str(headers, &names::WEBHOOK_SIGNATURE)?;
-    let mut candidates = Vec::new();
+    let malformed = |reason| Rejection::MalformedHeader {
+        header: names::WEBHOOK_SIGNATURE.to_string(),
+        reason,
+    };
+    let (mut v1, mut v1a) = (Vec::new(), Vec::new());
     for item in value.split(' ').filter(|s| !s.is_empty()) {
-        let (version, sig) = item.split_once(',').ok_or(Rejection::MalformedHeader {
-            header: names::WEBHOOK_SIGNATURE.to_string(),
-            reason: "items must be version,signature",
-        })?;
-        if version == "v1" {
-            candidates.push(decode(
-                sig,
-                Encoding::Base64,
-                names::WEBHOOK_SIGNATURE.as_str(),
-            )?);
+        let (version, sig) = item
+            .split_once(',')
+            .ok_or(malformed("items must be version,signature"))?;
+        let decoded = || decode(sig, Encoding::Base64, names::WEBHOOK_SIGNATURE.as_str());
+        match version {
+            "v1" => v1.push(decoded()?),
+            "v1a" => v1a.push(
+                ed25519_dalek::Signature::from_slice(decoded()?.as_slice())
+                    .map_err(|_| malformed("a v1a signature is 64 bytes"))?,
+            ),
+            _ => {} // later versions are for later receivers
         }
     }
-    if candidates.is_empty() {
-        return Err(Rejection::MalformedHeader {
-            header: names::WEBHOOK_SIGNATURE.to_string(),
-            reason: "no v1 signature",
-        });
+    if v1.is_empty() && v1a.is_empty() {
+        return Err(malformed("no v1 or v1a signature"));
     }
     Ok(Check {
-        kind: CheckKind::Hmac {
-            algorithm: Algorithm::Sha256,
-            candidates,
-            layout: Layout::Prefixed([id.as_bytes(), b".", ts_raw.as_bytes(), b"."]),
-            whsec: true,
+        kind: CheckKind::Standard {
+            v1,
+            v1a,
+            prefix: [id.as_bytes(), b".", ts_raw.as_bytes(), b"."],
         },
         delivery_id: Some(id.to_string()),
         timestamp: Some(ts),
@@ -708,19 +775,22 @@ pub fn sign(
             ),
         )],
         StandardWebhooks => {
-            let key = whsec_key(secret).unwrap_or_else(|| secret.to_vec());
-            let sig = hmac(
-                Algorithm::Sha256,
-                &key,
-                &[format!("{delivery_id}.{ts}.").as_bytes(), body],
-            );
+            let signed = [format!("{delivery_id}.{ts}.").as_bytes(), body].concat();
+            let signature = match whsk_key(secret) {
+                Some(key) => {
+                    use ed25519_dalek::Signer;
+                    format!("v1a,{}", B64.encode(key.sign(&signed).to_bytes()))
+                }
+                None => {
+                    let key = whsec_key(secret).unwrap_or_else(|| secret.to_vec());
+                    let sig = hmac(Algorithm::Sha256, &key, &[&signed]);
+                    format!("v1,{}", B64.encode(sig))
+                }
+            };
             vec![
                 (names::WEBHOOK_ID.to_string(), delivery_id.into()),
                 (names::WEBHOOK_TIMESTAMP.to_string(), ts),
-                (
-                    names::WEBHOOK_SIGNATURE.to_string(),
-                    format!("v1,{}", B64.encode(sig)),
-                ),
+                (names::WEBHOOK_SIGNATURE.to_string(), signature),
             ]
         }
         Shopify => vec![(
@@ -794,6 +864,7 @@ mod tests {
                 prefix: "sha512=".into(),
                 timestamp_header: ts.then(|| "X-Acme-Timestamp".into()),
                 template: template.map(String::from),
+                accept_json_stringify: false,
             }),
             ..Scheme::new(Provider::GenericHmac)
         }
@@ -853,6 +924,7 @@ mod tests {
             prefix: String::new(),
             timestamp_header: ts.map(String::from),
             template: template.map(String::from),
+            accept_json_stringify: false,
         };
         for ok in [
             None,
