@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let filter = format!("{},kube_lease_manager=warn", args.log_level);
-    telemetry::init(args.log_format, &filter);
+    let _logs = telemetry::init(args.log_format, &filter);
     let client = kube::Client::try_default()
         .await
         .context("cannot configure a Kubernetes client")?;

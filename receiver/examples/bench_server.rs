@@ -75,11 +75,11 @@ async fn bare(port: u16) {
 }
 
 async fn receiver(port: u16, metrics_port: u16, secret: &str) {
-    match std::env::var("BENCH_LOG_FORMAT").as_deref() {
-        Ok("json") => telemetry::init(LogFormat::Json, "info"),
-        Ok("text") => telemetry::init(LogFormat::Text, "info"),
-        _ => {}
-    }
+    let _logs = match std::env::var("BENCH_LOG_FORMAT").as_deref() {
+        Ok("json") => Some(telemetry::init(LogFormat::Json, "info")),
+        Ok("text") => Some(telemetry::init(LogFormat::Text, "info")),
+        _ => None,
+    };
     let config = bench_config(port, metrics_port, secret);
     let recorded = Arc::new(AtomicU64::new(0));
     let state = AppState::new(
@@ -189,6 +189,91 @@ async fn stages(n: usize) {
         let (h, b) = &hot[i % hot.len()];
         std::hint::black_box(scheme.verify(h, b, &secrets, now).unwrap());
     });
+    // The line of a recorded delivery, as `hookwarden-receiver run --log-format json`
+    // writes it, to a file: as before 2026-12-02 (tracing-subscriber's timer, one write per
+    // line by the logging thread), and as now (`telemetry::init`: hookwarden's timer, the
+    // batched writer).
+    let dir = std::env::temp_dir().join(format!("hw-stages-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = |writer| {
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(writer)
+            .finish()
+    };
+    let file = std::sync::Mutex::new(std::fs::File::create(dir.join("direct")).unwrap());
+    tracing::subscriber::with_default(json(telemetry::BoxMakeWriter::new(file)), || {
+        time("JSON log line, a write each", n, |_| {
+            tracing::info!(webhook = "opal", events = 1, "delivery recorded");
+        });
+    });
+    if std::env::var("STAGES_LOG_DETAIL").is_ok() {
+        tracing::subscriber::with_default(
+            json(telemetry::BoxMakeWriter::new(std::io::sink)),
+            || {
+                time("JSON log line, to nowhere", n, |_| {
+                    tracing::info!(webhook = "opal", events = 1, "delivery recorded");
+                });
+            },
+        );
+        let timed = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_timer(telemetry::Timestamp)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(timed, || {
+            time("JSON log line, our timer, to nowhere", n, |_| {
+                tracing::info!(webhook = "opal", events = 1, "delivery recorded");
+            });
+        });
+        let untimed = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .without_time()
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(untimed, || {
+            time("JSON log line, no time, to nowhere", n, |_| {
+                tracing::info!(webhook = "opal", events = 1, "delivery recorded");
+            });
+        });
+        let text = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(text, || {
+            time("text log line, to nowhere", n, |_| {
+                tracing::info!(webhook = "opal", events = 1, "delivery recorded");
+            });
+        });
+    }
+    let (batched, guard) = telemetry::batched(std::fs::File::create(dir.join("batched")).unwrap());
+    let as_now = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_timer(telemetry::Timestamp)
+        .with_writer(batched)
+        .finish();
+    tracing::subscriber::with_default(as_now, || {
+        time("JSON log line, batched writer", n, |_| {
+            tracing::info!(webhook = "opal", events = 1, "delivery recorded");
+        });
+    });
+    drop(guard);
+    let lines = |name| {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(
+        (lines("direct"), lines("batched")),
+        (n, n),
+        "every line written"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
     time("payload parse", n, |i| {
         let (h, b) = &hot[i % hot.len()];
         std::hint::black_box(payload::parse(Provider::Opal, h, b).unwrap());

@@ -158,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            telemetry::init(cli.log_format, "info");
+            let _logs = telemetry::init(cli.log_format, "info");
             let config = ReceiverConfig::load(&config)?;
             hookwarden_receiver::server::serve(config).await?;
         }
