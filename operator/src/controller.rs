@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
@@ -16,11 +16,10 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,6 +34,7 @@ use crate::names;
 use crate::route::{self, RouteState};
 use crate::secret;
 use crate::status::{self, Readiness, Reason, SinkUsage};
+use crate::triggers;
 use crate::validate::{SecretSource, ValidSpec, validate};
 
 /// How often a healthy Webhook is reconciled even without a change.
@@ -142,7 +142,11 @@ async fn run_scope(
             managed.clone(),
         )
         .owns(scoped::<Service>(&client, ns.as_deref()), managed.clone())
-        .owns(scoped::<ConfigMap>(&client, ns.as_deref()), managed.clone())
+        // Not on every write a receiver makes to a sink's data: see `triggers`.
+        .owns_stream(triggers::config_maps(
+            scoped::<ConfigMap>(&client, ns.as_deref()),
+            managed.clone(),
+        ))
         .owns(
             scoped::<ServiceAccount>(&client, ns.as_deref()),
             managed.clone(),
@@ -154,7 +158,7 @@ async fn run_scope(
         )
         .owns(scoped::<Ingress>(&client, ns.as_deref()), managed.clone())
         .owns_stream_with(
-            route_triggers(&client, ns.as_deref(), managed),
+            triggers::routes(&client, ns.as_deref(), managed),
             route::http_route_resource(),
         )
         // Pods that opted in to a Webhook's sidecar receiver: its status counts them.
@@ -186,38 +190,6 @@ async fn run_scope(
             }
         });
     futures::future::join(webhooks_done, cleanup).await;
-}
-
-/// The HTTPRoutes the operator applied, for their status (a Gateway's controller writes it).
-///
-/// On a cluster without the Gateway API (a normal one) this watch fails until its CRDs
-/// arrive. It backs off on its own, and its errors end here: the `Controller` pauses all
-/// of its watches after an error from any one of them (one back-off over them all), so
-/// passing these on would hold back every Webhook's changes for as long as the Gateway API
-/// is missing, up to 30 s each.
-fn route_triggers(
-    client: &Client,
-    namespace: Option<&str>,
-    managed: watcher::Config,
-) -> impl Stream<Item = Result<PartialObjectMeta<DynamicObject>, watcher::Error>> + Send + 'static {
-    // metadata only: the owner references are all a trigger needs
-    let resource = route::http_route_resource();
-    let routes: Api<PartialObjectMeta<DynamicObject>> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
-    watcher(routes, managed)
-        .default_backoff()
-        .touched_objects()
-        .filter_map(|touched| {
-            futures::future::ready(match touched {
-                Ok(route) => Some(Ok(route)),
-                Err(error) => {
-                    debug!(%error, "HTTPRoute watch failed (no Gateway API?); retrying with back-off");
-                    None
-                }
-            })
-        })
 }
 
 /// A second controller, over application Deployments that the previous release added a
@@ -451,7 +423,7 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
             let applied = apply(ctx, &namespace, sink).await?;
             SinkUsage::Used {
                 name: applied.name_any(),
-                bytes: config_map_bytes(&applied),
+                bytes: status::config_map_bytes(&applied),
             }
         }
         None => SinkUsage::NoSink,
@@ -654,23 +626,6 @@ where
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(e.into()),
     }
-}
-
-/// What a ConfigMap's data weighs against its 1 MiB limit.
-fn config_map_bytes(cm: &ConfigMap) -> usize {
-    let text: usize = cm
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    let binary: usize = cm
-        .binary_data
-        .iter()
-        .flatten()
-        .map(|(k, v)| k.len() + v.0.len())
-        .sum();
-    text + binary
 }
 
 /// Ends a reconciliation that cannot go on: children are left as they are, status says why.

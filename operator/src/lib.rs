@@ -20,6 +20,7 @@ pub mod route;
 pub mod rules;
 pub mod secret;
 pub mod status;
+pub mod triggers;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -1,7 +1,7 @@
 //! The Webhook's status: the `Ready` condition and what it is computed from. Pure.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{SidecarPods, WebhookStatus};
@@ -341,6 +341,23 @@ pub enum SinkUsage {
     NoSink,
     /// The sink ConfigMap `name` holds `bytes` of data.
     Used { name: String, bytes: usize },
+}
+
+/// What a ConfigMap's data weighs against its 1 MiB limit.
+pub fn config_map_bytes(cm: &ConfigMap) -> usize {
+    let text: usize = cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    let binary: usize = cm
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.0.len())
+        .sum();
+    text + binary
 }
 
 /// `status` with its `SinkCapacity` condition set from `usage`: True while the ConfigMap has

@@ -50,31 +50,114 @@ pub enum ViewError {
 }
 
 /// Applies `delivery` to `data`. Returns whether anything changed: `false` when the delivery
-/// was applied before (a retry, a replay, another replica).
+/// was applied before (a retry, a replay, another replica). On an error `data` is as it was.
 pub fn apply(
     mode: ConfigMapMode,
     data: &mut BTreeMap<String, String>,
     delivery: &Delivery,
     received_at: i64,
 ) -> Result<bool, ViewError> {
-    let mut book: Bookkeeping = read(data, BOOKKEEPING_KEY)?.unwrap_or_default();
-    let id = hex::encode(&delivery.key[..16]);
-    if book.applied.contains(&id) {
-        return Ok(false);
+    let (applied, writes) = batch(mode, data, &[delivery], received_at)?;
+    commit(data, writes)?;
+    Ok(applied[0])
+}
+
+/// Applies `deliveries` in order, each as [`apply`] would, with what each gets: the documents
+/// are read and written once for them all (the cost of a write is reading and writing the
+/// whole document). When that fails (one of them would not fit, a document this receiver
+/// did not write) they are applied one by one, so that only those that cannot be recorded
+/// are refused.
+pub fn apply_all(
+    mode: ConfigMapMode,
+    data: &mut BTreeMap<String, String>,
+    deliveries: &[&Delivery],
+    received_at: i64,
+) -> Vec<Result<bool, ViewError>> {
+    let together = batch(mode, data, deliveries, received_at)
+        .and_then(|(applied, writes)| commit(data, writes).map(|()| applied));
+    match together {
+        Ok(applied) => applied.into_iter().map(Ok).collect(),
+        Err(_) => deliveries
+            .iter()
+            .map(|d| apply(mode, data, d, received_at))
+            .collect(),
     }
-    match mode {
-        ConfigMapMode::State => apply_state(data, delivery)?,
-        ConfigMapMode::Latest => apply_latest(data, &mut book, delivery),
-        ConfigMapMode::Log => apply_log(data, delivery, received_at)?,
+}
+
+/// The documents of one batch, read once, changed by each delivery, written once.
+#[derive(Default)]
+struct Docs {
+    book: Bookkeeping,
+    opal: Option<OpalState>,
+    membrane: Option<MembraneState>,
+    log: Option<Vec<LogEntry>>,
+    /// `latest` mode: the keys written.
+    latest: BTreeMap<String, String>,
+}
+
+/// Whether each delivery changes anything, and the keys to write for them all.
+fn batch(
+    mode: ConfigMapMode,
+    data: &BTreeMap<String, String>,
+    deliveries: &[&Delivery],
+    received_at: i64,
+) -> Result<(Vec<bool>, BTreeMap<String, String>), ViewError> {
+    let mut docs = Docs {
+        book: read(data, BOOKKEEPING_KEY)?.unwrap_or_default(),
+        ..Docs::default()
+    };
+    let mut applied = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let id = hex::encode(&delivery.key[..16]);
+        if docs.book.applied.contains(&id) {
+            applied.push(false);
+            continue;
+        }
+        match mode {
+            ConfigMapMode::State => apply_state(&mut docs, data, delivery)?,
+            ConfigMapMode::Latest => apply_latest(&mut docs, delivery),
+            ConfigMapMode::Log => apply_log(&mut docs, data, delivery, received_at)?,
+        }
+        docs.book.applied.push(id);
+        trim_front(&mut docs.book.applied, REMEMBERED);
+        applied.push(true);
     }
-    book.applied.push(id);
-    trim_front(&mut book.applied, REMEMBERED);
-    write(data, BOOKKEEPING_KEY, &book);
-    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let mut writes = std::mem::take(&mut docs.latest);
+    if applied.contains(&true) {
+        if let Some(mut s) = docs.opal {
+            s.sort();
+            write(&mut writes, "opal.json", &s);
+        }
+        if let Some(s) = docs.membrane {
+            write(&mut writes, "membrane.json", &s);
+        }
+        if let Some(log) = docs.log {
+            write(&mut writes, "log.json", &log);
+        }
+        write(&mut writes, BOOKKEEPING_KEY, &docs.book);
+    }
+    Ok((applied, writes))
+}
+
+/// Writes `writes` into `data` if the result fits.
+fn commit(
+    data: &mut BTreeMap<String, String>,
+    writes: BTreeMap<String, String>,
+) -> Result<(), ViewError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let size: usize = data
+        .iter()
+        .filter(|(k, _)| !writes.contains_key(*k))
+        .chain(writes.iter())
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
     if size > MAX_BYTES {
         return Err(ViewError::TooLarge(size));
     }
-    Ok(true)
+    data.extend(writes);
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize, Default, Debug)]
@@ -337,14 +420,17 @@ impl MembraneState {
     }
 }
 
-fn apply_state(data: &mut BTreeMap<String, String>, delivery: &Delivery) -> Result<(), ViewError> {
+fn apply_state(
+    docs: &mut Docs,
+    data: &BTreeMap<String, String>,
+    delivery: &Delivery,
+) -> Result<(), ViewError> {
     let ts = delivery.event_ts.unwrap_or_default();
-    let mut opal: Option<OpalState> = None;
-    let mut membrane: Option<MembraneState> = None;
+    let Docs { opal, membrane, .. } = docs;
     for event in &delivery.events {
         match &event.detail {
             Detail::Opal(e) => {
-                let state = match &mut opal {
+                let state = match opal {
                     Some(s) => s,
                     None => opal.insert(read(data, "opal.json")?.unwrap_or_default()),
                 };
@@ -352,7 +438,7 @@ fn apply_state(data: &mut BTreeMap<String, String>, delivery: &Delivery) -> Resu
                 state.change(section, add, fields, ts);
             }
             Detail::Membrane(e) => {
-                let state = match &mut membrane {
+                let state = match membrane {
                     Some(s) => s,
                     None => membrane.insert(read(data, "membrane.json")?.unwrap_or_default()),
                 };
@@ -361,13 +447,6 @@ fn apply_state(data: &mut BTreeMap<String, String>, delivery: &Delivery) -> Resu
             // The operator allows `state` for Opal and Membrane only.
             Detail::Other => {}
         }
-    }
-    if let Some(mut s) = opal {
-        s.sort();
-        write(data, "opal.json", &s);
-    }
-    if let Some(s) = membrane {
-        write(data, "membrane.json", &s);
     }
     Ok(())
 }
@@ -379,7 +458,8 @@ pub fn latest_key(event_type: &str) -> String {
     format!("{}.json", hookwarden_api::text::key_chars(event_type, 240))
 }
 
-fn apply_latest(data: &mut BTreeMap<String, String>, book: &mut Bookkeeping, delivery: &Delivery) {
+fn apply_latest(docs: &mut Docs, delivery: &Delivery) {
+    let Docs { book, latest, .. } = docs;
     let payload = String::from_utf8_lossy(&delivery.body).into_owned();
     for event in &delivery.events {
         let key = latest_key(&event.event_type);
@@ -392,7 +472,7 @@ fn apply_latest(data: &mut BTreeMap<String, String>, book: &mut Bookkeeping, del
                 }
             }
         }
-        data.insert(key, payload.clone());
+        latest.insert(key, payload.clone());
     }
 }
 
@@ -405,11 +485,15 @@ struct LogEntry {
 }
 
 fn apply_log(
-    data: &mut BTreeMap<String, String>,
+    docs: &mut Docs,
+    data: &BTreeMap<String, String>,
     delivery: &Delivery,
     received_at: i64,
 ) -> Result<(), ViewError> {
-    let mut log: Vec<LogEntry> = read(data, "log.json")?.unwrap_or_default();
+    let log = match &mut docs.log {
+        Some(log) => log,
+        None => docs.log.insert(read(data, "log.json")?.unwrap_or_default()),
+    };
     log.push(LogEntry {
         received_at,
         event_types: delivery
@@ -419,8 +503,7 @@ fn apply_log(
             .collect(),
         payload: String::from_utf8_lossy(&delivery.body).into_owned(),
     });
-    trim_front(&mut log, LOG_ENTRIES);
-    write(data, "log.json", &log);
+    trim_front(log, LOG_ENTRIES);
     Ok(())
 }
 
@@ -476,6 +559,61 @@ mod tests {
         assert!(access(&data).is_empty());
         // keys are valid ConfigMap keys: no user id in a key
         assert!(data.keys().all(|k| !k.contains('@')));
+    }
+
+    /// A batch gives what the same deliveries give one by one, in every mode: the same data,
+    /// the same answer for each, including repeats, late older events and deliveries that
+    /// would not fit (refused alone, the others recorded).
+    #[test]
+    fn a_batch_is_its_deliveries_one_by_one() {
+        let users = ["a@x.com", "b@x.com", "c@x.com"];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut mixed, mut repeats) = (0, 0);
+        for round in 0..120 {
+            let mode = [
+                ConfigMapMode::State,
+                ConfigMapMode::Latest,
+                ConfigMapMode::Log,
+            ][round % 3];
+            let deliveries: Vec<Delivery> = (0..1 + next(12))
+                .map(|_| {
+                    let user = users[next(3) as usize];
+                    let kind = ["USER_ADDED_TO_RESOURCE", "USER_REMOVED_FROM_RESOURCE", "USER_ADDED_TO_GROUP"][next(3) as usize];
+                    let padding = if next(3) == 0 { "p".repeat(300_000) } else { String::new() };
+                    let event = format!(
+                        r#"{{"event_type":"{kind}","resource_type":"CUSTOM","group_type":"G","user_id":"{user}{padding}","resource_id":"r{}","group_id":"g1","access_level":"admin"}}"#,
+                        next(2)
+                    );
+                    // a key repeats now and then: a retry in the same batch
+                    opal(next(10) as u8, 100 + next(5) as i64, &event)
+                })
+                .collect();
+            let refs: Vec<&Delivery> = deliveries.iter().collect();
+            let mut one_by_one = BTreeMap::new();
+            let mut together = BTreeMap::new();
+            // both start from the same earlier state
+            for d in &refs[..refs.len() / 2] {
+                let _ = apply(mode, &mut one_by_one, d, 7);
+                let _ = apply(mode, &mut together, d, 7);
+            }
+            let singles: Vec<_> = refs
+                .iter()
+                .map(|d| apply(mode, &mut one_by_one, d, 9))
+                .collect();
+            let batch = apply_all(mode, &mut together, &refs, 9);
+            assert_eq!(batch, singles, "round {round} ({mode:?})");
+            assert_eq!(together, one_by_one, "round {round} ({mode:?})");
+            mixed += usize::from(singles.contains(&Ok(true)) && singles.iter().any(Result::is_err));
+            repeats += usize::from(singles.contains(&Ok(false)));
+        }
+        // The rounds reach both the fallback and repeats.
+        assert!(mixed >= 3 && repeats >= 20, "{mixed} {repeats}");
     }
 
     #[test]

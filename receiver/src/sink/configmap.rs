@@ -128,13 +128,10 @@ impl Writer {
             let mut data = cm.data.take().unwrap_or_default();
             let now = crate::clock::system_clock()();
             let mut changed = false;
-            for (i, delivery) in deliveries.iter().enumerate() {
-                let mut next = data.clone();
-                match view::apply(self.mode, &mut next, delivery, now) {
-                    Ok(applied) => {
-                        changed |= applied;
-                        data = next;
-                    }
+            let results = view::apply_all(self.mode, &mut data, deliveries, now);
+            for (i, result) in results.into_iter().enumerate() {
+                match result {
+                    Ok(applied) => changed |= applied,
                     Err(e) => {
                         tracing::warn!(configmap = %self.name, error = %e, "delivery cannot be applied to the ConfigMap");
                         failed.insert(i, RecordError::Refused(e.to_string()));

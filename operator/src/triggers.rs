@@ -1,0 +1,151 @@
+//! What wakes the controller besides the Webhooks themselves: the watches of children whose
+//! changes a reconcile must see, filtered to the changes that matter.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DynamicObject};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tracing::debug;
+
+use crate::names;
+use crate::route;
+use crate::status;
+
+/// The HTTPRoutes the operator applied, for their status (a Gateway's controller writes it).
+///
+/// On a cluster without the Gateway API (a normal one) this watch fails until its CRDs
+/// arrive. It backs off on its own, and its errors end here: the `Controller` pauses all
+/// of its watches after an error from any one of them (one back-off over them all), so
+/// passing these on would hold back every Webhook's changes for as long as the Gateway API
+/// is missing, up to 30 s each.
+pub fn routes(
+    client: &Client,
+    namespace: Option<&str>,
+    managed: watcher::Config,
+) -> impl Stream<Item = Result<PartialObjectMeta<DynamicObject>, watcher::Error>> + Send + 'static {
+    // metadata only: the owner references are all a trigger needs
+    let resource = route::http_route_resource();
+    let routes: Api<PartialObjectMeta<DynamicObject>> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    watcher(routes, managed)
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|touched| {
+            futures::future::ready(match touched {
+                Ok(route) => Some(Ok(route)),
+                Err(error) => {
+                    debug!(%error, "HTTPRoute watch failed (no Gateway API?); retrying with back-off");
+                    None
+                }
+            })
+        })
+}
+
+/// The ConfigMaps the operator manages, passed on only when what a reconcile looks at
+/// changed (see [`config_map_state`]) or when one is deleted (so it is made again). A
+/// receiver writes its sink ConfigMap on every delivery it records; reconciling the
+/// Webhook for each of those writes made the operator busy in proportion to the traffic.
+pub fn config_maps(
+    api: Api<ConfigMap>,
+    managed: watcher::Config,
+) -> impl Stream<Item = Result<ConfigMap, watcher::Error>> + Send + 'static {
+    // What was last passed on of each ConfigMap, by uid (a ConfigMap made again is new).
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    watcher(api, managed)
+        .default_backoff()
+        .filter_map(move |event| {
+            let passed = match event {
+                Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                    let state = config_map_state(&cm);
+                    let uid = cm.uid().unwrap_or_default();
+                    (seen.insert(uid, state) != Some(state)).then_some(Ok(cm))
+                }
+                Ok(watcher::Event::Delete(cm)) => {
+                    seen.remove(&cm.uid().unwrap_or_default());
+                    Some(Ok(cm))
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(error) => Some(Err(error)),
+            };
+            futures::future::ready(passed)
+        })
+}
+
+/// What a reconcile reads of a ConfigMap it manages, hashed: its metadata (labels,
+/// annotations, owners, deletion) and, for the receiver's config, its data (drift is put
+/// back); for a sink, only how full it is in whole percent, which its `SinkCapacity`
+/// condition reports. The data a receiver writes to a sink is the receiver's.
+pub fn config_map_state(cm: &ConfigMap) -> u64 {
+    let mut h = DefaultHasher::new();
+    let meta = &cm.metadata;
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut h);
+    for owner in meta.owner_references.iter().flatten() {
+        (&owner.uid, &owner.controller).hash(&mut h);
+    }
+    let sink = cm.labels().get(names::ROLE_LABEL).map(String::as_str) == Some("sink");
+    if sink {
+        (status::config_map_bytes(cm) * 100 / status::CONFIGMAP_LIMIT).hash(&mut h);
+    } else {
+        cm.data.hash(&mut h);
+        cm.binary_data
+            .iter()
+            .flatten()
+            .for_each(|(k, v)| (k, &v.0).hash(&mut h));
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn config_map(role: &str, data: &[(&str, String)]) -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.labels = Some(names::labels("w", role));
+        cm.data = Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        cm
+    }
+
+    #[test]
+    fn a_sinks_data_matters_only_by_how_full_it_is() {
+        let state = |n: usize| config_map_state(&config_map("sink", &[("s.json", "x".repeat(n))]));
+        assert_eq!(state(100), state(200), "a write of data");
+        assert_eq!(state(0), state(10_000));
+        assert_ne!(
+            state(100),
+            state(status::CONFIGMAP_LIMIT / 100 + 1),
+            "a percent more"
+        );
+        let mut relabelled = config_map("sink", &[("s.json", "x".repeat(100))]);
+        relabelled
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("extra".into(), "1".into());
+        assert_ne!(config_map_state(&relabelled), state(100), "labels changed");
+    }
+
+    #[test]
+    fn the_receivers_config_matters_in_full() {
+        let state = |v: &str| config_map_state(&config_map("config", &[("config.yaml", v.into())]));
+        assert_eq!(state("a: 1"), state("a: 1"));
+        assert_ne!(state("a: 1"), state("a: 2"));
+    }
+}
