@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The sink benchmark (`make bench-sinks`; README, "Speed and footprint"): signed, distinct Opal
-# deliveries pushed by wrk through the receivers the operator runs on the project's cluster,
-# into the real API server, once with the `events` sink and once with the `configMap` sink
-# (`state` mode: each delivery adds one user). Reports deliveries recorded per second, p99
-# acknowledgement latency, and the deliveries sent, acknowledged and found recorded.
+# The sink benchmark (`make bench-sinks`; README, "Speed and footprint"): signed, distinct
+# Membrane `org-created` deliveries pushed by wrk through the receivers the operator runs on
+# the project's cluster (one Webhook per sink, two receiver replicas), into the real API
+# server: once with the `events` sink (one Event per delivery) and once with the `configMap`
+# sink in `state` mode, starting from a document of 1000 organisations (each delivery adds
+# one). Reports deliveries recorded per second, p99 acknowledgement latency, and the
+# deliveries sent, acknowledged and found recorded; fails if fewer are recorded than were
+# acknowledged, or any twice.
 #
 # Starts the cluster if needed and installs hookwarden from release builds; leaves the
 # cluster running (`make install` puts the dev builds back).
@@ -11,7 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${BENCH_DURATION:-20}
-CONNECTIONS=${BENCH_CONNECTIONS:-8}
+CONNECTIONS=${BENCH_CONNECTIONS:-16}
+REPLICAS=${BENCH_REPLICAS:-2}
+ORGANIZATIONS=${BENCH_ORGANIZATIONS:-1000}
+SINKS=${BENCH_SINKS:-events state}
 NS=hookwarden-bench
 # KUBECONFIG and the kubectl built for the cluster's version first on PATH
 eval "$(tests/cluster/cluster.sh env)"
@@ -25,8 +31,8 @@ cargo build -q --release -p hookwarden-receiver --example bench_server
 SERVER=target/release/examples/bench_server
 
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/secret"
-# One namespace per sink: Opal allows one webhook per organization (namespace).
-for sink in events state; do
+# One namespace per sink (a Membrane Webhook per event type and namespace).
+for sink in $SINKS; do
   case $sink in
     events) sinks="{events: true}" ;;
     state) sinks="{events: false, configMap: {name: bench-state}}" ;;
@@ -39,21 +45,25 @@ for sink in events state; do
 apiVersion: hookwarden.io/v1alpha1
 kind: Webhook
 metadata: {name: bench-$sink}
-spec: {path: /opal, provider: opal, secretRef: {name: signing, key: secret}, sinks: $sinks}
+spec: {path: /membrane, provider: membrane, secretRef: {name: signing, key: secret}, sinks: $sinks, receiver: {replicas: $REPLICAS}}
 EOT
 done
-for sink in events state; do
+for sink in $SINKS; do
   kubectl -n "$NS-$sink" wait --for=condition=Ready --timeout=180s "webhook/bench-$sink" >/dev/null
 done
+# The state document the run starts from, as the receiver would have written it.
+"$SERVER" organizations "$ORGANIZATIONS" >"$WORK/membrane.json"
+jq -n --rawfile doc "$WORK/membrane.json" '{data: {"membrane.json": $doc}}' >"$WORK/patch.json"
+kubectl -n "$NS-state" patch configmap bench-state --type merge --patch-file "$WORK/patch.json" >/dev/null
 
-echo "bench-sinks: $(date -u +%Y-%m-%d), $(nproc) cores, ${DURATION}s per sink, $CONNECTIONS connections; receiver, API server, etcd and wrk share the machine"
-for sink in events state; do
+echo "bench-sinks: $(date -u +%Y-%m-%d), $(nproc) cores, ${DURATION}s per sink, $CONNECTIONS connections, $REPLICAS receiver replicas, state from $ORGANIZATIONS organisations; receivers, API server, etcd and wrk share the machine"
+for sink in $SINKS; do
   ip=$(kubectl -n "$NS-$sink" get service "bench-$sink-receiver" -o jsonpath='{.spec.clusterIP}')
   # wait until the Service routes
   for _ in $(seq 50); do curl -fs "http://$ip/healthz" >/dev/null && break; sleep 0.2; done
-  "$SERVER" requests $((DURATION * 2000)) "$WORK/secret" "$WORK/requests"
-  BENCH_REQUESTS="$WORK/requests" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency --timeout 15s \
-    -s bench/wrk.lua "http://$ip/opal" >"$WORK/$sink.wrk"
+  "$SERVER" requests $((DURATION * 4000)) "$WORK/secret" "$WORK/requests" membrane
+  BENCH_PROVIDER=membrane BENCH_REQUESTS="$WORK/requests" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency --timeout 15s \
+    -s bench/wrk.lua "http://$ip/membrane" >"$WORK/$sink.wrk"
   sleep 2 # answers still in flight when wrk stopped counting
   sent=$(awk '/requests in/ {print $1}' "$WORK/$sink.wrk")
   non2xx=$(awk '/Non-2xx/ {print $NF}' "$WORK/$sink.wrk")
@@ -61,10 +71,18 @@ for sink in events state; do
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/$sink.wrk")
   case $sink in
     events)
-      recorded=$(kubectl -n "$NS-$sink" get events.events.k8s.io -l hookwarden.io/webhook=bench-events -o name | wc -l) ;;
+      kubectl -n "$NS-$sink" get events.events.k8s.io -l hookwarden.io/webhook=bench-events \
+        -o jsonpath='{range .items[*]}{.note}{"\n"}{end}' >"$WORK/recorded" ;;
     state)
-      recorded=$(kubectl -n "$NS-$sink" get configmap bench-state -o jsonpath='{.data.opal\.json}' | jq '.resourceAccess | length') ;;
+      kubectl -n "$NS-$sink" get configmap bench-state -o jsonpath='{.data.membrane\.json}' |
+        jq -r '.organizations[] | select(.orgId | startswith("org-seed-") | not) | .orgId' >"$WORK/recorded" ;;
   esac
+  recorded=$(wc -l <"$WORK/recorded")
+  twice=$(sort "$WORK/recorded" | uniq -d | wc -l)
+  if [ "$twice" != 0 ]; then
+    echo "bench-sinks: $sink: $twice deliveries recorded twice" >&2
+    exit 1
+  fi
   awk -v s="$sink" -v r="$recorded" -v d="$DURATION" -v p="$p99" -v n="$sent" -v a="$acked" \
     'BEGIN {printf "%-7s %8.1f recorded/s   p99 %8s   sent %d, acknowledged %d, recorded %d\n", s, r / d, p, n, a, r}'
   if [ "$recorded" -lt "$acked" ]; then

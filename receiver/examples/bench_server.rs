@@ -6,8 +6,11 @@
 //!   measured is HTTP, verification, replay detection and parsing: everything but the API
 //!   server. With `BENCH_LOG_FORMAT=json` (or `text`) it logs to stdout as
 //!   `hookwarden-receiver run` does, one line per delivery.
-//! - `bench_server requests N SECRET_FILE OUT`: N distinct Opal deliveries, signed now, one
-//!   per line as `timestamp<TAB>signature<TAB>body`, for wrk's Lua script to replay.
+//! - `bench_server requests N SECRET_FILE OUT [membrane]`: N distinct Opal deliveries (or
+//!   Membrane `org-created` ones), signed now, one per line as
+//!   `timestamp<TAB>signature<TAB>body`, for wrk's Lua script to replay.
+//! - `bench_server organizations N`: a Membrane state document (`membrane.json`) of N
+//!   organisations, to start the `state` sink's benchmark from.
 //! - `bench_server stages N`: what each step of a delivery costs in-process, without the
 //!   network, in nanoseconds per delivery over N distinct deliveries: where the receiver's
 //!   time goes beyond a bare server's.
@@ -52,11 +55,15 @@ async fn main() {
         ["receiver", port, metrics_port, secret] => {
             receiver(port.parse().unwrap(), metrics_port.parse().unwrap(), secret).await
         }
-        ["requests", n, secret, out] => requests(n.parse().unwrap(), secret, out),
+        ["requests", n, secret, out] => requests(n.parse().unwrap(), secret, out, Provider::Opal),
+        ["requests", n, secret, out, "membrane"] => {
+            requests(n.parse().unwrap(), secret, out, Provider::Membrane)
+        }
+        ["organizations", n] => organizations(n.parse().unwrap()),
         ["stages", n] => stages(n.parse().unwrap()).await,
         _ => {
             eprintln!(
-                "usage: bench_server bare PORT | receiver PORT METRICS_PORT SECRET_FILE | requests N SECRET_FILE OUT | stages N"
+                "usage: bench_server bare PORT | receiver PORT METRICS_PORT SECRET_FILE | requests N SECRET_FILE OUT [membrane] | organizations N | stages N"
             );
             std::process::exit(2);
         }
@@ -119,17 +126,20 @@ fn bench_config(port: u16, metrics_port: u16, secret: &str) -> ReceiverConfig {
     }
 }
 
-fn requests(n: usize, secret: &str, out: &str) {
+fn requests(n: usize, secret: &str, out: &str, provider: Provider) {
     let secret = read_secret_file(secret.as_ref()).unwrap();
     let now = hookwarden_receiver::clock::system_clock()();
-    let scheme = Scheme::new(Provider::Opal);
+    let scheme = Scheme::new(provider);
     let mut file = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
     for i in 0..n {
-        let body = opal_body(i, now);
+        let body = match provider {
+            Provider::Membrane => membrane_body(&format!("{now}-{i}")),
+            _ => opal_body(i, now),
+        };
         let headers = sign(&scheme, secret.expose(), body.as_bytes(), now, "", &[]);
         let signature = &headers
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("x-opal-signature"))
+            .find(|(k, _)| k.ends_with("signature") || k.ends_with("Signature"))
             .unwrap()
             .1;
         writeln!(file, "{now}\t{signature}\t{body}").unwrap();
@@ -142,6 +152,52 @@ fn opal_body(i: usize, now: i64) -> String {
     format!(
         r#"{{"event_ts":{now},"organization_id":"7c3c2ba1-8d1e-4b8e-9f1a-2b0f1c3d4e5f","events":[{{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"AWS_IAM_ROLE","user_id":"user{i}@example.com","resource_id":"0eb35db24007c8148","access_level":"admin"}}]}}"#
     )
+}
+
+/// A Membrane `org-created` delivery of organisation `id`.
+fn membrane_body(id: &str) -> String {
+    format!(
+        r#"{{"type":"org-created","name":"Organisation {id}","workspaceName":"Main","orgId":"org-{id}","org":{{"id":"org-{id}","name":"Organisation {id}","domains":["org-{id}.example.com"],"trialEndDate":"2027-01-01"}},"user":{{"name":"Creator","email":"creator@org-{id}.example.com"}}}}"#
+    )
+}
+
+fn membrane_delivery(id: &str, n: usize) -> Delivery {
+    let body = membrane_body(id);
+    let parsed = hookwarden_receiver::payload::parse(
+        Provider::Membrane,
+        &Default::default(),
+        body.as_bytes(),
+    )
+    .unwrap();
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&(n as u64).to_le_bytes());
+    key[8] = 1;
+    Delivery {
+        key,
+        events: parsed.events,
+        body: body.into(),
+        content_type: None,
+        event_ts: None,
+    }
+}
+
+/// The data of a `state` sink after `n` organisations were created.
+fn membrane_state(n: usize) -> std::collections::BTreeMap<String, String> {
+    use hookwarden_receiver::config::ConfigMapMode;
+    let mut data = std::collections::BTreeMap::new();
+    let deliveries: Vec<Delivery> = (0..n)
+        .map(|i| membrane_delivery(&format!("seed-{i}"), i))
+        .collect();
+    let refs: Vec<&Delivery> = deliveries.iter().collect();
+    let results = hookwarden_receiver::view::apply_all(ConfigMapMode::State, &mut data, &refs, 0);
+    assert!(results.iter().all(|r| r == &Ok(true)));
+    data
+}
+
+/// Prints the `membrane.json` a `state` sink holds after `n` organisations were created, as
+/// the receiver writes it.
+fn organizations(n: usize) {
+    print!("{}", membrane_state(n)["membrane.json"]);
 }
 
 /// Times `f` over `n` runs and prints nanoseconds per run.
@@ -278,6 +334,29 @@ async fn stages(n: usize) {
         let (h, b) = &hot[i % hot.len()];
         std::hint::black_box(payload::parse(Provider::Opal, h, b).unwrap());
     });
+    // The `state` sink's work for one batch of 16 new organisations on a document of 1000,
+    // as one write of the writer does it (without the API server).
+    {
+        use hookwarden_receiver::config::ConfigMapMode;
+        let doc = membrane_state(1000);
+        let batches: Vec<Vec<Delivery>> = (0..20)
+            .map(|b| {
+                (0..16)
+                    .map(|i| membrane_delivery(&format!("batch-{b}-{i}"), 1_000_000 + b * 16 + i))
+                    .collect()
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for batch in &batches {
+            let mut data = doc.clone();
+            let refs: Vec<&Delivery> = batch.iter().collect();
+            let results =
+                hookwarden_receiver::view::apply_all(ConfigMapMode::State, &mut data, &refs, 0);
+            assert!(results.iter().all(|r| r == &Ok(true)));
+        }
+        let us = started.elapsed().as_micros() as f64 / batches.len() as f64;
+        println!("{:<34} {us:>8.0} µs", "state batch: 16 orgs onto 1000");
+    }
     // Full, as after a busy day.
     let capacity = hookwarden_receiver::server::REPLAY_CAPACITY;
     let replay = ReplayCache::new(24 * 3600, capacity);

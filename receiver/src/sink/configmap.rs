@@ -7,8 +7,13 @@
 //! everything queued, applies it all and writes once, then answers each delivery. Under
 //! load that is one API write per batch instead of one per delivery, and no conflicts
 //! between deliveries of the same pod.
+//!
+//! The writer keeps the ConfigMap as its last write returned it, so a batch costs one
+//! write, not a read and a write; when another replica wrote meanwhile, the write is
+//! refused (409) and the batch is applied again at once to a fresh read.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -23,6 +28,13 @@ use crate::view;
 
 /// Deliveries waiting for the writer; more are refused at once (the sender retries).
 const QUEUE: usize = 1024;
+/// How long the writer waits for more deliveries after the first of a batch. Senders whose
+/// deliveries were just answered send their next ones within a millisecond or two; without
+/// the wait, batches stay as small as the moment they start (measured: under 3 deliveries
+/// a write with 16 senders, against 16 with the wait).
+const LINGER: Duration = Duration::from_millis(5);
+/// The most deliveries one write carries.
+const BATCH: usize = 256;
 
 struct Job {
     delivery: Delivery,
@@ -42,6 +54,7 @@ impl ConfigMapSink {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             mode,
+            last: std::sync::Mutex::new(None),
         };
         tokio::spawn(writer.run(queue));
         ConfigMapSink { jobs }
@@ -82,14 +95,21 @@ struct Writer {
     api: Api<ConfigMap>,
     name: String,
     mode: ConfigMapMode,
+    /// The ConfigMap as last read or written, at its resourceVersion; taken by an attempt,
+    /// put back by a successful one.
+    last: std::sync::Mutex<Option<ConfigMap>>,
 }
 
 impl Writer {
     async fn run(self, mut queue: mpsc::Receiver<Job>) {
         while let Some(first) = queue.recv().await {
             let mut batch = vec![first];
-            while let Ok(more) = queue.try_recv() {
-                batch.push(more);
+            let until = Instant::now() + LINGER;
+            while batch.len() < BATCH {
+                match tokio::time::timeout_at(until, queue.recv()).await {
+                    Ok(Some(more)) => batch.push(more),
+                    Ok(None) | Err(_) => break,
+                }
             }
             let deadline = batch
                 .iter()
@@ -120,11 +140,15 @@ impl Writer {
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             let mut failed = BTreeMap::new();
-            let mut cm = self
-                .api
-                .get(&self.name)
-                .await
-                .map_err(|e| self.failure(e))?;
+            let cached = self.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let mut cm = match cached {
+                Some(cm) => cm,
+                None => self
+                    .api
+                    .get(&self.name)
+                    .await
+                    .map_err(|e| self.failure(e))?,
+            };
             let mut data = cm.data.take().unwrap_or_default();
             let now = crate::clock::system_clock()();
             let mut changed = false;
@@ -139,24 +163,27 @@ impl Writer {
                 }
             }
             *refused.lock().unwrap_or_else(|p| p.into_inner()) = failed;
+            cm.data = Some(data);
             if !changed {
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(cm);
                 return Ok(());
             }
-            cm.data = Some(data);
             // `cm` carries the resourceVersion it was read at: the API server refuses the
             // write with 409 if anyone wrote since, and the batch is applied again.
-            self.api
+            let written = self
+                .api
                 .replace(&self.name, &PostParams::default(), &cm)
                 .await
-                .map(|_| ())
-                .map_err(|e| self.failure(e))
+                .map_err(|e| self.failure(e))?;
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(written);
+            Ok(())
         })
     }
 
     fn failure(&self, e: kube::Error) -> Failure {
         match &e {
             kube::Error::Api(s) if s.code == 409 => {
-                Failure::Transient(format!("ConfigMap {} changed meanwhile", self.name))
+                Failure::Conflict(format!("ConfigMap {} changed meanwhile", self.name))
             }
             // The operator creates it; a receiver can start first.
             kube::Error::Api(s) if s.code == 404 => {

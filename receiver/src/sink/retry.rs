@@ -21,13 +21,16 @@ fn transient(e: &kube::Error) -> bool {
 pub enum Failure {
     /// May go away by itself (unreachable, overloaded, 5xx): try again within the budget.
     Transient(String),
+    /// Another writer wrote first (409 on an optimistic write): try again at once, reading
+    /// afresh; waiting would only let the other writer get further ahead.
+    Conflict(String),
     /// Will not: give up now.
     Final(RecordError),
 }
 
 /// Runs `op` until it succeeds, fails for good, or `deadline` passes, backing off from
-/// 100 ms to 1 s between attempts (backon's exponential back-off; no retry that would
-/// start past the deadline).
+/// 100 ms to 1 s between attempts after a transient failure (backon's exponential
+/// back-off; no retry that would start past the deadline), at once after a conflict.
 pub async fn retry_until<F, Fut>(deadline: Instant, mut op: F) -> Result<(), RecordError>
 where
     F: FnMut() -> Fut,
@@ -57,14 +60,19 @@ where
     let outcome = attempt
         .retry(backoff)
         .sleep(tokio::time::sleep)
-        .when(|failure| matches!(failure, Failure::Transient(_)))
-        .adjust(|_, delay| delay.filter(|d| Instant::now() + *d < deadline))
+        .when(|failure| matches!(failure, Failure::Transient(_) | Failure::Conflict(_)))
+        .adjust(|failure, delay| match failure {
+            Failure::Conflict(_) => Some(Duration::ZERO),
+            _ => delay.filter(|d| Instant::now() + *d < deadline),
+        })
         .notify(|failure, _| tracing::debug!(reason = ?failure, "write failed; retrying"))
         .await;
     match outcome {
         Ok(()) => Ok(()),
         Err(Failure::Final(e)) => Err(e),
-        Err(Failure::Transient(last)) => Err(RecordError::Unavailable(last)),
+        Err(Failure::Transient(last) | Failure::Conflict(last)) => {
+            Err(RecordError::Unavailable(last))
+        }
     }
 }
 
@@ -137,5 +145,26 @@ mod tests {
         })
         .await;
         assert!(matches!(r, Err(RecordError::Refused(m)) if m.contains("403")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflict_is_tried_again_at_once() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let started = Instant::now();
+        let r = retry_until(started + Duration::from_secs(5), || {
+            let k = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                if k < 5 {
+                    Err(Failure::Conflict("409".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 6);
+        // (the clock is paused: any back-off would show as time passed)
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }
