@@ -2,8 +2,10 @@
 //!
 //! Lines are formatted on the thread that logs and written to stdout by a thread of their
 //! own, in batches: a write to stdout costs a system call, and one per line was most of
-//! what a JSON line cost a busy receiver (`make bench`, "with JSON logs"). No line is ever
-//! dropped: when the writer falls behind by `BUFFERED_LINES`, logging waits for it.
+//! what a JSON line cost a busy receiver (`make bench`, "with JSON logs"). While the process
+//! runs no line is dropped: when the writer falls behind by `BUFFERED_LINES`, logging waits
+//! for it. At exit, dropping the [`LogGuard`] writes out what is queued, waiting up to a
+//! second (tracing-appender's limit); lines logged after that are not written.
 //!
 //! Timestamps are written by `Timestamp`, not tracing-subscriber's default timer: same text,
 //! for a fraction of the cost (see there).

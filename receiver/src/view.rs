@@ -62,26 +62,30 @@ pub fn apply(
     Ok(applied[0])
 }
 
-/// Applies `deliveries` in order, each as [`apply`] would, with what each gets: the documents
-/// are read and written once for them all (the cost of a write is reading and writing the
-/// whole document). When that fails (one of them would not fit, a document this receiver
-/// did not write) they are applied one by one, so that only those that cannot be recorded
-/// are refused.
+/// Applies `deliveries` in order, with what each gets. In `state` mode the documents are read
+/// and written once for them all (the cost of a write is reading and writing the whole
+/// document); when that fails (they would not fit together, a document this receiver did
+/// not write) they are applied one by one, so that only those that cannot be recorded are
+/// refused. One difference from one by one: a delivery that would not fit alone is accepted
+/// when a later one of the same batch makes room again (an Opal removal), since the state
+/// written holds both. `latest` and `log` go one by one: there a later delivery replaces or
+/// trims an earlier one, so a batch could accept one that does not fit.
 pub fn apply_all(
     mode: ConfigMapMode,
     data: &mut BTreeMap<String, String>,
     deliveries: &[&Delivery],
     received_at: i64,
 ) -> Vec<Result<bool, ViewError>> {
-    let together = batch(mode, data, deliveries, received_at)
-        .and_then(|(applied, writes)| commit(data, writes).map(|()| applied));
-    match together {
-        Ok(applied) => applied.into_iter().map(Ok).collect(),
-        Err(_) => deliveries
-            .iter()
-            .map(|d| apply(mode, data, d, received_at))
-            .collect(),
+    if matches!(mode, ConfigMapMode::State)
+        && let Ok(applied) = batch(mode, data, deliveries, received_at)
+            .and_then(|(applied, writes)| commit(data, writes).map(|()| applied))
+    {
+        return applied.into_iter().map(Ok).collect();
     }
+    deliveries
+        .iter()
+        .map(|d| apply(mode, data, d, received_at))
+        .collect()
 }
 
 /// The documents of one batch, read once, changed by each delivery, written once.

@@ -162,10 +162,15 @@ impl Writer {
                     }
                 }
             }
+            let any_refused = !failed.is_empty();
             *refused.lock().unwrap_or_else(|p| p.into_inner()) = failed;
             cm.data = Some(data);
             if !changed {
-                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(cm);
+                // Kept only when it served: a refusal (full, or a key this receiver did not
+                // write) must be judged again on a fresh read, since someone may clear it.
+                if !any_refused {
+                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(cm);
+                }
                 return Ok(());
             }
             // `cm` carries the resourceVersion it was read at: the API server refuses the
