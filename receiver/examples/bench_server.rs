@@ -200,6 +200,19 @@ fn organizations(n: usize) {
     print!("{}", membrane_state(n)["membrane.json"]);
 }
 
+/// Times `n` lines of a recorded delivery, as the receiver logs them, through `subscriber`.
+fn time_log_line(
+    name: &str,
+    n: usize,
+    subscriber: impl tracing::Subscriber + Send + Sync + 'static,
+) {
+    tracing::subscriber::with_default(subscriber, || {
+        time(name, n, |_| {
+            tracing::info!(webhook = "opal", events = 1, "delivery recorded");
+        });
+    });
+}
+
 /// Times `f` over `n` runs and prints nanoseconds per run.
 fn time(name: &str, n: usize, mut f: impl FnMut(usize)) {
     let started = std::time::Instant::now();
@@ -259,19 +272,16 @@ async fn stages(n: usize) {
             .finish()
     };
     let file = std::sync::Mutex::new(std::fs::File::create(dir.join("direct")).unwrap());
-    tracing::subscriber::with_default(json(telemetry::BoxMakeWriter::new(file)), || {
-        time("JSON log line, a write each", n, |_| {
-            tracing::info!(webhook = "opal", events = 1, "delivery recorded");
-        });
-    });
+    time_log_line(
+        "JSON log line, a write each",
+        n,
+        json(telemetry::BoxMakeWriter::new(file)),
+    );
     if std::env::var("STAGES_LOG_DETAIL").is_ok() {
-        tracing::subscriber::with_default(
+        time_log_line(
+            "JSON log line, to nowhere",
+            n,
             json(telemetry::BoxMakeWriter::new(std::io::sink)),
-            || {
-                time("JSON log line, to nowhere", n, |_| {
-                    tracing::info!(webhook = "opal", events = 1, "delivery recorded");
-                });
-            },
         );
         let timed = tracing_subscriber::fmt()
             .json()
@@ -279,31 +289,19 @@ async fn stages(n: usize) {
             .with_timer(telemetry::Timestamp)
             .with_writer(std::io::sink)
             .finish();
-        tracing::subscriber::with_default(timed, || {
-            time("JSON log line, our timer, to nowhere", n, |_| {
-                tracing::info!(webhook = "opal", events = 1, "delivery recorded");
-            });
-        });
+        time_log_line("JSON log line, our timer, to nowhere", n, timed);
         let untimed = tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
             .without_time()
             .with_writer(std::io::sink)
             .finish();
-        tracing::subscriber::with_default(untimed, || {
-            time("JSON log line, no time, to nowhere", n, |_| {
-                tracing::info!(webhook = "opal", events = 1, "delivery recorded");
-            });
-        });
+        time_log_line("JSON log line, no time, to nowhere", n, untimed);
         let text = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(std::io::sink)
             .finish();
-        tracing::subscriber::with_default(text, || {
-            time("text log line, to nowhere", n, |_| {
-                tracing::info!(webhook = "opal", events = 1, "delivery recorded");
-            });
-        });
+        time_log_line("text log line, to nowhere", n, text);
     }
     let (batched, guard) = telemetry::batched(std::fs::File::create(dir.join("batched")).unwrap());
     let as_now = tracing_subscriber::fmt()
@@ -312,11 +310,7 @@ async fn stages(n: usize) {
         .with_timer(telemetry::Timestamp)
         .with_writer(batched)
         .finish();
-    tracing::subscriber::with_default(as_now, || {
-        time("JSON log line, batched writer", n, |_| {
-            tracing::info!(webhook = "opal", events = 1, "delivery recorded");
-        });
-    });
+    time_log_line("JSON log line, batched writer", n, as_now);
     drop(guard);
     let lines = |name| {
         std::fs::read_to_string(dir.join(name))

@@ -368,7 +368,11 @@ impl<'h> Check<'h> {
                 if let Some(key) = secret.ed25519() {
                     // Public data on both sides, so no constant time needed; strict
                     // verification refuses malleable signatures and small-order keys.
-                    let message = [prefix.concat(), body.to_vec()].concat();
+                    let mut message = Vec::with_capacity(
+                        prefix.iter().map(|p| p.len()).sum::<usize>() + body.len(),
+                    );
+                    prefix.iter().for_each(|p| message.extend_from_slice(p));
+                    message.extend_from_slice(body);
                     v1a.iter()
                         .any(|sig| key.verify_strict(&message, sig).is_ok())
                         .then(Tag::empty)
