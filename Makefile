@@ -24,9 +24,12 @@ unit:
 	$(CARGO) test --workspace --exclude hookwarden-tests
 
 ## The Helm chart through Helm's own engine (helm-python-sdk, installed on first use): lint,
-## schema, rendering with defaults and with every option, and deploy/ not stale.
+## schema, rendering with defaults and with every option, and deploy/ not stale; then its
+## alerts and dashboard through promtool (Debian's prometheus package, installed on first use
+## by tests/prometheus/install.sh): check rules, unit tests of every alert, dashboard queries.
 chart:
 	tests/chart/python -m unittest discover -s tests/chart -p 'test_chart.py' -v
+	tests/chart/python -m unittest discover -s tests/chart -p 'test_alerts.py' -v
 
 e2e:
 	tests/e2e.sh

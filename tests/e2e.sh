@@ -69,6 +69,10 @@ run_on() {
   # Deliveries through the receivers' Services, signed by `hookwarden-receiver send`.
   suite "$v" deliveries env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
     cargo test -p hookwarden-tests --test deliveries -- --test-threads="$THREADS"
+  # The chart's alert rules and dashboard against a real Prometheus (Debian's package) that
+  # scrapes this cluster.
+  suite "$v" monitoring env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
+    cargo test -p hookwarden-tests --test monitoring
   # Deletes an operator pod, so it runs alone.
   suite "$v" leader cargo test -p hookwarden-tests --test leader
   # Scales the operator to zero and rotates its admission webhook's certificate, so it runs
@@ -84,6 +88,8 @@ run_on() {
   echo "e2e: [$v] done in $((SECONDS - t0))s" >&2
 }
 
+# Prometheus and promtool for the monitoring suite (Debian's package).
+tests/prometheus/install.sh
 for v in $VERSIONS; do run_on "$v"; done
 echo "e2e: all done in $((SECONDS - t_all))s" >&2
 if [ -n "$failed" ]; then

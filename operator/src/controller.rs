@@ -118,6 +118,7 @@ async fn run_scope(
     let managed = watcher::Config::default().labels(&names::managed_selector());
     let controller = Controller::new(webhooks.clone(), watcher::Config::default());
     let store = controller.store();
+    metrics.webhooks.watch(store.clone());
     let shutdown = shutdown.shared();
     let cleanup = sidecar_cleanup(client.clone(), ns.clone(), shutdown.clone());
     let reporter = Reporter {

@@ -230,6 +230,8 @@ async fn control(
 ) -> anyhow::Result<()> {
     if !args.leader_elect {
         info!("leader election disabled");
+        // The only replica reconciles: it leads, and the metric says so (alerts read it).
+        metrics.leader.set(1);
         controller::run(client, config, metrics, shutdown_signal()).await;
         return Ok(());
     }

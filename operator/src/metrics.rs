@@ -9,12 +9,16 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::crd::Webhook;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -28,6 +32,59 @@ pub struct ReadyLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookReadyLabels {
+    /// `namespace/name`, as the receivers' `webhook` label.
+    pub webhook: String,
+    /// The `Ready` condition's reason, `Pending` while the current spec has none.
+    pub reason: String,
+}
+
+/// `webhook_ready`, read from the controller's own cache of Webhooks at each scrape, so a
+/// deleted Webhook's series goes with it and the metric says what the status says. Only a
+/// replica that leads has a controller, so only the leader reports it.
+#[derive(Debug, Default)]
+pub struct WebhookReadiness {
+    stores: std::sync::Mutex<Vec<Store<Webhook>>>,
+}
+
+impl WebhookReadiness {
+    /// Reports the Webhooks of `store` (one per watched scope) from now on.
+    pub fn watch(&self, store: Store<Webhook>) {
+        self.stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(store);
+    }
+}
+
+impl Collector for WebhookReadiness {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = Family::<WebhookReadyLabels, Gauge>::default();
+        let stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        for webhook in stores.iter().flat_map(Store::state) {
+            let (ready, reason) =
+                crate::status::readiness(webhook.status.as_ref(), webhook.metadata.generation);
+            let labels = WebhookReadyLabels {
+                webhook: format!(
+                    "{}/{}",
+                    webhook.metadata.namespace.as_deref().unwrap_or_default(),
+                    webhook.metadata.name.as_deref().unwrap_or_default()
+                ),
+                reason: reason.to_string(),
+            };
+            family.get_or_create(&labels).set(i64::from(ready));
+        }
+        let metric = encoder.encode_descriptor(
+            "webhook_ready",
+            "1 while a Webhook's Ready condition is True for its current spec, else 0; by reason",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
+    }
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     pub registry: Registry,
@@ -36,6 +93,7 @@ pub struct Metrics {
     pub outcomes: Family<ReadyLabels, Counter>,
     pub leader: Gauge,
     pub admissions: Family<ResultLabels, Counter>,
+    pub webhooks: Arc<WebhookReadiness>,
 }
 
 impl Default for Metrics {
@@ -46,6 +104,18 @@ impl Default for Metrics {
         let outcomes = Family::<ReadyLabels, Counter>::default();
         let leader = Gauge::default();
         let admissions = Family::<ResultLabels, Counter>::default();
+        // Known results start at 0, so that their series exist (and rates and dashboards
+        // read 0) before the first one happens.
+        for result in ["injected", "unchanged", "denied"] {
+            let _ = admissions.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+        let _ = reconciliations.get_or_create(&ResultLabels {
+            result: "ok".into(),
+        });
+        let webhooks = Arc::new(WebhookReadiness::default());
+        registry.register_collector(Box::new(webhooks.clone()));
         registry.register(
             "reconciliations",
             "Reconciliations of Webhooks, by result",
@@ -63,7 +133,7 @@ impl Default for Metrics {
         );
         registry.register(
             "leader",
-            "1 while this replica holds the leader Lease",
+            "1 while this replica reconciles: it holds the leader Lease, or runs without election",
             leader.clone(),
         );
         registry.register(
@@ -73,6 +143,7 @@ impl Default for Metrics {
         );
         Metrics {
             admissions,
+            webhooks,
             registry,
             reconciliations,
             reconcile_duration,
@@ -146,5 +217,62 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
         )
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::crd::WebhookStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+
+    fn webhook(name: &str, generation: i64, ready: Option<(&str, &str, i64)>) -> Webhook {
+        let mut w = Webhook::new(name, Default::default());
+        w.metadata.namespace = Some("team-a".into());
+        w.metadata.generation = Some(generation);
+        w.status = ready.map(|(status, reason, observed)| WebhookStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: String::new(),
+                observed_generation: Some(observed),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..Default::default()
+        });
+        w
+    }
+
+    #[test]
+    fn webhook_ready_follows_the_watched_webhooks() {
+        let metrics = Metrics::default();
+        let mut writer = Writer::<Webhook>::default();
+        metrics.webhooks.watch(writer.as_reader());
+        for w in [
+            webhook("opal", 1, Some(("True", "ReceiverAvailable", 1))),
+            webhook("orgs", 2, Some(("False", "SecretNotFound", 2))),
+            webhook("new", 1, None),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(w));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        for line in [
+            r#"hookwarden_operator_webhook_ready{webhook="team-a/opal",reason="ReceiverAvailable"} 1"#,
+            r#"hookwarden_operator_webhook_ready{webhook="team-a/orgs",reason="SecretNotFound"} 0"#,
+            r#"hookwarden_operator_webhook_ready{webhook="team-a/new",reason="Pending"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        // A deleted Webhook's series goes with it.
+        writer.apply_watcher_event(&watcher::Event::Delete(webhook("orgs", 2, None)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        assert!(!text.contains("team-a/orgs"), "{text}");
+        assert!(text.contains("team-a/opal"), "{text}");
     }
 }

@@ -288,6 +288,18 @@ pub fn failure_to_report(status: Option<&WebhookStatus>, generation: Option<i64>
         .is_none_or(|ready| ready.observed_generation != generation)
 }
 
+/// What `Ready` says of the spec at `generation`, for the `webhook_ready` metric: whether it
+/// is True, and its reason (`Pending` while the current spec has no verdict yet, which
+/// includes a verdict on an older spec).
+pub fn readiness(status: Option<&WebhookStatus>, generation: Option<i64>) -> (bool, &str) {
+    match status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)) {
+        Some(ready) if ready.observed_generation == generation => {
+            (ready.status == "True", ready.reason.as_str())
+        }
+        _ => (false, "Pending"),
+    }
+}
+
 /// Where a Webhook's receiver runs and is reached.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Placement {
@@ -414,6 +426,35 @@ pub fn with_sink_capacity(
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+
+    #[test]
+    fn readiness_is_the_verdict_on_the_current_spec() {
+        let ready = |status: &str, reason: &str, generation: i64| WebhookStatus {
+            conditions: vec![Condition {
+                type_: READY.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: String::new(),
+                observed_generation: Some(generation),
+                last_transition_time: t(0),
+            }],
+            ..Default::default()
+        };
+        let ok = ready("True", "ReceiverAvailable", 2);
+        assert_eq!(readiness(Some(&ok), Some(2)), (true, "ReceiverAvailable"));
+        // A verdict on an older spec says nothing of this one.
+        assert_eq!(readiness(Some(&ok), Some(3)), (false, "Pending"));
+        let missing = ready("False", "SecretNotFound", 3);
+        assert_eq!(
+            readiness(Some(&missing), Some(3)),
+            (false, "SecretNotFound")
+        );
+        assert_eq!(readiness(None, Some(1)), (false, "Pending"));
+        assert_eq!(
+            readiness(Some(&WebhookStatus::default()), Some(1)),
+            (false, "Pending")
+        );
+    }
 
     fn urls() -> Placement {
         Placement {

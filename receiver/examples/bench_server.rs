@@ -91,7 +91,7 @@ async fn receiver(port: u16, metrics_port: u16, secret: &str) {
     let recorded = Arc::new(AtomicU64::new(0));
     let state = AppState::new(
         config,
-        Sinks(vec![Arc::new(CountingSink(recorded.clone()))]),
+        Sinks::new(vec![Arc::new(CountingSink(recorded.clone()))]),
     );
     let metrics = tokio::net::TcpListener::bind(state.config.metrics_listen)
         .await
@@ -375,7 +375,7 @@ async fn stages(n: usize) {
     let config = bench_config(0, 0, dir.join("secret").to_str().unwrap());
     let receiver = app(AppState::new(
         config,
-        Sinks(vec![Arc::new(CountingSink(recorded.clone()))]),
+        Sinks::new(vec![Arc::new(CountingSink(recorded.clone()))]),
     ));
     let bare = Router::new().route("/opal", post(|_: Bytes| async { "ok" }));
     let request = |i: usize| {

@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use crate::payload::ReceivedEvent;
 use crate::replay::Key;
+use crate::trace::TraceContext;
 
 /// A verified, parsed delivery, reduced to the events the Webhook accepts.
 #[derive(Debug, Clone)]
@@ -50,4 +51,17 @@ pub trait Sink: Send + Sync {
         delivery: &'a Delivery,
         deadline: Instant,
     ) -> BoxFuture<'a, Result<(), RecordError>>;
+
+    /// Records `delivery`, which belongs to the trace `trace` (see `trace`), giving up at
+    /// `deadline`. A sink that passes deliveries on to an application (`forward`) passes the
+    /// trace on with it; the others record as [`Sink::record`] does.
+    fn record_traced<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        trace: Option<&'a TraceContext>,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<(), RecordError>> {
+        let _ = trace;
+        self.record(delivery, deadline)
+    }
 }

@@ -1,7 +1,8 @@
 //! hookwarden's receiver: verifies signed webhook deliveries and records them in Kubernetes.
 //!
 //! `config` is the file format the operator renders; `server` is the HTTP surface;
-//! `secrets` reads the signing secrets from mounted files.
+//! `secrets` reads the signing secrets from mounted files; `trace` is the W3C trace context a
+//! forwarded delivery carries.
 
 pub mod client;
 pub mod clock;
@@ -19,6 +20,7 @@ pub mod server;
 pub mod signature;
 pub mod sink;
 pub use hookwarden_process::telemetry;
+pub mod trace;
 pub mod view;
 
 pub use error::{Error, Result};

@@ -143,6 +143,12 @@ fn batch(
     Ok((applied, writes))
 }
 
+/// The bytes `data` takes of a ConfigMap's limit, as [`MAX_BYTES`] counts them: keys and
+/// values.
+pub fn size(data: &BTreeMap<String, String>) -> usize {
+    data.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
 /// Writes `writes` into `data` if the result fits.
 fn commit(
     data: &mut BTreeMap<String, String>,

@@ -1,11 +1,12 @@
 //! The `forward` sink against a real HTTP application on loopback: the body arrives byte for
-//! byte with what hookwarden checked, and only the application's 2xx acknowledges.
+//! byte with what hookwarden checked and the delivery's W3C trace context, and only the
+//! application's 2xx acknowledges.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, header};
 use axum::routing::post;
 use hookwarden_receiver::config::{
     ForwardConfig, Limits, Provider, ReceiverConfig, SinksConfig, WebhookIdentity,
@@ -89,6 +90,47 @@ fn delivery(body: &str) -> Request<Body> {
     req.body(Body::from(body.to_string())).unwrap()
 }
 
+/// `delivery(body)` with `extra` headers besides the signature's.
+fn delivery_with(body: &str, extra: &[(&str, &str)]) -> Request<Body> {
+    let mut req = delivery(body);
+    for (name, value) in extra {
+        req.headers_mut().append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    req
+}
+
+/// The spec's example: a sender's trace, not sampled (flags `00`, where a trace the receiver
+/// starts is `01`).
+const SENDER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const SENDER_PARENT: &str = "00f067aa0ba902b7";
+const SENDER_TRACESTATE: &str = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+
+/// The `traceparent` the application got, as (trace-id, parent-id, flags), after checking
+/// it is one valid version-00 value (by hand here, not with the receiver's parser).
+fn traceparent(headers: &HeaderMap) -> (String, String, String) {
+    let values: Vec<_> = headers.get_all("traceparent").iter().collect();
+    assert_eq!(values.len(), 1, "{headers:?}");
+    let value = values[0].to_str().unwrap();
+    let fields: Vec<&str> = value.split('-').collect();
+    let hex = |f: &str, len: usize| {
+        f.len() == len && f.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    assert!(
+        fields.len() == 4
+            && fields[0] == "00"
+            && hex(fields[1], 32)
+            && hex(fields[2], 16)
+            && hex(fields[3], 2)
+            && fields[1] != "0".repeat(32)
+            && fields[2] != "0".repeat(16),
+        "not a valid traceparent: {value}"
+    );
+    (fields[1].into(), fields[2].into(), fields[3].into())
+}
+
 #[tokio::test]
 async fn the_application_gets_the_raw_body_and_its_2xx_acknowledges() {
     let app_state = Arc::new(App::default());
@@ -137,10 +179,13 @@ async fn no_2xx_from_the_application_means_no_2xx_to_the_sender() {
     *app_state.answer.lock().unwrap() = 500;
     let resp = router.clone().oneshot(delivery(BODY)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        app_state.received.lock().unwrap().len() >= 2,
-        "a 5xx is retried within the budget"
-    );
+    {
+        let received = app_state.received.lock().unwrap();
+        assert!(received.len() >= 2, "a 5xx is retried within the budget");
+        // the retries are the receiver's one span: each carries the same traceparent
+        let first = traceparent(&received[0].0);
+        assert!(received.iter().all(|(h, _)| traceparent(h) == first));
+    }
 
     *app_state.answer.lock().unwrap() = 422;
     let before = app_state.received.lock().unwrap().len();
@@ -172,4 +217,80 @@ async fn an_application_that_is_down_gets_503_not_200() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(resp.headers().contains_key(header::RETRY_AFTER));
+}
+
+/// A sender's valid `traceparent` is continued: the application gets the same trace id and
+/// flags, under a span of the receiver's (a new parent-id), and the sender's `tracestate`.
+#[tokio::test]
+async fn the_application_continues_the_senders_trace_under_the_receivers_span() {
+    let app_state = Arc::new(App::default());
+    let url = application(app_state.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let router = app(receiver(&url, &dir));
+
+    let sent = format!("00-{SENDER_TRACE}-{SENDER_PARENT}-00");
+    let req = delivery_with(
+        BODY,
+        &[("traceparent", &sent), ("tracestate", SENDER_TRACESTATE)],
+    );
+    assert_eq!(router.clone().oneshot(req).await.unwrap().status(), 200);
+    // sampled by the sender: the flag is kept as well
+    let sampled = format!("00-{SENDER_TRACE}-{SENDER_PARENT}-01");
+    let req = delivery_with(&BODY.replace("o1", "t2"), &[("TraceParent", &sampled)]);
+    assert_eq!(router.oneshot(req).await.unwrap().status(), 200);
+
+    let received = app_state.received.lock().unwrap();
+    assert_eq!(received.len(), 2);
+    let (trace, parent, flags) = traceparent(&received[0].0);
+    assert_eq!(trace, SENDER_TRACE);
+    assert_ne!(parent, SENDER_PARENT, "the receiver's span is the parent");
+    assert_eq!(flags, "00");
+    assert_eq!(received[0].0["tracestate"], SENDER_TRACESTATE);
+
+    let (trace, other_parent, flags) = traceparent(&received[1].0);
+    assert_eq!((trace.as_str(), flags.as_str()), (SENDER_TRACE, "01"));
+    assert_ne!(other_parent, SENDER_PARENT);
+    assert_ne!(other_parent, parent, "each delivery is a span of its own");
+    assert!(!received[1].0.contains_key("tracestate"));
+}
+
+/// Without a valid `traceparent` each delivery starts a new trace (sampled); an invalid
+/// one's trace id is not used, nor is the `tracestate` that came with it.
+#[tokio::test]
+async fn without_a_valid_traceparent_the_application_gets_a_new_trace() {
+    let app_state = Arc::new(App::default());
+    let url = application(app_state.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let router = app(receiver(&url, &dir));
+
+    let none = delivery(BODY);
+    // uppercase hex is not a valid trace id
+    let invalid = format!("00-{}-{SENDER_PARENT}-01", SENDER_TRACE.to_uppercase());
+    let invalid = delivery_with(
+        &BODY.replace("o1", "t3"),
+        &[("traceparent", &invalid), ("tracestate", SENDER_TRACESTATE)],
+    );
+    // all-zero parent-id, then two traceparents (which one?)
+    let zero = format!("00-{SENDER_TRACE}-0000000000000000-01");
+    let zero = delivery_with(&BODY.replace("o1", "t4"), &[("traceparent", &zero)]);
+    let valid = format!("00-{SENDER_TRACE}-{SENDER_PARENT}-01");
+    let twice = delivery_with(
+        &BODY.replace("o1", "t5"),
+        &[("traceparent", &valid), ("traceparent", &valid)],
+    );
+    for req in [none, invalid, zero, twice] {
+        assert_eq!(router.clone().oneshot(req).await.unwrap().status(), 200);
+    }
+
+    let received = app_state.received.lock().unwrap();
+    assert_eq!(received.len(), 4);
+    let mut traces = std::collections::HashSet::new();
+    for (headers, _) in received.iter() {
+        let (trace, _, flags) = traceparent(headers);
+        assert_ne!(trace.to_lowercase(), SENDER_TRACE, "{headers:?}");
+        assert_eq!(flags, "01", "a new trace is sampled");
+        assert!(!headers.contains_key("tracestate"), "{headers:?}");
+        traces.insert(trace);
+    }
+    assert_eq!(traces.len(), 4, "each delivery starts a trace of its own");
 }

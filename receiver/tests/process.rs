@@ -1,13 +1,14 @@
 //! The `hookwarden-receiver run` process as a pod runs it, with JSON logs on stdout: under a
 //! burst of concurrent deliveries each is forwarded and logged once, no line carries the
-//! secret, and SIGTERM ends the process cleanly once what is in flight is answered.
+//! secret, a forwarded delivery's line carries the trace id the application got, and SIGTERM
+//! ends the process cleanly once what is in flight is answered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hookwarden_receiver::client::post as send;
 use hookwarden_receiver::config::Provider;
@@ -187,6 +188,61 @@ async fn every_delivery_is_logged_once_and_the_log_is_flushed_on_sigterm() {
         "{stdout}"
     );
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+}
+
+/// The log line of a forwarded delivery carries, as `trace_id`, the trace id of the
+/// `traceparent` the application got: the sender's when it sent one, else a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_line_of_a_forwarded_delivery_carries_the_trace_id_the_application_got() {
+    const SENDER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    // The trace id of every traceparent the application got.
+    let got = Arc::new(Mutex::new(Vec::<String>::new()));
+    let app = {
+        let got = got.clone();
+        axum::Router::new().route(
+            "/hooks",
+            post(move |headers: HeaderMap| {
+                let traceparent = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let trace = traceparent.split('-').nth(1).unwrap_or_default();
+                got.lock().unwrap().push(trace.to_string());
+                async { StatusCode::OK }
+            }),
+        )
+    };
+    let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app_listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(app_listener, app).into_future());
+    let receiver = Receiver::start(app_addr).await;
+
+    let scheme = Scheme::new(Provider::Membrane);
+    for (i, traceparent) in [Some(format!("00-{SENDER_TRACE}-00f067aa0ba902b7-01")), None]
+        .into_iter()
+        .enumerate()
+    {
+        let body = membrane_body(i);
+        let mut headers = sign(&scheme, SECRET.as_bytes(), body.as_bytes(), 0, "", &[]);
+        headers.extend(traceparent.map(|t| ("traceparent".to_string(), t)));
+        let answer = send(&receiver.url, &headers, body.into_bytes())
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200, "delivery {i}: {}", answer.body);
+    }
+
+    let (stdout, _, lines) = receiver.stop().await;
+    let logged: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["message"] == "delivery recorded")
+        .map(|l| l["trace_id"].as_str().unwrap_or("none"))
+        .collect();
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], SENDER_TRACE, "the sender's trace is continued");
+    assert_eq!(got[1].len(), 32, "a new trace: {got:?}");
+    assert_ne!(got[1], SENDER_TRACE);
+    assert_eq!(logged, got, "{stdout}");
 }
 
 /// A flood of forged deliveries costs a bounded number of log lines: the first few refusals

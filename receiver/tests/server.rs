@@ -74,7 +74,10 @@ fn harness_with(provider: Provider, event_types: &[&str], limits: Limits) -> Har
         limits,
     };
     let recorded = Arc::new(Recorded::default());
-    let mut state = AppState::new(config, Sinks(vec![Arc::new(FakeSink(recorded.clone()))]));
+    let mut state = AppState::new(
+        config,
+        Sinks::new(vec![Arc::new(FakeSink(recorded.clone()))]),
+    );
     state.clock = Arc::new(|| NOW);
     Harness {
         state,
@@ -359,7 +362,7 @@ fn http_request(req: &Request<Body>, body: &str) -> Vec<u8> {
 #[tokio::test]
 async fn shutdown_lets_in_flight_deliveries_finish() {
     let mut h = harness(Provider::Opal, &[]);
-    h.state.sinks = Arc::new(Sinks(vec![Arc::new(SlowSink(
+    h.state.sinks = Arc::new(Sinks::new(vec![Arc::new(SlowSink(
         std::time::Duration::from_millis(800),
     ))]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -454,7 +457,7 @@ async fn deliveries_beyond_the_concurrency_limit_are_shed_with_retry_after() {
         ..Limits::default()
     };
     let mut h = harness_with(Provider::Opal, &[], limits);
-    h.state.sinks = Arc::new(Sinks(vec![Arc::new(SlowSink(
+    h.state.sinks = Arc::new(Sinks::new(vec![Arc::new(SlowSink(
         std::time::Duration::from_secs(3),
     ))]));
     let router = app(h.state.clone());
@@ -485,7 +488,7 @@ async fn a_delivery_not_recorded_within_the_request_timeout_gets_503() {
         ..Limits::default()
     };
     let mut h = harness_with(Provider::Opal, &[], limits);
-    h.state.sinks = Arc::new(Sinks(vec![Arc::new(SlowSink(
+    h.state.sinks = Arc::new(Sinks::new(vec![Arc::new(SlowSink(
         std::time::Duration::from_secs(60),
     ))]));
     let started = tokio::time::Instant::now();

@@ -34,6 +34,7 @@ KIND_ORDER = [
     "NetworkPolicy",
     "PodDisruptionBudget",
     "ServiceAccount",
+    "ConfigMap",
     "ClusterRole",
     "ClusterRoleBinding",
     "Role",
@@ -41,6 +42,7 @@ KIND_ORDER = [
     "Service",
     "Deployment",
     "ServiceMonitor",
+    "PrometheusRule",
 ]
 
 MANIFEST_HEADER = """\

@@ -59,7 +59,26 @@ EVERY_OPTION = {
     "metrics": {"service": {"enabled": True, "port": 9000,
                             "annotations": {"prometheus.io/scrape": "true"}}},
     "serviceMonitor": {"enabled": True, "receivers": True, "interval": "15s",
-                       "labels": {"release": "prometheus"}},
+                       "labels": {"release": "prometheus"}, "jobLabel": "app.kubernetes.io/part-of"},
+    "prometheusRule": {
+        "enabled": True, "labels": {"release": "prometheus"},
+        "operatorSelector": 'job="hookwarden",namespace="{{ .Release.Namespace }}"',
+        "receiverSelector": 'job="hookwarden"',
+        "alerts": {
+            "webhookNotReady": {"for": "15m", "severity": "page"},
+            "signatureRefusals": {"window": "15m", "ratio": 0.75, "minCount": 20, "for": "10m",
+                                  "severity": "page"},
+            "sinkNotRecording": {"window": "15m", "ratio": 0.2, "minCount": 10, "for": "10m",
+                                 "severity": "page"},
+            "deliveriesShed": {"window": "15m", "ratio": 0.2, "minCount": 10, "for": "10m",
+                               "severity": "page"},
+            "sinkNearlyFull": {"ratio": 0.9, "for": "30m", "severity": "ticket"},
+            "operatorNoLeader": {"for": "10m", "severity": "page"},
+            "receiverDown": {"for": "10m", "severity": "page"},
+        },
+    },
+    "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "label": "dashboards",
+                         "labelValue": "hookwarden", "annotations": {"grafana_folder": "Webhooks"}},
     "networkPolicy": {"enabled": True, "metricsFrom": [
         {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
 }
@@ -122,12 +141,17 @@ class Schema(unittest.TestCase):
         self.rejects({"loglevel": "debug"}, "loglevel")
         self.rejects({"receiver": {"image": {"reposit0ry": "x"}}}, "reposit0ry")
         self.rejects({"serviceMonitor": {"enable": True}}, "enable")
+        self.rejects({"prometheusRule": {"alerts": {"signatureRefusal": {}}}}, "signatureRefusal")
+        self.rejects({"grafanaDashboard": {"labels": {}}}, "labels")
 
     def test_bad_values_are_refused(self) -> None:
         self.rejects({"operator": {"image": {"pullPolicy": "Sometimes"}}}, "pullPolicy")
         self.rejects({"logFormat": "xml"}, "logFormat")
         self.rejects({"watchNamespaces": ["Team_A"]}, "watchNamespaces")
         self.rejects({"operator": {"replicaCount": -1}}, "replicaCount")
+        self.rejects({"prometheusRule": {"alerts": {"signatureRefusals": {"ratio": 50}}}}, "ratio")
+        self.rejects({"prometheusRule": {"alerts": {"sinkNearlyFull": {"for": "5 min"}}}}, "for")
+        self.rejects({"grafanaDashboard": {"namespace": "Monitoring"}}, "namespace")
 
     def test_defaults_and_every_option_pass(self) -> None:
         chart = helm.Chart.load(CHART)
@@ -379,6 +403,16 @@ class EveryOption(unittest.TestCase):
         for m in monitors:
             self.assertEqual(m["metadata"]["labels"]["release"], "prometheus")
             self.assertEqual(m["spec"]["endpoints"][0]["interval"], "15s")
+            self.assertEqual(m["spec"]["jobLabel"], "app.kubernetes.io/part-of")
+        # The alerts and the dashboard (their content: test_alerts.py).
+        rule = one(self.objects, "PrometheusRule", "hookwarden")
+        self.assertEqual(rule["metadata"]["labels"]["release"], "prometheus")
+        self.assertIn('hookwarden_operator_leader{job="hookwarden",namespace="hookwarden-system"}',
+                      rule["spec"]["groups"][0]["rules"][5]["expr"])
+        dashboard = one(self.objects, "ConfigMap", "hookwarden-dashboard")
+        self.assertEqual(dashboard["metadata"]["namespace"], "monitoring")
+        self.assertEqual(dashboard["metadata"]["labels"]["dashboards"], "hookwarden")
+        self.assertEqual(dashboard["metadata"]["annotations"]["grafana_folder"], "Webhooks")
         svc = one(self.objects, "Service", "hookwarden-operator-metrics")
         self.assertEqual(svc["spec"]["ports"][0]["port"], 9000)
         policy = one(self.objects, "NetworkPolicy")

@@ -32,6 +32,11 @@ RELEASE = "hookwarden"
 NAMESPACE = "hookwarden-system"
 LOCAL_VALUES = HERE / "local.yaml"
 TIMEOUT = 180
+# Stand-ins for the Prometheus Operator's CRDs (tests/chart/*-crd.yaml), by name.
+PROMETHEUS_OPERATOR_CRDS = {
+    "servicemonitors.monitoring.coreos.com": "servicemonitor-crd.yaml",
+    "prometheusrules.monitoring.coreos.com": "prometheusrule-crd.yaml",
+}
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -103,19 +108,22 @@ class Render(unittest.TestCase):
         cls.namespaces = [f"hw-chart-watch-a-{suffix}", f"hw-chart-watch-b-{suffix}"]
         for ns in cls.namespaces:
             kubectl("create", "namespace", ns)
-        # The Prometheus Operator's CRD, so the ServiceMonitors have a kind to be checked as.
-        kubectl("apply", "-f", str(HERE / "servicemonitor-crd.yaml"))
+        # The Prometheus Operator's CRDs, so the ServiceMonitors and the PrometheusRule have
+        # a kind to be checked as.
+        for crd in PROMETHEUS_OPERATOR_CRDS.values():
+            kubectl("apply", "-f", str(HERE / crd))
         # (polled: `kubectl wait` fails outright on a CRD whose status is not written yet)
-        eventually("the ServiceMonitor CRD established", lambda: kubectl(
-            "get", "crd", "servicemonitors.monitoring.coreos.com", "-o",
-            'jsonpath={.status.conditions[?(@.type=="Established")].status}') == "True")
+        for name in PROMETHEUS_OPERATOR_CRDS:
+            eventually(f"the CRD {name} established", lambda name=name: kubectl(
+                "get", "crd", name, "-o",
+                'jsonpath={.status.conditions[?(@.type=="Established")].status}') == "True")
 
     @classmethod
     def tearDownClass(cls) -> None:
         for ns in cls.namespaces:
             kubectl("delete", "namespace", ns, "--wait=false", check=False)
-        kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false",
-                check=False)
+        for name in PROMETHEUS_OPERATOR_CRDS:
+            kubectl("delete", "crd", name, "--wait=false", check=False)
 
     def server_dry_run(self, values: dict) -> str:
         cfg = helm.Config(namespace=NAMESPACE, kubeconfig_path=os.environ.get("KUBECONFIG"))
@@ -136,8 +144,11 @@ class Render(unittest.TestCase):
     def test_every_option_is_accepted(self) -> None:
         values = json.loads(json.dumps(EVERY_OPTION))
         values["watchNamespaces"] = self.namespaces
+        values["grafanaDashboard"]["namespace"] = self.namespaces[0]
         out = self.server_dry_run(values)
         for kind in ["servicemonitor.monitoring.coreos.com/hookwarden-dryrun-operator",
+                     "prometheusrule.monitoring.coreos.com/hookwarden-dryrun",
+                     "configmap/hookwarden-dryrun-dashboard",
                      "networkpolicy.networking.k8s.io/hookwarden-dryrun-operator",
                      "rolebinding.rbac.authorization.k8s.io/hookwarden-dryrun-operator"]:
             self.assertIn(f"{kind} created (server dry run)", out)

@@ -7,6 +7,8 @@
 //! Each test works in a namespace of its own, deleted when the test ends.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failure is a test failure
 
+pub mod prometheus;
+
 use std::fmt::Debug;
 use std::future::Future;
 use std::path::PathBuf;

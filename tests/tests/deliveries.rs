@@ -525,12 +525,18 @@ async fn billing_pods(ns: &TestNamespace) -> Vec<k8s_openapi::api::core::v1::Pod
         .collect()
 }
 
+/// A sender's W3C trace, as `hookwarden-receiver send --header` passes it on: the spec's
+/// example `traceparent`.
+const SENDER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const SENDER_PARENT: &str = "00f067aa0ba902b7";
+
 /// `spec.sidecar`: pods that carry the label get the receiver at admission as a native
 /// sidecar; the Deployment stays exactly as applied (generation 1, `kubectl diff` empty);
 /// the receiver's Service selects the opted-in pods and verified deliveries reach the
-/// application over 127.0.0.1. A change to the Webhook restarts nothing and status names
-/// the pods that run the outdated receiver until their workload is restarted; deleting the
-/// Webhook restarts nothing either.
+/// application over 127.0.0.1, in the sender's trace (`traceparent`), whose id the
+/// receiver's log line for the delivery carries. A change to the Webhook restarts nothing
+/// and status names the pods that run the outdated receiver until their workload is
+/// restarted; deleting the Webhook restarts nothing either.
 #[tokio::test]
 async fn opted_in_pods_get_the_receiver_as_a_native_sidecar_and_the_deployment_stays_as_applied() {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -619,7 +625,14 @@ async fn opted_in_pods_get_the_receiver_as_a_native_sidecar_and_the_deployment_s
     std::fs::write(secret_file.path(), &secret.data.unwrap()["secret"].0).unwrap();
     let url = format!("http://{}/stripe", svc.spec.unwrap().cluster_ip.unwrap());
     let body = r#"{"id":"evt_7","type":"invoice.paid"}"#;
-    let out = send_eventually(&url, "stripe", secret_file.path(), body, &[]);
+    let traceparent = format!("traceparent: 00-{SENDER_TRACE}-{SENDER_PARENT}-01");
+    let out = send_eventually(
+        &url,
+        "stripe",
+        secret_file.path(),
+        body,
+        &["--header", &traceparent],
+    );
     assert!(out.starts_with("200"), "{out}");
     let forged = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(forged.path(), "whsec_forged").unwrap();
@@ -637,6 +650,50 @@ async fn opted_in_pods_get_the_receiver_as_a_native_sidecar_and_the_deployment_s
         ["evt_7"],
         "exactly the verified delivery reached the application"
     );
+    // It came in the sender's trace, under the receiver's span (a parent-id of its own)...
+    let mut received = Vec::new();
+    for pod in &pods {
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+        let (status, text) = http_get(&ip, 8080, "/received").await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+        received.extend(all.as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(received.len(), 1, "{received:?}");
+    let forwarded = received[0]["traceparent"].as_str().unwrap_or_default();
+    let fields: Vec<&str> = forwarded.split('-').collect();
+    assert!(
+        fields.len() == 4 && fields[0] == "00" && fields[2].len() == 16,
+        "{forwarded:?}"
+    );
+    assert_eq!((fields[1], fields[3]), (SENDER_TRACE, "01"), "{forwarded}");
+    assert_ne!(fields[2], SENDER_PARENT, "{forwarded}");
+    // ...and the receiver's log line for it names the trace.
+    eventually(
+        "the receiver's line for the delivery with its trace id",
+        CONVERGE,
+        || async {
+            let mut recorded = Vec::new();
+            for pod in &pods {
+                let name = pod.metadata.name.as_deref().unwrap();
+                let (ok, logs) =
+                    kubectl(&["logs", "-n", &ns.name, name, "-c", "hookwarden-stripe"]);
+                if !ok {
+                    return Err(logs);
+                }
+                recorded.extend(
+                    logs.lines()
+                        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                        .filter(|l| l["message"] == "delivery recorded"),
+                );
+            }
+            match &recorded[..] {
+                [line] if line["trace_id"] == SENDER_TRACE => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 
     // A change to the Webhook restarts nothing; status names the outdated pods.
     let uids: Vec<_> = pods.iter().map(|p| p.metadata.uid.clone()).collect();

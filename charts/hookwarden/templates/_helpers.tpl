@@ -44,3 +44,24 @@ annotations:
 {{- define "hookwarden.receiverImage" -}}
 {{- printf "%s:%s" .Values.receiver.image.repository (default .Chart.AppVersion .Values.receiver.image.tag) -}}
 {{- end -}}
+
+{{/* A PromQL series selector: (list NAME MATCHERS...) gives NAME{MATCHERS,...}, each MATCHERS
+a comma-separated list, empty ones left out. */}}
+{{- define "hookwarden.series" -}}
+{{- $matchers := list -}}
+{{- range rest . }}{{ if . }}{{ $matchers = append $matchers . }}{{ end }}{{ end -}}
+{{- printf "%s{%s}" (first .) (join "," $matchers) -}}
+{{- end -}}
+
+{{/* A Prometheus template action, {{ TEXT }}, in text Helm renders. */}}
+{{- define "hookwarden.promAction" -}}
+{{- printf "{{ %s }}" . -}}
+{{- end -}}
+
+{{/* The Prometheus template that prints the number QUERY (a printf format whose one %s
+is the alert's webhook label) gives, rounded, or 0 when it gives nothing. */}}
+{{- define "hookwarden.promCount" -}}
+{{- include "hookwarden.promAction" (printf "with printf %q $labels.webhook | query" .) -}}
+{{- include "hookwarden.promAction" ". | first | value | printf \"%.0f\"" -}}
+{{- include "hookwarden.promAction" "else" }}0{{ include "hookwarden.promAction" "end" -}}
+{{- end -}}

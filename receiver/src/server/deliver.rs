@@ -12,6 +12,7 @@ use crate::payload;
 use crate::replay::Key;
 use crate::secrets::SecretState;
 use crate::signature::{Rejection, Verified};
+use crate::trace::{RANDOM_BYTES, TRACEPARENT, TraceContext};
 
 pub(super) async fn deliver<B>(state: &AppState, request: Request<B>) -> Response<Full<Bytes>>
 where
@@ -120,6 +121,7 @@ async fn handle(
         return Outcome::Ignored;
     }
     let n = events.len();
+    let trace = trace_context(state, headers);
     let delivery = Delivery {
         key,
         events,
@@ -129,12 +131,37 @@ async fn handle(
     };
     // The sender's clock started when the delivery arrived.
     let deadline = arrived + state.config.limits.record_budget();
-    match state.sinks.record(&delivery, deadline).await {
+    match state
+        .sinks
+        .record_traced(&delivery, trace.as_ref(), deadline)
+        .await
+    {
         Ok(()) => {
             state.replay.remember(key, now);
-            Outcome::Recorded(n)
+            Outcome::Recorded {
+                events: n,
+                trace_id: trace.map(|t| t.trace_id),
+            }
         }
         Err(e) => Outcome::NotRecorded(e),
+    }
+}
+
+/// The delivery's trace (see `trace`), where it is used: passed on by a `forward` sink, or
+/// continued from the sender's `traceparent` into the log line. Deliveries recorded only in
+/// the cluster, from senders that trace nothing, cost no random ids.
+fn trace_context(state: &AppState, headers: &HeaderMap) -> Option<TraceContext> {
+    if state.config.sinks.forward.is_none() && !headers.contains_key(&TRACEPARENT) {
+        return None;
+    }
+    let mut random = [0u8; RANDOM_BYTES];
+    match getrandom::fill(&mut random) {
+        Ok(()) => Some(TraceContext::of(headers, random)),
+        Err(error) => {
+            // Not expected: the system's random source does not fail once it is ready.
+            tracing::warn!(%error, "no random ids for a trace: the delivery goes on without one");
+            None
+        }
     }
 }
 

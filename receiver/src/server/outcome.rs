@@ -9,11 +9,17 @@ use super::refusals::{Refusals, WINDOW};
 use crate::delivery::RecordError;
 use crate::payload::ParseError;
 use crate::signature::Rejection;
+use crate::trace::TraceId;
 
 /// The result of one delivery.
 #[derive(Debug)]
 pub(super) enum Outcome {
-    Recorded(usize),
+    /// Recorded by every sink: how many events, and the trace the delivery was part of,
+    /// where it had one (see `deliver::trace_context`).
+    Recorded {
+        events: usize,
+        trace_id: Option<TraceId>,
+    },
     Duplicate,
     Ignored,
     Rejected(Rejection),
@@ -29,7 +35,7 @@ pub(super) enum Outcome {
 impl Outcome {
     pub(super) fn label(&self) -> &'static str {
         match self {
-            Outcome::Recorded(_) => "recorded",
+            Outcome::Recorded { .. } => "recorded",
             Outcome::Duplicate => "duplicate",
             Outcome::Ignored => "ignored",
             Outcome::Rejected(r) => r.metric_label(),
@@ -68,8 +74,10 @@ impl Outcome {
             resp
         }
         match self {
-            Outcome::Recorded(1) => json(StatusCode::OK, r#"{"events":1,"status":"recorded"}"#),
-            Outcome::Recorded(n) => json(
+            Outcome::Recorded { events: 1, .. } => {
+                json(StatusCode::OK, r#"{"events":1,"status":"recorded"}"#)
+            }
+            Outcome::Recorded { events: n, .. } => json(
                 StatusCode::OK,
                 format!(r#"{{"events":{n},"status":"recorded"}}"#),
             ),
@@ -118,16 +126,23 @@ impl Outcome {
     }
 }
 
-/// One structured line per delivery, never its contents.
+/// One structured line per delivery, never its contents. A recorded delivery's line carries
+/// its `trace_id` when it had a trace: the id the application got in `traceparent`.
 ///
 /// A recorded delivery always gets its line; any other outcome only as [`Refusals`] admits
 /// it (the first few of each kind per window; [`log_window`] sums up the rest).
 pub(super) fn log(webhook: &str, refusals: &Refusals, outcome: &Outcome) {
-    if !matches!(outcome, Outcome::Recorded(_)) && !refusals.admit(outcome.label()) {
+    if !matches!(outcome, Outcome::Recorded { .. }) && !refusals.admit(outcome.label()) {
         return;
     }
     match outcome {
-        Outcome::Recorded(n) => tracing::info!(%webhook, events = n, "delivery recorded"),
+        // `trace_id` only where the delivery had a trace: a field of `None` is left out.
+        Outcome::Recorded { events, trace_id } => tracing::info!(
+            %webhook,
+            events,
+            trace_id = trace_id.map(tracing::field::display),
+            "delivery recorded"
+        ),
         Outcome::Duplicate | Outcome::Ignored => {
             tracing::info!(%webhook, outcome = outcome.label(), "delivery acknowledged, not recorded (duplicate or not an accepted type)")
         }

@@ -7,6 +7,10 @@
 //! `X-Hookwarden-Delivery` (the delivery's identity, the same for a retried or replayed
 //! delivery, so the application can recognise one it already took) and
 //! `X-Hookwarden-Event-Types` (the accepted event types it carries).
+//!
+//! It also gets W3C trace context (see `trace`): a `traceparent` whose parent is the
+//! receiver's span, in the sender's trace when the sender sent one (with its `tracestate`),
+//! else in a new one; the receiver's log line for the delivery carries the same trace id.
 
 use axum::body::Bytes;
 use futures::future::BoxFuture;
@@ -18,6 +22,7 @@ use super::retry::{Failure, retry_until};
 use crate::config::WebhookIdentity;
 use crate::delivery::{Delivery, RecordError, Sink};
 use crate::error::{Error, Result};
+use crate::trace::{TRACEPARENT, TRACESTATE, TraceContext};
 
 pub const WEBHOOK_HEADER: &str = "x-hookwarden-webhook";
 pub const DELIVERY_HEADER: &str = "x-hookwarden-delivery";
@@ -47,7 +52,11 @@ impl ForwardSink {
         })
     }
 
-    fn request(&self, delivery: &Delivery) -> Result<Request<Full<Bytes>>, RecordError> {
+    fn request(
+        &self,
+        delivery: &Delivery,
+        trace: Option<&TraceContext>,
+    ) -> Result<Request<Full<Bytes>>, RecordError> {
         let mut types: Vec<&str> = delivery
             .events
             .iter()
@@ -58,18 +67,29 @@ impl ForwardSink {
             .content_type
             .clone()
             .unwrap_or_else(|| hyper::header::HeaderValue::from_static("application/octet-stream"));
-        Request::post(self.url.clone())
+        let mut request = Request::post(self.url.clone())
             .header(hyper::header::CONTENT_TYPE, content_type)
             .header(WEBHOOK_HEADER, &self.webhook)
             .header(DELIVERY_HEADER, hex::encode(delivery.key))
-            .header(EVENT_TYPES_HEADER, types.join(","))
+            .header(EVENT_TYPES_HEADER, types.join(","));
+        if let Some(trace) = trace {
+            request = request.header(&TRACEPARENT, trace.traceparent());
+            if let Some(state) = &trace.tracestate {
+                request = request.header(&TRACESTATE, state);
+            }
+        }
+        request
             .body(Full::new(delivery.body.clone()))
             // Not expected: every value here is a valid header value.
             .map_err(|e| RecordError::Refused(format!("cannot forward: {e}")))
     }
 
-    async fn attempt(&self, delivery: &Delivery) -> Result<(), Failure> {
-        let request = self.request(delivery).map_err(Failure::Final)?;
+    async fn attempt(
+        &self,
+        delivery: &Delivery,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), Failure> {
+        let request = self.request(delivery, trace).map_err(Failure::Final)?;
         match self.client.request(request).await {
             Err(e) => Err(Failure::Transient(format!("application unreachable: {e}"))),
             Ok(response) => {
@@ -102,7 +122,17 @@ impl Sink for ForwardSink {
         delivery: &'a Delivery,
         deadline: Instant,
     ) -> BoxFuture<'a, Result<(), RecordError>> {
-        Box::pin(retry_until(deadline, move || self.attempt(delivery)))
+        self.record_traced(delivery, None, deadline)
+    }
+
+    /// Every attempt carries the same `traceparent`: the retries are the receiver's one span.
+    fn record_traced<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        trace: Option<&'a TraceContext>,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<(), RecordError>> {
+        Box::pin(retry_until(deadline, move || self.attempt(delivery, trace)))
     }
 }
 

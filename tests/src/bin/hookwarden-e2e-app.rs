@@ -1,6 +1,6 @@
 //! A stand-in for a user's application in the end-to-end tests: the target of a `forward`
-//! sink. It answers 204 to every POST and keeps what it received, which `GET /received`
-//! returns as JSON, and logs
+//! sink. It answers 204 to every POST and keeps what it received (path, content type, the
+//! hookwarden headers, `traceparent`, body), which `GET /received` returns as JSON, and logs
 //! (`received <delivery header> <body on one line>`). Built into the image `hookwarden-e2e-app:dev` by tests/install.sh.
 
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,7 @@ async fn receive(
         "webhook": header("x-hookwarden-webhook"),
         "delivery": header("x-hookwarden-delivery"),
         "eventTypes": header("x-hookwarden-event-types"),
+        "traceparent": header("traceparent"),
         "body": String::from_utf8_lossy(&body),
     });
     match received.lock() {
