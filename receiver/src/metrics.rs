@@ -12,6 +12,29 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Every outcome a delivery can have. Their counters start at 0 when the receiver starts, so
+/// that each series exists before its first delivery: an alert's `increase()` then counts
+/// the first refusals after a restart too, and a dashboard shows 0 instead of nothing.
+pub const OUTCOMES: [&str; 17] = [
+    "recorded",
+    "duplicate",
+    "ignored",
+    "bad_signature",
+    "missing_header",
+    "malformed_header",
+    "stale_timestamp",
+    "duplicate_key",
+    "malformed_payload",
+    "no_secret",
+    "sink_unavailable",
+    "sink_refused",
+    "sink_unsupported",
+    "overloaded",
+    "too_large",
+    "timed_out",
+    "body_unreadable",
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     /// `recorded`, `duplicate`, `ignored`, or why the delivery was refused.
@@ -64,12 +87,16 @@ impl Metrics {
                 ConstGauge::new(*limit as i64),
             );
         }
-        Metrics {
+        let metrics = Metrics {
             registry: root,
             deliveries,
             counters: Default::default(),
             latency,
+        };
+        for outcome in OUTCOMES {
+            metrics.first_of(outcome);
         }
+        metrics
     }
 
     /// Counts one delivery with `outcome` that took `seconds`.
@@ -129,6 +156,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"outcome="bad_signature"} 1"#), "{text}");
+        // Outcomes not seen yet are there, at 0.
+        assert!(text.contains(r#"outcome="sink_refused"} 0"#), "{text}");
         assert!(text.contains("hookwarden_receiver_delivery_duration_seconds_count{"));
         assert!(
             text.contains(r#"hookwarden_receiver_sink_bytes{webhook="team-a/opal",provider="opal",configmap="opal-state"} 1234"#),

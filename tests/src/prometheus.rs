@@ -1,8 +1,13 @@
 //! A real Prometheus (Debian's package, installed by `tests/prometheus/install.sh`) for the
-//! monitoring tests: started on the host, it discovers the operator's and the receivers'
-//! metrics endpoints through the API server as the chart's ServiceMonitors would, under a
-//! ServiceAccount of its own that may only read Services, Endpoints and Pods in the
-//! namespaces it scrapes, and evaluates the chart's rendered alert rules.
+//! monitoring tests: started on the host, it scrapes the operator's and the receivers'
+//! metrics endpoints (pod IPs, which the host reaches) and evaluates the chart's rendered
+//! alert rules.
+//!
+//! Debian builds Prometheus without its Kubernetes service discovery, so the targets are
+//! found here, as the chart's ServiceMonitors select them (Services by label, the endpoints
+//! of their `metrics` port, `job` from `app.kubernetes.io/name`, and `namespace`,
+//! `service`, `pod` labels), and handed to Prometheus as a `file_sd` file that
+//! [`Prometheus::discover`] rewrites.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{OPERATOR_NAMESPACE, eventually, kubectl, kubectl_stdin};
+use crate::{OPERATOR_NAMESPACE, eventually};
 
 /// The `job` labels the chart's ServiceMonitors give (`jobLabel: app.kubernetes.io/name`).
 pub const OPERATOR_JOB: &str = "hookwarden-operator";
@@ -20,7 +25,9 @@ pub const RECEIVER_JOB: &str = "hookwarden-receiver";
 pub struct Prometheus {
     child: Child,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    /// Where the receivers are discovered.
+    namespaces: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Prometheus {
@@ -111,18 +118,14 @@ pub fn grafana_variables(expr: &str) -> String {
 
 impl Prometheus {
     /// Starts Prometheus on `port`, scraping the operator and the receivers of `namespaces`
-    /// every second and evaluating `rules` (a rules file's YAML or JSON) every second.
+    /// (once [`Prometheus::discover`] found them) every second and evaluating `rules` (a
+    /// rules file's YAML or JSON) every second.
     pub fn start(port: u16, namespaces: &[&str], rules: &str) -> Prometheus {
         let dir = tempfile::tempdir().expect("tempdir");
-        let token = identity(namespaces);
-        std::fs::write(dir.path().join("token"), token.trim()).expect("write token");
-        std::fs::write(dir.path().join("ca.crt"), cluster_ca()).expect("write CA");
         std::fs::write(dir.path().join("rules.yaml"), rules).expect("write rules");
-        std::fs::write(
-            dir.path().join("prometheus.yaml"),
-            config(dir.path(), namespaces),
-        )
-        .expect("write config");
+        std::fs::write(dir.path().join("targets.json"), "[]").expect("write targets");
+        std::fs::write(dir.path().join("prometheus.yaml"), config(dir.path()))
+            .expect("write config");
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
         let child = Command::new(binary())
             .arg(format!(
@@ -141,13 +144,39 @@ impl Prometheus {
         Prometheus {
             child,
             port,
-            _dir: dir,
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            dir,
         }
+    }
+
+    /// Finds the operator's and the receivers' metrics endpoints now and hands them to
+    /// Prometheus (which reads the file again within a second).
+    pub async fn discover(&self) {
+        let client = crate::client().await;
+        let mut all = targets(
+            &client,
+            OPERATOR_NAMESPACE,
+            "app.kubernetes.io/name=hookwarden-operator,app.kubernetes.io/component=metrics",
+        )
+        .await;
+        for ns in &self.namespaces {
+            all.extend(
+                targets(
+                    &client,
+                    ns,
+                    "app.kubernetes.io/name=hookwarden-receiver,app.kubernetes.io/managed-by=hookwarden-operator",
+                )
+                .await,
+            );
+        }
+        let next = self.dir.path().join("targets.json.next");
+        std::fs::write(&next, Value::Array(all).to_string()).expect("write targets");
+        std::fs::rename(&next, self.dir.path().join("targets.json")).expect("move targets");
     }
 
     /// Prometheus's own log so far, for a failure message.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
     /// `GET /api/v1/{path}`'s `data`, failing on anything but `status: success`.
@@ -175,6 +204,7 @@ impl Prometheus {
             &format!("{at_least} {job} targets up"),
             Duration::from_secs(90),
             || async {
+                self.discover().await;
                 let up = self
                     .query(&format!("up{{job=\"{job}\"}}"))
                     .await
@@ -229,134 +259,70 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// The cluster's CA, from the kubeconfig.
-fn cluster_ca() -> Vec<u8> {
-    use base64::Engine;
-    let (ok, data) = kubectl(&[
-        "config",
-        "view",
-        "--raw",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.certificate-authority-data}",
-    ]);
-    assert!(ok, "kubectl config view: {data}");
-    base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
-        .expect("CA data")
-}
-
-fn api_server() -> String {
-    let (ok, server) = kubectl(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
-    assert!(ok, "kubectl config view: {server}");
-    server.trim().to_string()
-}
-
-/// Prometheus's own identity: a ServiceAccount in the first of `namespaces`, allowed to
-/// discover targets (read Services, Endpoints, EndpointSlices, Pods) in each of
-/// `namespaces` and the operator's. Returns a token for it.
-fn identity(namespaces: &[&str]) -> String {
-    let home = namespaces[0];
-    let (ok, out) = kubectl_stdin(
-        home,
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: prometheus}\n",
-        &[],
-    );
-    assert!(ok, "{out}");
-    for ns in namespaces.iter().chain([&OPERATOR_NAMESPACE]) {
-        let name = format!("prometheus-{home}");
-        let (ok, out) = kubectl_stdin(
-            ns,
-            &format!(
-                "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {name}}}\n\
-                 rules:\n- apiGroups: ['']\n  resources: [services, endpoints, pods]\n  verbs: [get, list, watch]\n\
-                 - apiGroups: [discovery.k8s.io]\n  resources: [endpointslices]\n  verbs: [get, list, watch]\n\
-                 ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {name}}}\n\
-                 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}\n\
-                 subjects: [{{kind: ServiceAccount, name: prometheus, namespace: {home}}}]\n"
-            ),
-            &[],
-        );
-        assert!(ok, "{out}");
-    }
-    let (ok, token) = kubectl(&["-n", home, "create", "token", "prometheus", "--duration=1h"]);
-    assert!(ok, "{token}");
-    token
-}
-
-/// Removes what [`identity`] put in the operator's namespace (the test namespace goes with
-/// the test).
-pub fn forget_identity(home: &str) {
-    let _ = kubectl(&[
-        "-n",
-        OPERATOR_NAMESPACE,
-        "delete",
-        "role,rolebinding",
-        &format!("prometheus-{home}"),
-        "--ignore-not-found",
-    ]);
-}
-
-/// One scrape job per kind of target, discovered and labelled as the Prometheus Operator
-/// does for the chart's ServiceMonitors: endpoints of Services selected by label, port
-/// `metrics`, `job` from `app.kubernetes.io/name`, and `namespace`, `service`, `pod`.
-fn config(dir: &Path, namespaces: &[&str]) -> String {
-    let sd = |names: &[&str]| {
-        serde_json::json!([{
-            "role": "endpointslice",
-            "api_server": api_server(),
-            "tls_config": {"ca_file": dir.join("ca.crt")},
-            "authorization": {"credentials_file": dir.join("token")},
-            "namespaces": {"names": names},
-        }])
-    };
-    let relabel = |selector: Vec<(&str, &str)>| {
-        let mut rules: Vec<Value> = selector
-            .into_iter()
-            .map(|(label, value)| {
-                serde_json::json!({
-                    "source_labels": [format!("__meta_kubernetes_service_label_{label}")],
-                    "regex": value,
-                    "action": "keep",
-                })
-            })
-            .collect();
-        rules.extend([
-            serde_json::json!({"source_labels": ["__meta_kubernetes_endpointslice_port_name"], "regex": "metrics", "action": "keep"}),
-            serde_json::json!({"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"}),
-            serde_json::json!({"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"}),
-            serde_json::json!({"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"}),
-            serde_json::json!({"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_name"], "target_label": "job"}),
-        ]);
-        rules
-    };
+/// Scrapes every target of the `file_sd` file, every second; rules evaluated every second.
+fn config(dir: &Path) -> String {
     serde_json::json!({
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [dir.join("rules.yaml")],
-        "scrape_configs": [
-            {
-                "job_name": OPERATOR_JOB,
-                "kubernetes_sd_configs": sd(&[OPERATOR_NAMESPACE]),
-                "relabel_configs": relabel(vec![
-                    ("app_kubernetes_io_name", OPERATOR_JOB),
-                    ("app_kubernetes_io_component", "metrics"),
-                ]),
-            },
-            {
-                "job_name": RECEIVER_JOB,
-                "kubernetes_sd_configs": sd(namespaces),
-                "relabel_configs": relabel(vec![
-                    ("app_kubernetes_io_name", RECEIVER_JOB),
-                    ("app_kubernetes_io_managed_by", "hookwarden-operator"),
-                ]),
-            },
-        ],
+        "scrape_configs": [{
+            "job_name": "hookwarden",
+            "file_sd_configs": [{"files": [dir.join("targets.json")], "refresh_interval": "1s"}],
+        }],
     })
     .to_string()
+}
+
+/// The metrics endpoints of the Services in `namespace` with `selector`, labelled as the
+/// Prometheus Operator labels a ServiceMonitor's targets.
+async fn targets(client: &kube::Client, namespace: &str, selector: &str) -> Vec<Value> {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Api, ListParams};
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let mut out = Vec::new();
+    for svc in services
+        .list(&ListParams::default().labels(selector))
+        .await
+        .expect("list Services")
+    {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let job = svc
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/name"))
+            .cloned()
+            .unwrap_or_default();
+        let by_service = format!("kubernetes.io/service-name={name}");
+        for slice in slices
+            .list(&ListParams::default().labels(&by_service))
+            .await
+            .expect("list EndpointSlices")
+        {
+            let Some(port) = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some("metrics"))
+                .and_then(|p| p.port)
+            else {
+                continue;
+            };
+            for endpoint in &slice.endpoints {
+                let pod = endpoint
+                    .target_ref
+                    .as_ref()
+                    .and_then(|r| r.name.clone())
+                    .unwrap_or_default();
+                for address in &endpoint.addresses {
+                    out.push(serde_json::json!({
+                        "targets": [format!("{address}:{port}")],
+                        "labels": {"job": job, "namespace": namespace, "service": name, "pod": pod},
+                    }));
+                }
+            }
+        }
+    }
+    out
 }

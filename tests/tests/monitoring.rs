@@ -81,15 +81,15 @@ async fn alerts_fire_for_the_webhook_in_trouble_and_the_dashboard_has_data() {
     .await;
     ns.apply_webhook(
         "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: nosecret}\n\
-         spec: {path: /nosecret, provider: stripe, secretRef: {name: missing}}\n",
+         spec: {path: /nosecret, provider: stripe, secretRef: {name: missing, key: secret}}\n",
     )
     .await;
     ns.webhook_ready("nosecret", "False", "SecretNotFound")
         .await;
 
     let p = Prometheus::start(19093, &[&ns.name], &short_rules());
-    // Two receiver pods per Webhook with a receiver of its own (the default), all scraped.
-    p.targets_up(prometheus::RECEIVER_JOB, 6).await;
+    // The receiver pod of each Webhook that has its Secret, all scraped.
+    p.targets_up(prometheus::RECEIVER_JOB, 3).await;
     p.targets_up(prometheus::OPERATOR_JOB, 1).await;
 
     // The neighbour: valid deliveries only.
@@ -206,7 +206,6 @@ async fn alerts_fire_for_the_webhook_in_trouble_and_the_dashboard_has_data() {
             );
         }
     }
-    prometheus::forget_identity(&ns.name);
 }
 
 /// The metric names an expression reads (`hookwarden_...` and `up`).

@@ -185,3 +185,43 @@ pub(super) fn log_window(webhook: &str, refusals: &Refusals) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_is_counted_from_the_start() {
+        let outcomes = [
+            Outcome::Recorded {
+                events: 1,
+                trace_id: None,
+            },
+            Outcome::Duplicate,
+            Outcome::Ignored,
+            Outcome::Rejected(Rejection::MissingHeader("x".into())),
+            Outcome::Rejected(Rejection::MalformedHeader {
+                header: "x".into(),
+                reason: "r",
+            }),
+            Outcome::Rejected(Rejection::StaleTimestamp { tolerance_secs: 1 }),
+            Outcome::Rejected(Rejection::BadSignature),
+            Outcome::Rejected(Rejection::DuplicateKey),
+            Outcome::Rejected(Rejection::NoSecret),
+            Outcome::Malformed(ParseError("x".into())),
+            Outcome::NoSecret,
+            Outcome::NotRecorded(RecordError::Unavailable("x".into())),
+            Outcome::NotRecorded(RecordError::Refused("x".into())),
+            Outcome::NotRecorded(RecordError::Unsupported("x")),
+            Outcome::Overloaded,
+            Outcome::TooLarge,
+            Outcome::TimedOut,
+            Outcome::BodyUnreadable,
+        ];
+        let labels: std::collections::BTreeSet<&str> =
+            outcomes.iter().map(Outcome::label).collect();
+        let counted: std::collections::BTreeSet<&str> =
+            crate::metrics::OUTCOMES.into_iter().collect();
+        assert_eq!(labels, counted);
+    }
+}
