@@ -9,3 +9,7 @@ pub const CONFIG_DIR: &str = "/etc/hookwarden";
 
 /// The Webhook condition that tells whether the receiver can take deliveries.
 pub const READY_CONDITION: &str = "Ready";
+
+/// The most a sink ConfigMap's data may hold (keys and values, in bytes): the receiver
+/// refuses a delivery that would take it past this, below the 1 MiB an object may weigh.
+pub const SINK_MAX_BYTES: usize = 900 * 1024;

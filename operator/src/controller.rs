@@ -429,6 +429,9 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         }
         None => SinkUsage::NoSink,
     };
+    ctx.metrics
+        .webhooks
+        .sink(format!("{namespace}/{}", webhook.name_any()), &sink_usage);
     remove_stale_sinks(ctx, webhook, &namespace, &spec).await?;
 
     let (readiness, sidecar_pods, again) = match &children.receiver {

@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::crd::Webhook;
+use crate::status::SinkUsage;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -40,15 +41,37 @@ pub struct WebhookReadyLabels {
     pub reason: String,
 }
 
-/// `webhook_ready`, read from the controller's own cache of Webhooks at each scrape, so a
-/// deleted Webhook's series goes with it and the metric says what the status says. Only a
-/// replica that leads has a controller, so only the leader reports it.
-#[derive(Debug, Default)]
-pub struct WebhookReadiness {
-    stores: std::sync::Mutex<Vec<Store<Webhook>>>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    /// `namespace/name` of the Webhook.
+    pub webhook: String,
+    /// The sink ConfigMap's name.
+    pub configmap: String,
 }
 
-impl WebhookReadiness {
+/// The per-Webhook metrics, written at each scrape from the controller's own cache of
+/// Webhooks, so that a deleted Webhook's series go with it: `webhook_ready` (what the
+/// status says) and, for Webhooks with a ConfigMap sink, `sink_bytes` (as the last
+/// reconciliation read the ConfigMap; a change of a whole percent triggers one) and
+/// `sink_limit_bytes`. Only a replica that leads reports them: another one's cache, if it
+/// has one (it led before), is out of date.
+#[derive(Debug)]
+pub struct WebhookGauges {
+    stores: std::sync::Mutex<Vec<Store<Webhook>>>,
+    /// `namespace/name` -> (sink ConfigMap, bytes), as of the last reconciliation.
+    sinks: std::sync::Mutex<std::collections::HashMap<String, (String, usize)>>,
+    leading: Gauge,
+}
+
+impl WebhookGauges {
+    fn new(leading: Gauge) -> Self {
+        WebhookGauges {
+            stores: Default::default(),
+            sinks: Default::default(),
+            leading,
+        }
+    }
+
     /// Reports the Webhooks of `store` (one per watched scope) from now on.
     pub fn watch(&self, store: Store<Webhook>) {
         self.stores
@@ -56,32 +79,78 @@ impl WebhookReadiness {
             .unwrap_or_else(|p| p.into_inner())
             .push(store);
     }
+
+    /// What a reconciliation of `webhook` (`namespace/name`) found of its sink.
+    pub fn sink(&self, webhook: String, usage: &SinkUsage) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        match usage {
+            SinkUsage::Unknown => {}
+            SinkUsage::NoSink => {
+                sinks.remove(&webhook);
+            }
+            SinkUsage::Used { name, bytes } => {
+                sinks.insert(webhook, (name.clone(), *bytes));
+            }
+        }
+    }
 }
 
-impl Collector for WebhookReadiness {
+impl Collector for WebhookGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let family = Family::<WebhookReadyLabels, Gauge>::default();
-        let stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
-        for webhook in stores.iter().flat_map(Store::state) {
-            let (ready, reason) =
-                crate::status::readiness(webhook.status.as_ref(), webhook.metadata.generation);
-            let labels = WebhookReadyLabels {
-                webhook: format!(
+        let ready = Family::<WebhookReadyLabels, Gauge>::default();
+        let bytes = Family::<SinkLabels, Gauge>::default();
+        let limit = Family::<SinkLabels, Gauge>::default();
+        if self.leading.get() > 0 {
+            let stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+            let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+            for webhook in stores.iter().flat_map(Store::state) {
+                let (is_ready, reason) =
+                    crate::status::readiness(webhook.status.as_ref(), webhook.metadata.generation);
+                let key = format!(
                     "{}/{}",
                     webhook.metadata.namespace.as_deref().unwrap_or_default(),
                     webhook.metadata.name.as_deref().unwrap_or_default()
-                ),
-                reason: reason.to_string(),
-            };
-            family.get_or_create(&labels).set(i64::from(ready));
+                );
+                if let Some((configmap, used)) = sinks.get(&key) {
+                    let labels = SinkLabels {
+                        webhook: key.clone(),
+                        configmap: configmap.clone(),
+                    };
+                    bytes.get_or_create(&labels).set(*used as i64);
+                    limit
+                        .get_or_create(&labels)
+                        .set(hookwarden_api::names::SINK_MAX_BYTES as i64);
+                }
+                let labels = WebhookReadyLabels {
+                    webhook: key,
+                    reason: reason.to_string(),
+                };
+                ready.get_or_create(&labels).set(i64::from(is_ready));
+            }
         }
         let metric = encoder.encode_descriptor(
             "webhook_ready",
             "1 while a Webhook's Ready condition is True for its current spec, else 0; by reason",
             None,
-            family.metric_type(),
+            ready.metric_type(),
         )?;
-        family.encode(metric)
+        ready.encode(metric)?;
+        for (name, help, family) in [
+            (
+                "sink_bytes",
+                "Bytes a Webhook's sink ConfigMap held when the operator last looked",
+                &bytes,
+            ),
+            (
+                "sink_limit_bytes",
+                "Bytes past which the receivers refuse deliveries to the sink ConfigMap",
+                &limit,
+            ),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, family.metric_type())?;
+            family.encode(metric)?;
+        }
+        Ok(())
     }
 }
 
@@ -93,7 +162,7 @@ pub struct Metrics {
     pub outcomes: Family<ReadyLabels, Counter>,
     pub leader: Gauge,
     pub admissions: Family<ResultLabels, Counter>,
-    pub webhooks: Arc<WebhookReadiness>,
+    pub webhooks: Arc<WebhookGauges>,
 }
 
 impl Default for Metrics {
@@ -114,7 +183,7 @@ impl Default for Metrics {
         let _ = reconciliations.get_or_create(&ResultLabels {
             result: "ok".into(),
         });
-        let webhooks = Arc::new(WebhookReadiness::default());
+        let webhooks = Arc::new(WebhookGauges::new(leader.clone()));
         registry.register_collector(Box::new(webhooks.clone()));
         registry.register(
             "reconciliations",
@@ -247,9 +316,16 @@ mod tests {
         w
     }
 
+    fn encoded(metrics: &Metrics) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        text
+    }
+
     #[test]
     fn webhook_ready_follows_the_watched_webhooks() {
         let metrics = Metrics::default();
+        metrics.leader.set(1);
         let mut writer = Writer::<Webhook>::default();
         metrics.webhooks.watch(writer.as_reader());
         for w in [
@@ -259,8 +335,7 @@ mod tests {
         ] {
             writer.apply_watcher_event(&watcher::Event::Apply(w));
         }
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        let text = encoded(&metrics);
         for line in [
             r#"hookwarden_operator_webhook_ready{webhook="team-a/opal",reason="ReceiverAvailable"} 1"#,
             r#"hookwarden_operator_webhook_ready{webhook="team-a/orgs",reason="SecretNotFound"} 0"#,
@@ -270,9 +345,52 @@ mod tests {
         }
         // A deleted Webhook's series goes with it.
         writer.apply_watcher_event(&watcher::Event::Delete(webhook("orgs", 2, None)));
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        let text = encoded(&metrics);
         assert!(!text.contains("team-a/orgs"), "{text}");
         assert!(text.contains("team-a/opal"), "{text}");
+        // A replica that no longer leads reports none: its cache is out of date.
+        metrics.leader.set(0);
+        assert!(!encoded(&metrics).contains("team-a/opal"));
+    }
+
+    #[test]
+    fn sink_bytes_are_what_the_last_reconciliation_found() {
+        let metrics = Metrics::default();
+        metrics.leader.set(1);
+        let mut writer = Writer::<Webhook>::default();
+        metrics.webhooks.watch(writer.as_reader());
+        for name in ["opal", "orgs"] {
+            writer.apply_watcher_event(&watcher::Event::Apply(webhook(name, 1, None)));
+        }
+        let used = |bytes| SinkUsage::Used {
+            name: "opal-access".into(),
+            bytes,
+        };
+        metrics.webhooks.sink("team-a/opal".into(), &used(1000));
+        metrics.webhooks.sink("team-a/opal".into(), &used(800_000));
+        // Not looked at this time: what was found before stands.
+        metrics
+            .webhooks
+            .sink("team-a/opal".into(), &SinkUsage::Unknown);
+        metrics.webhooks.sink("team-a/gone".into(), &used(5));
+        let text = encoded(&metrics);
+        assert!(
+            text.contains(r#"hookwarden_operator_sink_bytes{webhook="team-a/opal",configmap="opal-access"} 800000"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hookwarden_operator_sink_limit_bytes{webhook="team-a/opal",configmap="opal-access"} 921600"#),
+            "{text}"
+        );
+        // A Webhook that is gone, or has no sink, has no series.
+        assert!(!text.contains("team-a/gone"), "{text}");
+        assert!(
+            !text.contains(r#"sink_bytes{webhook="team-a/orgs""#),
+            "{text}"
+        );
+        metrics
+            .webhooks
+            .sink("team-a/opal".into(), &SinkUsage::NoSink);
+        assert!(!encoded(&metrics).contains("sink_bytes{"));
     }
 }

@@ -8,7 +8,6 @@ use std::borrow::Cow;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -51,10 +50,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics of the receiver for `webhook` (as `namespace/name`) and `provider`, with the
-    /// fill of each sink ConfigMap in `sinks` (its name, the gauge of its bytes, and the
-    /// bytes past which it takes no more).
-    pub fn new(webhook: &str, provider: &str, sinks: &[(&str, Gauge, usize)]) -> Self {
+    /// Metrics of the receiver for `webhook` (as `namespace/name`) and `provider`.
+    pub fn new(webhook: &str, provider: &str) -> Self {
         let mut root = Registry::with_prefix("hookwarden_receiver");
         let registry = root.sub_registry_with_labels(
             [
@@ -71,22 +68,6 @@ impl Metrics {
             "Time from a delivery's arrival to its answer",
             latency.clone(),
         );
-        for (configmap, bytes, limit) in sinks {
-            let sink = registry.sub_registry_with_label((
-                Cow::Borrowed("configmap"),
-                Cow::Owned(configmap.to_string()),
-            ));
-            sink.register(
-                "sink_bytes",
-                "Bytes the sink ConfigMap held when this replica last read or wrote it",
-                bytes.clone(),
-            );
-            sink.register(
-                "sink_limit_bytes",
-                "Bytes past which the sink ConfigMap takes no more deliveries",
-                ConstGauge::new(*limit as i64),
-            );
-        }
         let metrics = Metrics {
             registry: root,
             deliveries,
@@ -144,9 +125,7 @@ mod tests {
 
     #[test]
     fn deliveries_carry_webhook_provider_and_outcome() {
-        let bytes = Gauge::default();
-        bytes.set(1234);
-        let m = Metrics::new("team-a/opal", "opal", &[("opal-state", bytes, 921_600)]);
+        let m = Metrics::new("team-a/opal", "opal");
         m.observe("recorded", 0.001);
         m.observe("recorded", 0.001);
         m.observe("bad_signature", 0.001);
@@ -159,13 +138,5 @@ mod tests {
         // Outcomes not seen yet are there, at 0.
         assert!(text.contains(r#"outcome="sink_refused"} 0"#), "{text}");
         assert!(text.contains("hookwarden_receiver_delivery_duration_seconds_count{"));
-        assert!(
-            text.contains(r#"hookwarden_receiver_sink_bytes{webhook="team-a/opal",provider="opal",configmap="opal-state"} 1234"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"hookwarden_receiver_sink_limit_bytes{webhook="team-a/opal",provider="opal",configmap="opal-state"} 921600"#),
-            "{text}"
-        );
     }
 }

@@ -1,15 +1,20 @@
 //! W3C Trace Context (Level 1, <https://www.w3.org/TR/trace-context/>) for the deliveries
-//! the receiver passes on: the sender's `traceparent` is read, and the receiver takes part
-//! in the trace as one span of its own, whose id becomes the `parent-id` of the
-//! `traceparent` the application gets. The same trace id goes on the receiver's log line
-//! for the delivery, so one delivery can be followed from the receiver into the application.
+//! the receiver passes on. The receiver records no span of its own (it exports no traces):
+//! it passes the sender's trace on to the application as it came, so that the application's
+//! span is the child of the sender's, and starts one where the sender sent none. The trace
+//! id goes on the receiver's log line for the delivery, so one delivery can be followed from
+//! the receiver into the application.
 //!
-//! - The sender's trace is continued when its `traceparent` is valid: its trace id and its
-//!   `sampled` flag are kept, and its `tracestate` is passed on unchanged (when it is at
-//!   most [`MAX_TRACESTATE`] characters; longer, it is dropped rather than cut).
+//! - A valid `traceparent` is passed on as the sender sent it: its trace id, its parent-id
+//!   (the sender's span) and its `sampled` flag, and its `tracestate` unchanged (when it is at
+//!   most [`MAX_TRACESTATE`] characters; longer, it is dropped rather than cut). The
+//!   `tracestate` is not checked: the spec lets a vendor pass on what it does not read.
 //! - Otherwise (none, more than one, or an invalid one) a new trace starts, with a random
-//!   trace id and the `sampled` flag set, and any `tracestate` is dropped: the spec forbids
-//!   reading it without a valid `traceparent`.
+//!   trace id, a random parent-id standing for the receiver, and the `sampled` flag set; any
+//!   `tracestate` is dropped: the spec forbids reading it without a valid `traceparent`.
+//!
+//! These headers are not signed: a sender, or anyone on the way, chooses the trace the
+//! application's span joins. They are for following a delivery, never for trusting it.
 //!
 //! The new trace is marked sampled (`01`) because the receiver does record it: its log line
 //! carries the trace id, which is what the flag says ("the caller may have recorded trace
@@ -26,7 +31,7 @@
 //! whole SDK behind it; the small crates that parse only the header (`trace-context`,
 //! `traceparent`) are single releases from years ago, on older `http` versions or `anyhow`.
 //! The rules fit in one function, tested below with the spec's examples and the invalid
-//! cases of its test suite.
+//! `traceparent` cases of its test suite.
 //!
 //! Pure: the random ids are passed in.
 
@@ -43,8 +48,8 @@ pub const MAX_TRACESTATE: usize = 512;
 /// The flag that says the caller may have recorded trace data; the only one Level 1 defines.
 pub const SAMPLED: u8 = 0x01;
 
-/// How many random bytes [`TraceContext::of`] takes: a trace id for a new trace (16), then
-/// the receiver's span id (8).
+/// How many random bytes [`TraceContext::of`] takes: a new trace's id (16), then its
+/// parent-id (8).
 pub const RANDOM_BYTES: usize = 24;
 
 /// A trace's id: 16 bytes, never all zero.
@@ -135,7 +140,8 @@ fn lower_hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
 pub struct TraceContext {
     /// The sender's trace id, or a new one.
     pub trace_id: TraceId,
-    /// The receiver's span: the `parent-id` of the `traceparent` sent on.
+    /// The `parent-id` of the `traceparent` sent on: the sender's span, or for a new trace
+    /// a random id standing for the receiver.
     pub span_id: SpanId,
     /// The flags sent on: the sender's `sampled` flag, or [`SAMPLED`] for a new trace.
     pub flags: u8,
@@ -144,9 +150,9 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
-    /// The trace of a delivery that came with `headers`: the sender's, continued, when it
+    /// The trace of a delivery that came with `headers`: the sender's, passed on, when it
     /// sent one valid `traceparent`; else a new one. `random` is fresh random bytes: the
-    /// first 16 are the new trace's id, the last 8 the receiver's span id.
+    /// first 16 are a new trace's id, the last 8 its parent-id.
     pub fn of(headers: &HeaderMap, random: [u8; RANDOM_BYTES]) -> TraceContext {
         let mut new_trace = [0u8; 16];
         new_trace.copy_from_slice(&random[..16]);
@@ -156,7 +162,7 @@ impl TraceContext {
         match sender_traceparent(headers) {
             Some(parent) => TraceContext {
                 trace_id: parent.trace_id,
-                span_id,
+                span_id: parent.parent_id,
                 flags: parent.flags & SAMPLED,
                 tracestate: tracestate(headers),
             },
@@ -312,13 +318,13 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_traceparent_is_continued_under_the_receivers_span() {
+    fn a_valid_traceparent_is_passed_on_as_the_sender_sent_it() {
         let h = headers(&[
             (&TRACEPARENT, &format!("00-{TRACE}-{PARENT}-00")),
             (&TRACESTATE, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
         ]);
         let t = TraceContext::of(&h, RANDOM);
-        assert_eq!(t.traceparent(), format!("00-{TRACE}-{SPAN}-00"));
+        assert_eq!(t.traceparent(), format!("00-{TRACE}-{PARENT}-00"));
         assert_eq!(t.trace_id.to_string(), TRACE);
         assert_eq!(
             t.tracestate.unwrap(),
@@ -331,7 +337,7 @@ mod tests {
         let h = headers(&[(&TRACEPARENT, &format!("cc-{TRACE}-{PARENT}-ff-more"))]);
         assert_eq!(
             TraceContext::of(&h, RANDOM).traceparent(),
-            format!("00-{TRACE}-{SPAN}-01")
+            format!("00-{TRACE}-{PARENT}-01")
         );
         let h = headers(&[(&TRACEPARENT, &format!("00-{TRACE}-{PARENT}-02"))]);
         assert_eq!(TraceContext::of(&h, RANDOM).flags, 0x00);

@@ -36,7 +36,7 @@ pub const TOMBSTONES: usize = 1000;
 /// Deliveries kept in `log` mode.
 pub const LOG_ENTRIES: usize = 100;
 /// A ConfigMap holds at most 1 MiB; past this the delivery is refused, never truncated.
-pub const MAX_BYTES: usize = 900 * 1024;
+pub const MAX_BYTES: usize = hookwarden_api::names::SINK_MAX_BYTES;
 
 pub const BOOKKEEPING_KEY: &str = "hookwarden.json";
 
@@ -141,12 +141,6 @@ fn batch(
         write(&mut writes, BOOKKEEPING_KEY, &docs.book);
     }
     Ok((applied, writes))
-}
-
-/// The bytes `data` takes of a ConfigMap's limit, as [`MAX_BYTES`] counts them: keys and
-/// values.
-pub fn size(data: &BTreeMap<String, String>) -> usize {
-    data.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 /// Writes `writes` into `data` if the result fits.

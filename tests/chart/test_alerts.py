@@ -7,8 +7,11 @@ which tests/prometheus/install.sh installs on first use (and leaves no Prometheu
   and `promtool test rules` runs tests/chart/alerts/*-test.yaml against them: for each
   alert, cases where it fires (labels and annotations asserted exactly) and where it does
   not.
+- Ratios given as `--set` gives them (a decimal string) pass the schema and render valid
+  rules; with watchNamespaces, the default receiver selector keeps to those namespaces.
 - Every query of the dashboard is valid PromQL (written as recording rules, checked by
-  promtool), uses only the metrics hookwarden exports, and only variables it defines.
+  promtool), uses only the metrics hookwarden exports, and only variables it defines; the
+  Webhook panels follow the namespace and Webhook variables.
 - Neither object renders by default; each carries what its loader needs.
 """
 
@@ -44,10 +47,10 @@ METRICS = {
     "hookwarden_operator_leader",
     "hookwarden_operator_pod_admissions_total",
     "hookwarden_operator_webhook_ready",
+    "hookwarden_operator_sink_bytes",
+    "hookwarden_operator_sink_limit_bytes",
     "hookwarden_receiver_deliveries_total",
     "hookwarden_receiver_delivery_duration_seconds",
-    "hookwarden_receiver_sink_bytes",
-    "hookwarden_receiver_sink_limit_bytes",
 }
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 
@@ -79,6 +82,18 @@ CUSTOM = {
         },
     },
 }
+
+# A release that serves two namespaces, for tests/chart/alerts/namespaces-test.yaml.
+NAMESPACES = {"watchNamespaces": ["team-a", "team-b"], "prometheusRule": {"enabled": True}}
+
+
+def set_values(*pairs: str) -> dict:
+    """Values as `helm --set PAIR ...` gives them (Helm's own parser: a decimal stays a
+    string, as it does on the command line)."""
+    values: dict = {}
+    for pair in pairs:
+        tool.merge(values, helm.parse_set_string(pair))
+    return values
 
 
 def promtool(*args: str, cwd: Path | None = None) -> str:
@@ -180,6 +195,40 @@ class Rules(Promtool):
         out = self.unit_test(CUSTOM, "custom-test.yaml")
         self.assertIn("SUCCESS", out)
 
+    def test_ratios_given_with_set_render_and_pass_promtool_check(self) -> None:
+        values = set_values("prometheusRule.enabled=true",
+                            "prometheusRule.alerts.signatureRefusals.ratio=0.9",
+                            "prometheusRule.alerts.sinkNotRecording.ratio=0.25",
+                            "prometheusRule.alerts.deliveriesShed.ratio=1",
+                            "prometheusRule.alerts.sinkNearlyFull.ratio=0.5")
+        # What --set gives: the decimals are strings, a whole number is an integer.
+        alerts = values["prometheusRule"]["alerts"]
+        self.assertEqual(alerts["signatureRefusals"]["ratio"], "0.9")
+        self.assertEqual(alerts["deliveriesShed"]["ratio"], 1)
+        path = self.write_rules("check-set-strings", rule_spec(values))  # schema-checked
+        out = promtool("check", "rules", str(path))
+        self.assertIn(f"SUCCESS: {len(ALERTS)} rules found", out)
+        by_name = rules(values)
+        self.assertIn(") > 0.9\nand\n", by_name["HookwardenSignatureRefusals"]["expr"])
+        self.assertIn(") > 0.25\nand\n", by_name["HookwardenSinkNotRecording"]["expr"])
+        self.assertIn(") > 1\nand\n", by_name["HookwardenDeliveriesShed"]["expr"])
+        self.assertTrue(by_name["HookwardenSinkNearlyFull"]["expr"].endswith(") > 0.5"))
+
+    def test_receiver_selector_keeps_to_watch_namespaces(self) -> None:
+        by_name = rules(NAMESPACES)
+        self.assertEqual(by_name["HookwardenReceiverDown"]["expr"],
+                         'up{job="hookwarden-receiver",namespace=~"team-a|team-b"} == 0')
+        self.assertIn('hookwarden_receiver_deliveries_total{job="hookwarden-receiver",'
+                      'namespace=~"team-a|team-b",outcome="bad_signature"}[10m]',
+                      by_name["HookwardenSignatureRefusals"]["expr"])
+        # A selector of one's own is taken as it is.
+        custom = rules({**NAMESPACES, "prometheusRule": {
+            "enabled": True, "receiverSelector": 'job="webhooks"'}})
+        self.assertEqual(custom["HookwardenReceiverDown"]["expr"], 'up{job="webhooks"} == 0')
+        # And promtool: another release's receivers (team-c) page nothing of this one.
+        out = self.unit_test(NAMESPACES, "namespaces-test.yaml")
+        self.assertIn("SUCCESS", out)
+
     def test_every_alert_has_a_firing_and_a_quiet_case(self) -> None:
         self.assertEqual(sorted(rules({"prometheusRule": {"enabled": True}})), sorted(ALERTS))
         cases = [case for group in load_yaml(ALERT_TESTS / "alerts-test.yaml")["tests"]
@@ -201,7 +250,10 @@ class Rules(Promtool):
         self.assertIn("[30m]", sink["expr"])
         self.assertEqual((sink["for"], sink["labels"]["severity"]), ("2m", "ticket"))
         full = custom["HookwardenSinkNearlyFull"]
-        self.assertTrue(full["expr"].endswith("> 0.5"), full["expr"])
+        # The operator's series, through the operator's selector.
+        self.assertEqual(full["expr"],
+                         'max by (webhook, configmap) (hookwarden_operator_sink_bytes{job="hw-operator"}'
+                         ' / hookwarden_operator_sink_limit_bytes{job="hw-operator"}) > 0.5')
         self.assertEqual((full["for"], full["labels"]["severity"]), ("1h", "info"))
         # Without leader election the one replica reports leading, as with it.
         leader = custom["HookwardenOperatorNoLeader"]
@@ -225,6 +277,11 @@ class Rules(Promtool):
         self.assertIn('hookwarden_operator_leader{job="hookwarden-operator",namespace="hw"}',
                       by_name["HookwardenOperatorNoLeader"]["expr"])
         self.assertEqual(by_name["HookwardenReceiverDown"]["expr"], 'up{job="hookwarden-receiver"} == 0')
+        self.assertEqual(
+            by_name["HookwardenSinkNearlyFull"]["expr"],
+            'max by (webhook, configmap) (hookwarden_operator_sink_bytes{job="hookwarden-operator",'
+            'namespace="hw"} / hookwarden_operator_sink_limit_bytes{job="hookwarden-operator",'
+            'namespace="hw"}) > 0.85')
 
     def test_every_description_says_where_to_read_on(self) -> None:
         readme = (REPO / "README.md").read_text()
@@ -270,9 +327,19 @@ class Dashboard(Promtool):
         variables = {v["name"]: v for v in d["templating"]["list"]}
         self.assertEqual(variables["datasource"]["type"], "datasource")
         self.assertEqual(variables["datasource"]["query"], "prometheus")
-        for name in ("namespace", "webhook"):
-            self.assertIn("label_values(hookwarden_receiver_deliveries_total",
-                          variables[name]["definition"])
+        # Both from the operator's gauge, so every Webhook is there, scraped receiver or not;
+        # the namespace is the first part of its webhook label.
+        namespace, webhook = variables["namespace"], variables["webhook"]
+        self.assertEqual(namespace["definition"],
+                         "label_values(hookwarden_operator_webhook_ready, webhook)")
+        regex = re.fullmatch(r"/(.*)/", namespace["regex"])
+        self.assertIsNotNone(regex, namespace["regex"])
+        self.assertEqual(re.match(regex.group(1), "shop/opal").group(1), "shop")
+        self.assertEqual(webhook["definition"], 'label_values(hookwarden_operator_webhook_ready'
+                                                '{webhook=~"($namespace)/.*"}, webhook)')
+        for v in (namespace, webhook):
+            self.assertEqual(v["query"]["query"], v["definition"])
+            self.assertEqual((v["includeAll"], v["multi"], v["allValue"]), (True, True, ".*"))
         ids = [p["id"] for p in panels(d)]
         self.assertEqual(len(ids), len(set(ids)), "panel ids must be unique")
         for p in panels(d):
@@ -323,6 +390,26 @@ class Dashboard(Promtool):
             {"record": "hookwarden:broken", "expr": "sum by (webhook (rate(x[5m]))"}]}]})
         with self.assertRaises(AssertionError):
             promtool("check", "rules", str(path))
+
+    def test_webhook_panels_follow_the_namespace_and_webhook_variables(self) -> None:
+        # Receiver series by their target's namespace; the operator's per-Webhook series
+        # (their namespace is the operator's) by the first part of the webhook label.
+        want = {"hookwarden_receiver": {'namespace=~"$namespace"', 'webhook=~"$webhook"'},
+                "hookwarden_operator": {'webhook=~"($namespace)/.*"', 'webhook=~"$webhook"'}}
+        per_webhook = ("hookwarden_receiver_", "hookwarden_operator_webhook_ready",
+                       "hookwarden_operator_sink_")
+        checked = 0
+        for p in panels(dashboard()):
+            for t in p.get("targets", []):
+                for name, matchers in re.findall(r"\b(hookwarden_\w+)\{([^}]*)\}", t["expr"]):
+                    if not name.startswith(per_webhook):
+                        continue
+                    found = {m.strip() for m in matchers.split(",")}
+                    self.assertLessEqual(want[name[:19]], found, f"{p['title']}: {name}")
+                    checked += 1
+                bare = re.findall(r"\b(hookwarden_\w+)\b(?!\{)", t["expr"])
+                self.assertFalse([n for n in bare if n.startswith(per_webhook)], p["title"])
+        self.assertGreaterEqual(checked, 11)
 
     def test_queries_use_hookwarden_metrics_and_show_every_one(self) -> None:
         used: set[str] = set()

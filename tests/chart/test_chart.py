@@ -150,6 +150,10 @@ class Schema(unittest.TestCase):
         self.rejects({"watchNamespaces": ["Team_A"]}, "watchNamespaces")
         self.rejects({"operator": {"replicaCount": -1}}, "replicaCount")
         self.rejects({"prometheusRule": {"alerts": {"signatureRefusals": {"ratio": 50}}}}, "ratio")
+        # --set gives a decimal as a string: one between 0 and 1 is taken, nothing else.
+        for ratio in ["1.5", "-0.1", "0.9x", "abc", "", -0.1]:
+            self.rejects({"prometheusRule": {"alerts": {"sinkNearlyFull": {"ratio": ratio}}}},
+                         "ratio")
         self.rejects({"prometheusRule": {"alerts": {"sinkNearlyFull": {"for": "5 min"}}}}, "for")
         self.rejects({"grafanaDashboard": {"namespace": "Monitoring"}}, "namespace")
 
@@ -157,6 +161,12 @@ class Schema(unittest.TestCase):
         chart = helm.Chart.load(CHART)
         chart.validate_schema({})
         chart.validate_schema(EVERY_OPTION)
+
+    def test_ratios_may_be_numbers_or_decimal_strings(self) -> None:
+        chart = helm.Chart.load(CHART)
+        for ratio in [0, 1, 0.5, "0", "0.9", "0.05", "1", "1.0"]:
+            chart.validate_schema({"prometheusRule": {"alerts": {
+                "signatureRefusals": {"ratio": ratio}, "sinkNearlyFull": {"ratio": ratio}}}})
 
     def test_values_yaml_documents_every_key(self) -> None:
         # "Documented line by line": every key has a comment right above it, except the keys

@@ -64,7 +64,8 @@ pub fn rendered_rules(set: &[&str]) -> String {
 }
 
 /// The expressions of the chart's Grafana dashboard, with Grafana's variables replaced by
-/// what a user's selection would give (every namespace and Webhook, a 1 m rate window).
+/// what a user's selection would give (every namespace and Webhook, a 5 m rate window, which
+/// covers everything the test sent).
 pub fn dashboard_expressions() -> Vec<(String, String)> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -102,7 +103,7 @@ fn collect_targets(v: &Value, title: &str, out: &mut Vec<(String, String)>) {
 /// Grafana's variables as a dashboard user with "All" selected would send them.
 pub fn grafana_variables(expr: &str) -> String {
     let mut out = expr
-        .replace("$__rate_interval", "1m")
+        .replace("$__rate_interval", "5m")
         .replace("$__interval", "15s")
         .replace("${__range}", "5m")
         .replace("$__range", "5m");

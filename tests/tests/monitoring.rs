@@ -159,8 +159,9 @@ async fn alerts_fire_for_the_webhook_in_trouble_and_the_dashboard_has_data() {
         );
     }
 
-    // Every panel of the dashboard shows data for what just happened.
+    // Every query of the dashboard is accepted and returns series...
     let mut empty = Vec::new();
+    let mut panels: Vec<(String, Vec<Value>)> = Vec::new();
     for (title, expr) in prometheus::dashboard_expressions() {
         let result = p
             .query(&expr)
@@ -169,12 +170,71 @@ async fn alerts_fire_for_the_webhook_in_trouble_and_the_dashboard_has_data() {
         if result.is_empty() {
             empty.push(format!("{title:?}: {expr}"));
         }
+        panels.push((title, result));
     }
     assert!(
         empty.is_empty(),
         "panels without data:\n{}",
         empty.join("\n")
     );
+    // ...and the panels show what just happened, each for the Webhook it happened to.
+    let shows = |title: &str, labels: &[(&str, &str)], value: &dyn Fn(f64) -> bool| {
+        let series: Vec<&Value> = panels
+            .iter()
+            .filter(|(t, _)| t.contains(title))
+            .flat_map(|(_, result)| result)
+            .collect();
+        assert!(!series.is_empty(), "no panel titled {title:?}");
+        let found = series.iter().any(|s| {
+            labels.iter().all(|(k, v)| s["metric"][*k] == *v)
+                && s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(value)
+        });
+        assert!(
+            found,
+            "{title:?} shows no {labels:?} as expected: {series:?}"
+        );
+    };
+    let (forged, full, nosecret, valid) = (
+        webhook("forged"),
+        webhook("full"),
+        webhook("nosecret"),
+        webhook("valid"),
+    );
+    let positive = |v: f64| v > 0.0;
+    shows(
+        "Refusals by reason",
+        &[("webhook", &forged), ("outcome", "bad_signature")],
+        &positive,
+    );
+    shows(
+        "Deliveries by Webhook and outcome",
+        &[("webhook", &valid), ("outcome", "recorded")],
+        &positive,
+    );
+    shows(
+        "503",
+        &[("webhook", &full), ("outcome", "sink_refused")],
+        &positive,
+    );
+    shows(
+        "Readiness by Webhook",
+        &[("webhook", &nosecret), ("reason", "SecretNotFound")],
+        &|v| v == 0.0,
+    );
+    shows(
+        "Readiness by Webhook",
+        &[("webhook", &valid), ("reason", "ReceiverAvailable")],
+        &|v| v == 1.0,
+    );
+    shows(
+        "Sink ConfigMap capacity",
+        &[("webhook", &full), ("configmap", "full-state")],
+        &|v| v > 0.9 && v <= 1.1,
+    );
+    shows("Webhooks not Ready", &[], &|v| v >= 1.0);
 
     // Every expression of the rules is accepted, and every metric it reads exists, so a
     // renamed metric or label fails here rather than in a user's alerting.

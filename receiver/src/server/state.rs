@@ -43,23 +43,16 @@ impl AppState {
         let config_webhook = config.webhook.clone();
         let config_provider = config.provider;
         let max_in_flight = config.limits.max_concurrent_deliveries as usize;
-        let fills: Vec<_> = sinks
-            .fills()
-            .iter()
-            .map(|f| (f.configmap.as_str(), f.bytes.clone(), f.limit))
-            .collect();
-        let metrics = Metrics::new(
-            &format!("{}/{}", config_webhook.namespace, config_webhook.name),
-            config_provider.as_str(),
-            &fills,
-        );
         AppState {
             secrets: SecretStore::new(config.provider, config.secret_files.clone()),
             config: Arc::new(config),
             scheme: Arc::new(scheme),
             replay: Arc::new(ReplayCache::new(REPLAY_MEMORY_SECS, REPLAY_CAPACITY)),
             sinks: Arc::new(sinks),
-            metrics: Arc::new(metrics),
+            metrics: Arc::new(Metrics::new(
+                &format!("{}/{}", config_webhook.namespace, config_webhook.name),
+                config_provider.as_str(),
+            )),
             clock: system_clock(),
             in_flight: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
             refusals: Arc::default(),

@@ -18,7 +18,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -45,41 +44,20 @@ struct Job {
 
 pub struct ConfigMapSink {
     jobs: mpsc::Sender<Job>,
-    fill: SinkFill,
-}
-
-/// How full a sink ConfigMap is, as this replica last read or wrote it: the gauge behind
-/// the `sink_bytes` metric.
-#[derive(Clone, Debug)]
-pub struct SinkFill {
-    pub configmap: String,
-    pub bytes: Gauge,
-    /// Past this many bytes, deliveries are refused ([`view::MAX_BYTES`]).
-    pub limit: usize,
 }
 
 impl ConfigMapSink {
     /// Starts the writer task; must be called inside a Tokio runtime.
     pub fn new(client: kube::Client, namespace: &str, name: &str, mode: ConfigMapMode) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        let fill = SinkFill {
-            configmap: name.into(),
-            bytes: Gauge::default(),
-            limit: view::MAX_BYTES,
-        };
         let writer = Writer {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             mode,
             last: std::sync::Mutex::new(None),
-            bytes: fill.bytes.clone(),
         };
         tokio::spawn(writer.run(queue));
-        ConfigMapSink { jobs, fill }
-    }
-
-    pub fn fill(&self) -> &SinkFill {
-        &self.fill
+        ConfigMapSink { jobs }
     }
 }
 
@@ -120,8 +98,6 @@ struct Writer {
     /// The ConfigMap as last read or written, at its resourceVersion; taken by an attempt,
     /// put back by a successful one.
     last: std::sync::Mutex<Option<ConfigMap>>,
-    /// The size of the ConfigMap's data as last read or written.
-    bytes: Gauge,
 }
 
 impl Writer {
@@ -174,7 +150,6 @@ impl Writer {
                     .map_err(|e| self.failure(e))?,
             };
             let mut data = cm.data.take().unwrap_or_default();
-            self.bytes.set(view::size(&data) as i64);
             let now = crate::clock::system_clock()();
             let mut changed = false;
             let results = view::apply_all(self.mode, &mut data, deliveries, now);
@@ -205,9 +180,6 @@ impl Writer {
                 .replace(&self.name, &PostParams::default(), &cm)
                 .await
                 .map_err(|e| self.failure(e))?;
-            if let Some(data) = &written.data {
-                self.bytes.set(view::size(data) as i64);
-            }
             *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(written);
             Ok(())
         })

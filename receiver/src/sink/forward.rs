@@ -8,9 +8,9 @@
 //! delivery, so the application can recognise one it already took) and
 //! `X-Hookwarden-Event-Types` (the accepted event types it carries).
 //!
-//! It also gets W3C trace context (see `trace`): a `traceparent` whose parent is the
-//! receiver's span, in the sender's trace when the sender sent one (with its `tracestate`),
-//! else in a new one; the receiver's log line for the delivery carries the same trace id.
+//! It also gets W3C trace context (see `trace`): the sender's `traceparent` and `tracestate`
+//! when it sent a valid one, else a new trace; the receiver's log line for the delivery
+//! carries the same trace id.
 
 use axum::body::Bytes;
 use futures::future::BoxFuture;
@@ -125,7 +125,7 @@ impl Sink for ForwardSink {
         self.record_traced(delivery, None, deadline)
     }
 
-    /// Every attempt carries the same `traceparent`: the retries are the receiver's one span.
+    /// Every attempt carries the same `traceparent`: retries are one delivery.
     fn record_traced<'a>(
         &'a self,
         delivery: &'a Delivery,

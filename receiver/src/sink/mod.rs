@@ -19,34 +19,23 @@ use crate::config::ReceiverConfig;
 use crate::delivery::{Delivery, RecordError, Sink};
 use crate::trace::TraceContext;
 
-pub use configmap::{ConfigMapSink, SinkFill};
+pub use configmap::ConfigMapSink;
 pub use events::{EventsSink, REPORTING_CONTROLLER, event_name, event_object};
 pub use forward::{DELIVERY_HEADER, EVENT_TYPES_HEADER, ForwardSink, WEBHOOK_HEADER};
 
 /// Every configured sink, in order.
 pub struct Sinks {
     sinks: Vec<Arc<dyn Sink>>,
-    /// How full each ConfigMap sink is, for the metrics.
-    fills: Vec<SinkFill>,
 }
 
 impl Sinks {
     pub fn new(sinks: Vec<Arc<dyn Sink>>) -> Sinks {
-        Sinks {
-            sinks,
-            fills: Vec::new(),
-        }
-    }
-
-    /// The fill gauges of the ConfigMap sinks.
-    pub fn fills(&self) -> &[SinkFill] {
-        &self.fills
+        Sinks { sinks }
     }
 
     /// The sinks `config` asks for. `client` is needed when one writes to the API server.
     pub fn from_config(config: &ReceiverConfig, client: Option<kube::Client>) -> Sinks {
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
-        let mut fills = Vec::new();
         if config.sinks.events {
             match &client {
                 Some(c) => sinks.push(Arc::new(EventsSink::new(c.clone(), config.webhook.clone()))),
@@ -55,12 +44,12 @@ impl Sinks {
         }
         if let Some(cm) = &config.sinks.config_map {
             match &client {
-                Some(c) => {
-                    let sink =
-                        ConfigMapSink::new(c.clone(), &config.webhook.namespace, &cm.name, cm.mode);
-                    fills.push(sink.fill().clone());
-                    sinks.push(Arc::new(sink));
-                }
+                Some(c) => sinks.push(Arc::new(ConfigMapSink::new(
+                    c.clone(),
+                    &config.webhook.namespace,
+                    &cm.name,
+                    cm.mode,
+                ))),
                 None => sinks.push(Arc::new(Unsupported("configMap (no Kubernetes client)"))),
             }
         }
@@ -75,7 +64,7 @@ impl Sinks {
                 }
             }
         }
-        Sinks { sinks, fills }
+        Sinks { sinks }
     }
 
     pub async fn record(&self, delivery: &Delivery, deadline: Instant) -> Result<(), RecordError> {
