@@ -1,5 +1,6 @@
 //! How a hookwarden process logs and stops, the same in the operator and the receiver.
 
+pub mod json_line;
 pub mod telemetry;
 
 /// Completes on SIGTERM or Ctrl-C.

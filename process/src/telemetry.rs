@@ -7,8 +7,9 @@
 //! for it. At exit, dropping the [`LogGuard`] writes out what is queued, waiting up to a
 //! second (tracing-appender's limit); lines logged after that are not written.
 //!
-//! Timestamps are written by `Timestamp`, not tracing-subscriber's default timer: same text,
-//! for a fraction of the cost (see there).
+//! Timestamps are written by `Timestamp`, not tracing-subscriber's default timer, and JSON
+//! lines by `json_line::JsonLine`, not tracing-subscriber's JSON formatter: the same text,
+//! for a fraction of the cost (see each).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -19,6 +20,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 /// For a writer chosen at run time (the benchmark's).
 pub use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+pub use crate::json_line::JsonLine;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -60,7 +63,10 @@ pub fn init(format: LogFormat, default_filter: &str) -> LogGuard {
         .with_writer(writer);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .event_format(JsonLine::new(Timestamp))
+            .try_init(),
     };
     // A subscriber installed before (a test's) keeps its own writer.
     LogGuard(installed.is_ok().then_some(guard))

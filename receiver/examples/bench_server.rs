@@ -303,11 +303,35 @@ async fn stages(n: usize) {
             .finish();
         time_log_line("text log line, to nowhere", n, text);
     }
-    let (batched, guard) = telemetry::batched(std::fs::File::create(dir.join("batched")).unwrap());
-    let as_now = tracing_subscriber::fmt()
+    // Formatting alone: tracing-subscriber's JSON formatter and hookwarden's, with the same
+    // timer, to nowhere.
+    let theirs = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_timer(telemetry::Timestamp)
+        .with_writer(std::io::sink)
+        .finish();
+    time_log_line("JSON line formatted, tracing's", n, theirs);
+    let ours = tracing_subscriber::fmt()
+        .json()
+        .event_format(telemetry::JsonLine::new(telemetry::Timestamp))
+        .with_writer(std::io::sink)
+        .finish();
+    time_log_line("JSON line formatted, hookwarden's", n, ours);
+    let (batched, guard) = telemetry::batched(std::fs::File::create(dir.join("before")).unwrap());
+    let before = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_timer(telemetry::Timestamp)
+        .with_writer(batched)
+        .finish();
+    time_log_line("JSON log line, batched, before", n, before);
+    drop(guard);
+    // As `telemetry::init` logs now.
+    let (batched, guard) = telemetry::batched(std::fs::File::create(dir.join("batched")).unwrap());
+    let as_now = tracing_subscriber::fmt()
+        .json()
+        .event_format(telemetry::JsonLine::new(telemetry::Timestamp))
         .with_writer(batched)
         .finish();
     time_log_line("JSON log line, batched writer", n, as_now);
@@ -319,8 +343,8 @@ async fn stages(n: usize) {
             .count()
     };
     assert_eq!(
-        (lines("direct"), lines("batched")),
-        (n, n),
+        (lines("direct"), lines("before"), lines("batched")),
+        (n, n, n),
         "every line written"
     );
     std::fs::remove_dir_all(&dir).unwrap();
