@@ -107,15 +107,20 @@ async fn alerts_fire_for_the_webhook_in_trouble_and_the_dashboard_has_data() {
     // A sink ConfigMap that someone filled up: deliveries are refused (503), never truncated.
     let first = send_eventually(&full_url, "stripe", full_secret.path(), &stripe(100), &[]);
     assert!(first.starts_with("200"), "{first}");
-    let mut cm: ConfigMap = ns.api().get("full-state").await.unwrap();
-    cm.metadata.managed_fields = None;
-    cm.data
-        .get_or_insert_default()
-        .insert("ballast".into(), "x".repeat(910 * 1024));
+    // (read and replaced again if the operator or a receiver wrote it in between)
     let cms: kube::Api<ConfigMap> = ns.api();
-    cms.replace("full-state", &Default::default(), &cm)
-        .await
-        .unwrap();
+    eventually("the sink ConfigMap filled", CONVERGE, || async {
+        let mut cm = cms.get("full-state").await.map_err(|e| e.to_string())?;
+        cm.metadata.managed_fields = None;
+        cm.data
+            .get_or_insert_default()
+            .insert("ballast".into(), "x".repeat(910 * 1024));
+        cms.replace("full-state", &Default::default(), &cm)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
     for i in 0..12 {
         let (ok, out) = send(
             &full_url,
