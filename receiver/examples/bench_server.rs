@@ -177,6 +177,7 @@ fn membrane_delivery(id: &str, n: usize) -> Delivery {
         events: parsed.events,
         body: body.into(),
         content_type: None,
+        trace: None,
         event_ts: None,
     }
 }

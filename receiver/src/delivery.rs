@@ -20,6 +20,9 @@ pub struct Delivery {
     pub content_type: Option<axum::http::HeaderValue>,
     /// The sender's event time, where it has one (Opal's `event_ts`): orders state changes.
     pub event_ts: Option<i64>,
+    /// The trace it belongs to, where one is used (see `trace`): the `forward` sink passes
+    /// it on.
+    pub trace: Option<TraceContext>,
 }
 
 /// Why a delivery could not be recorded. The sender gets 503 and may retry.
@@ -51,17 +54,4 @@ pub trait Sink: Send + Sync {
         delivery: &'a Delivery,
         deadline: Instant,
     ) -> BoxFuture<'a, Result<(), RecordError>>;
-
-    /// Records `delivery`, which belongs to the trace `trace` (see `trace`), giving up at
-    /// `deadline`. A sink that passes deliveries on to an application (`forward`) passes the
-    /// trace on with it; the others record as [`Sink::record`] does.
-    fn record_traced<'a>(
-        &'a self,
-        delivery: &'a Delivery,
-        trace: Option<&'a TraceContext>,
-        deadline: Instant,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
-        let _ = trace;
-        self.record(delivery, deadline)
-    }
 }

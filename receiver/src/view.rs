@@ -526,6 +526,7 @@ mod tests {
             events: parsed.events,
             body: body.into(),
             content_type: None,
+            trace: None,
             event_ts: parsed.event_ts,
         }
     }
@@ -650,6 +651,7 @@ mod tests {
                 events: parsed.events,
                 body: body.to_string().into(),
                 content_type: None,
+                trace: None,
                 event_ts: None,
             };
             assert_eq!(apply(ConfigMapMode::State, &mut data, &d, 0), Ok(true));

@@ -121,26 +121,22 @@ async fn handle(
         return Outcome::Ignored;
     }
     let n = events.len();
-    let trace = trace_context(state, headers);
     let delivery = Delivery {
         key,
         events,
         body,
         content_type: headers.get(header::CONTENT_TYPE).cloned(),
         event_ts,
+        trace: trace_context(state, headers),
     };
     // The sender's clock started when the delivery arrived.
     let deadline = arrived + state.config.limits.record_budget();
-    match state
-        .sinks
-        .record_traced(&delivery, trace.as_ref(), deadline)
-        .await
-    {
+    match state.sinks.record(&delivery, deadline).await {
         Ok(()) => {
             state.replay.remember(key, now);
             Outcome::Recorded {
                 events: n,
-                trace_id: trace.map(|t| t.trace_id),
+                trace_id: delivery.trace.map(|t| t.trace_id),
             }
         }
         Err(e) => Outcome::NotRecorded(e),

@@ -22,7 +22,7 @@ use super::retry::{Failure, retry_until};
 use crate::config::WebhookIdentity;
 use crate::delivery::{Delivery, RecordError, Sink};
 use crate::error::{Error, Result};
-use crate::trace::{TRACEPARENT, TRACESTATE, TraceContext};
+use crate::trace::{TRACEPARENT, TRACESTATE};
 
 pub const WEBHOOK_HEADER: &str = "x-hookwarden-webhook";
 pub const DELIVERY_HEADER: &str = "x-hookwarden-delivery";
@@ -52,11 +52,7 @@ impl ForwardSink {
         })
     }
 
-    fn request(
-        &self,
-        delivery: &Delivery,
-        trace: Option<&TraceContext>,
-    ) -> Result<Request<Full<Bytes>>, RecordError> {
+    fn request(&self, delivery: &Delivery) -> Result<Request<Full<Bytes>>, RecordError> {
         let mut types: Vec<&str> = delivery
             .events
             .iter()
@@ -72,7 +68,7 @@ impl ForwardSink {
             .header(WEBHOOK_HEADER, &self.webhook)
             .header(DELIVERY_HEADER, hex::encode(delivery.key))
             .header(EVENT_TYPES_HEADER, types.join(","));
-        if let Some(trace) = trace {
+        if let Some(trace) = &delivery.trace {
             request = request.header(&TRACEPARENT, trace.traceparent());
             if let Some(state) = &trace.tracestate {
                 request = request.header(&TRACESTATE, state);
@@ -84,12 +80,8 @@ impl ForwardSink {
             .map_err(|e| RecordError::Refused(format!("cannot forward: {e}")))
     }
 
-    async fn attempt(
-        &self,
-        delivery: &Delivery,
-        trace: Option<&TraceContext>,
-    ) -> Result<(), Failure> {
-        let request = self.request(delivery, trace).map_err(Failure::Final)?;
+    async fn attempt(&self, delivery: &Delivery) -> Result<(), Failure> {
+        let request = self.request(delivery).map_err(Failure::Final)?;
         match self.client.request(request).await {
             Err(e) => Err(Failure::Transient(format!("application unreachable: {e}"))),
             Ok(response) => {
@@ -122,17 +114,8 @@ impl Sink for ForwardSink {
         delivery: &'a Delivery,
         deadline: Instant,
     ) -> BoxFuture<'a, Result<(), RecordError>> {
-        self.record_traced(delivery, None, deadline)
-    }
-
-    /// Every attempt carries the same `traceparent`: retries are one delivery.
-    fn record_traced<'a>(
-        &'a self,
-        delivery: &'a Delivery,
-        trace: Option<&'a TraceContext>,
-        deadline: Instant,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
-        Box::pin(retry_until(deadline, move || self.attempt(delivery, trace)))
+        // Every attempt carries the same `traceparent`: retries are one delivery.
+        Box::pin(retry_until(deadline, move || self.attempt(delivery)))
     }
 }
 

@@ -17,7 +17,6 @@ use tokio::time::Instant;
 
 use crate::config::ReceiverConfig;
 use crate::delivery::{Delivery, RecordError, Sink};
-use crate::trace::TraceContext;
 
 pub use configmap::ConfigMapSink;
 pub use events::{EventsSink, REPORTING_CONTROLLER, event_name, event_object};
@@ -68,18 +67,8 @@ impl Sinks {
     }
 
     pub async fn record(&self, delivery: &Delivery, deadline: Instant) -> Result<(), RecordError> {
-        self.record_traced(delivery, None, deadline).await
-    }
-
-    /// As [`Sinks::record`], each sink told the trace `delivery` belongs to (see `trace`).
-    pub async fn record_traced(
-        &self,
-        delivery: &Delivery,
-        trace: Option<&TraceContext>,
-        deadline: Instant,
-    ) -> Result<(), RecordError> {
         for sink in &self.sinks {
-            sink.record_traced(delivery, trace, deadline).await?;
+            sink.record(delivery, deadline).await?;
         }
         Ok(())
     }
