@@ -43,6 +43,7 @@ demo:
 ## unit test fails when either is stale).
 crds:
 	$(CARGO) run -q -p hookwarden-operator -- crd > crds/webhooks.hookwarden.io.yaml
+	$(CARGO) run -q -p hookwarden-operator -- crd receiverpools > crds/receiverpools.hookwarden.io.yaml
 	$(CARGO) run -q -p hookwarden-operator -- reference > docs/webhook-reference.md
 
 ## Regenerate deploy/hookwarden.yaml from the chart (a chart test fails when it is stale).

@@ -10,6 +10,10 @@
 # to a file), as `hookwarden-receiver run --log-format json` runs in a pod: what a receiver
 # really costs in production; the target is measured on `receiver`.
 #
+# A fourth, `pool`, is the receiver pool (`hookwarden-receiver pool --config FILE
+# --secrets-dir DIR`, JSON logs on, as in a pod) serving 100 Opal Webhooks, each on its own
+# path with its own secret; the deliveries are spread over all of them in turn.
+#
 # The servers run alternately ROUNDS times (default 5) and each one's median round is
 # reported: on a shared VM single runs vary by 15 % or more, and a neighbour's load can halve
 # a round. The ratio is the median of each round's receiver against that round's bare
@@ -41,6 +45,9 @@ head -c 32 /dev/urandom | base64 > "$WORK/secret"
 # afresh for each receiver round so that their timestamps are current.
 COUNT=$((DURATION * 200000))
 export BENCH_REQUESTS="$WORK/requests"
+POOL_WEBHOOKS=${BENCH_POOL_WEBHOOKS:-100}
+mkdir -p "$WORK/pool"
+"$SERVER" pool-setup "$POOL_WEBHOOKS" "$PORT" "$METRICS_PORT" "$WORK/pool"
 
 wait_port() {
   for _ in $(seq 100); do
@@ -48,6 +55,15 @@ wait_port() {
     sleep 0.05
   done
   echo "bench: nothing listens on port $1" >&2
+  return 1
+}
+# wait_ready PORT: until /readyz answers 200 (a pool, once its configuration is applied).
+wait_ready() {
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench: nothing ready on port $1" >&2
   return 1
 }
 rss_kib() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
@@ -59,13 +75,16 @@ run() {
   local name=$1 round=$2
   shift 2
   local log=
-  [ "$name" = logged ] && log=json
-  if [ "$name" != bare ]; then
+  if [ "$name" = logged ] || [ "$name" = pool ]; then log=json; fi
+  if [ "$name" = pool ]; then
+    "$SERVER" pool-requests "$COUNT" "$WORK/pool" "$WORK/requests"
+  elif [ "$name" != bare ]; then
     "$SERVER" requests "$COUNT" "$WORK/secret" "$WORK/requests"
   fi
   BENCH_LOG_FORMAT=$log taskset -c "$SERVER_CPU" "$SERVER" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
   local pid=$!
   wait_port "$PORT"
+  [ "$name" != pool ] || wait_ready "$PORT"
   sleep 0.5
   local idle
   idle=$(rss_kib "$pid" VmRSS)
@@ -99,11 +118,12 @@ for round in $(seq "$ROUNDS"); do
   run bare "$round" bare "$PORT"
   run receiver "$round" receiver "$PORT" "$METRICS_PORT" "$WORK/secret"
   run logged "$round" receiver "$PORT" "$METRICS_PORT" "$WORK/secret"
+  run pool "$round" pool "$PORT" "$METRICS_PORT" "$WORK/pool/pool.yaml" "$WORK/pool/secrets"
 done
 
 status=0
 echo "median rounds:"
-for name in bare receiver logged; do
+for name in bare receiver logged pool; do
   read -r rps p50 p99 idle peak requests non2xx recorded <<<"$(median "$name")"
   printf '%-9s %10s req/s   p50 %8s   p99 %8s   RSS idle %5s MiB, peak %5s MiB\n' \
     "$name" "$rps" "$p50" "$p99" "$(mib "$idle")" "$(mib "$peak")"
@@ -118,12 +138,14 @@ read -r ratio rounds <<<"$(ratios receiver)"
 echo "ratio     $ratio of the bare server's throughput on the verify path (median; rounds, sorted: $rounds)"
 read -r ratio rounds <<<"$(ratios logged)"
 echo "          $ratio with JSON logs, one line per delivery (rounds: $rounds)"
+read -r ratio rounds <<<"$(ratios pool)"
+echo "          $ratio the pool of $POOL_WEBHOOKS Webhooks, JSON logs on (rounds: $rounds)"
 # Where the receiver's time goes beyond the bare server's, step by step, without the network.
 taskset -c "$SERVER_CPU" "$SERVER" stages 200000
 # Every receiver round, with logs or without: all answered 2xx, each recorded (wrk stops
 # counting answers still in flight when its time is up, so a few more may be recorded than
 # it counted), no replays.
-for name in receiver logged; do
+for name in receiver logged pool; do
   while read -r rps p50 p99 idle peak requests non2xx recorded; do
     echo "$name round: $requests sent, $((requests - non2xx)) acknowledged, $recorded recorded"
     if [ "$requests" -gt "$COUNT" ]; then

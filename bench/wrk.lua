@@ -1,6 +1,7 @@
 -- Replays the pre-signed deliveries in $BENCH_REQUESTS, each once, in order: Opal's
 -- (timestamp and signature headers), or Membrane's with BENCH_PROVIDER=membrane; POSTed to
--- the URL's path.
+-- the URL's path, or to the line's own path when it starts with one (the pool's requests:
+-- `path<TAB>timestamp<TAB>signature<TAB>body`).
 local requests = {}
 local n = 0
 local i = 0
@@ -9,6 +10,11 @@ function init(args)
   local membrane = os.getenv("BENCH_PROVIDER") == "membrane"
   local path = wrk.path
   for line in io.lines(os.getenv("BENCH_REQUESTS")) do
+    local to = path
+    local own, rest = line:match("^(/[^\t]*)\t(.*)$")
+    if own then
+      to, line = own, rest
+    end
     local ts, sig, body = line:match("^([^\t]+)\t([^\t]+)\t(.*)$")
     n = n + 1
     local headers = { ["Content-Type"] = "application/json" }
@@ -18,7 +24,7 @@ function init(args)
       headers["X-Opal-Request-Timestamp"] = ts
       headers["X-Opal-Signature"] = sig
     end
-    requests[n] = wrk.format("POST", path, headers, body)
+    requests[n] = wrk.format("POST", to, headers, body)
   end
 end
 

@@ -69,6 +69,9 @@ run_on() {
   # Deliveries through the receivers' Services, signed by `hookwarden-receiver send`.
   suite "$v" deliveries env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
     cargo test -p hookwarden-tests --test deliveries -- --test-threads="$THREADS"
+  # Receiver pools: Webhooks of a namespace served by one Deployment, reconfigured live.
+  suite "$v" pool env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
+    cargo test -p hookwarden-tests --test pool -- --test-threads="$THREADS"
   # The chart's alert rules and dashboard against a real Prometheus (Debian's package) that
   # scrapes this cluster.
   suite "$v" monitoring env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \

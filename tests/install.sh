@@ -34,6 +34,7 @@ kubectl create namespace hookwarden-system --dry-run=client -o yaml |
 echo "install: helm install charts/hookwarden" >&2
 tests/chart/helm install --name hookwarden --namespace hookwarden-system --values tests/chart/local.yaml
 tests/cluster/cluster.sh established webhooks.hookwarden.io
+tests/cluster/cluster.sh established receiverpools.hookwarden.io
 if [ "$restart" = 1 ]; then
   # Same tag, new build: roll the operator onto the freshly built image.
   kubectl -n hookwarden-system rollout restart deployment/hookwarden-operator >/dev/null

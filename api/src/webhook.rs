@@ -69,9 +69,17 @@ pub struct WebhookSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sinks: Option<Sinks>,
 
-    /// Settings of the receiver pods.
+    /// Settings of a receiver of this Webhook's own: pods that serve this Webhook alone
+    /// (for isolation). Use this, `pool` or `sidecar`, not two of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receiver: Option<ReceiverSettings>,
+
+    /// The `ReceiverPool` of this namespace whose pods serve this Webhook, on its path,
+    /// beside the pool's other Webhooks. Changes to this Webhook reach the pool's pods
+    /// without a restart. Use this, `receiver` or `sidecar`, not two of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 58))]
+    pub pool: Option<String>,
 
     /// The signature layout, for provider `generic-hmac` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -276,7 +284,7 @@ pub struct ForwardSink {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ReceiverSettings {
-    /// Number of receiver pods. Default: 1.
+    /// Number of receiver pods. Default: 1 for a Webhook's own receiver, 2 for a pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,

@@ -55,12 +55,14 @@ pub struct ReceiverDefaults {
 /// once and never re-applied).
 #[derive(Clone, Debug)]
 pub struct Children {
-    pub config: ConfigMap,
+    /// The receiver's config file (none for a pooled Webhook: its pool's config names it).
+    pub config: Option<ConfigMap>,
     pub sink: Option<ConfigMap>,
     /// Where the receiver runs.
     pub receiver: ReceiverPlan,
-    /// The receiver's Service: over its own pods, or over the pods it is injected into.
-    pub service: Service,
+    /// The receiver's Service: over its own pods, or over the pods it is injected into
+    /// (none for a pooled Webhook: it is reached through its pool's Service).
+    pub service: Option<Service>,
     /// The Ingress for `spec.ingress`, when set.
     pub ingress: Option<Ingress>,
     /// The Gateway API HTTPRoute for `spec.gateway`, when set.
@@ -77,6 +79,8 @@ pub enum ReceiverPlan {
         /// What is injected now ([`SidecarReceiver::hash`]), to tell outdated pods.
         hash: String,
     },
+    /// `spec.pool`: served by the pods of this ReceiverPool.
+    Pool { pool: String },
 }
 
 /// A receiver with pods of its own: a Deployment, under a ServiceAccount whose Role allows
@@ -188,13 +192,18 @@ fn secret_file(i: usize) -> String {
 /// Builds every child of `webhook`.
 pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -> Result<Children> {
     let o = owner(webhook)?;
-    let receiver_name = names::receiver(&o.name);
+    // The Service senders reach this Webhook through.
+    let receiver_name = match &spec.pool {
+        Some(pool) => names::pool_receiver(pool),
+        None => names::receiver(&o.name),
+    };
     let config_yaml = receiver_config(webhook, spec)?
         .to_yaml()
         .map_err(|e| Error::Render(e.to_string()))?;
 
-    let (receiver, service) = match &spec.sidecar {
-        None => {
+    let (receiver, service) = match (&spec.pool, &spec.sidecar) {
+        (Some(pool), _) => (ReceiverPlan::Pool { pool: pool.clone() }, None),
+        (None, None) => {
             let own = own_receiver(webhook, &o, spec, defaults, &config_yaml);
             let service = receiver_service(
                 &o,
@@ -202,9 +211,9 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
                 IntOrString::String("http".into()),
                 IntOrString::String("metrics".into()),
             );
-            (ReceiverPlan::Own(Box::new(own)), service)
+            (ReceiverPlan::Own(Box::new(own)), Some(service))
         }
-        Some(sidecar) => {
+        (None, Some(sidecar)) => {
             let injected =
                 sidecar_receiver_with(webhook, &o, spec, sidecar, defaults, &config_yaml)?;
             let service = receiver_service(
@@ -217,19 +226,19 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
                 ReceiverPlan::Sidecar {
                     hash: injected.hash,
                 },
-                service,
+                Some(service),
             )
         }
     };
 
-    let config = ConfigMap {
+    let config = spec.pool.is_none().then(|| ConfigMap {
         metadata: meta(&o, names::receiver_config(&o.name), "config"),
         data: Some(BTreeMap::from([(
             CONFIG_FILE_NAME.to_string(),
             config_yaml,
         )])),
         ..ConfigMap::default()
-    };
+    });
 
     // The sink carries no data here: the receiver owns its content, and server-side apply
     // leaves fields this manager does not set alone.
@@ -245,7 +254,7 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
 
     let http_route = spec.gateway.as_ref().map(|g| {
         crate::route::http_route(
-            meta(&o, receiver_name.clone(), "receiver"),
+            meta(&o, names::receiver(&o.name), "receiver"),
             spec,
             g,
             &receiver_name,
@@ -363,7 +372,7 @@ fn receiver_service(
 
 /// An Ingress routing exactly `spec.path` on the host to the receiver's Service.
 fn ingress(o: &Owner, spec: &ValidSpec, set: &WebhookIngress, receiver_name: &str) -> Ingress {
-    let mut metadata = meta(o, receiver_name.to_string(), "receiver");
+    let mut metadata = meta(o, names::receiver(&o.name), "receiver");
     metadata.annotations = set.annotations.clone().filter(|a| !a.is_empty());
     Ingress {
         metadata,
@@ -414,16 +423,18 @@ fn deployment(
     let mut pod_annotations = settings.pod_annotations.clone().unwrap_or_default();
     pod_annotations.insert(names::CONFIG_HASH_ANNOTATION.into(), config_hash.into());
 
+    let layout = ContainerLayout {
+        port: DEFAULT_PORT,
+        metrics_port: DEFAULT_METRICS_PORT,
+        config_volume: "config".into(),
+        secret_volume: |i| format!("secret-{i}"),
+        run_as: None,
+    };
+    let mounts = webhook_mounts(&layout, spec);
     let container = receiver_container(
         "receiver",
-        ContainerLayout {
-            port: DEFAULT_PORT,
-            metrics_port: DEFAULT_METRICS_PORT,
-            config_volume: "config".into(),
-            secret_volume: |i| format!("secret-{i}"),
-            run_as: None,
-        },
-        spec,
+        layout,
+        (run_args(), mounts),
         defaults,
         &settings,
     );
@@ -438,13 +449,7 @@ fn deployment(
                 match_labels: Some(names::selector_labels(&o.name)),
                 ..LabelSelector::default()
             },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
-            }),
+            strategy: Some(surge_first()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -455,17 +460,7 @@ fn deployment(
                     service_account_name: Some(receiver_name.into()),
                     automount_service_account_token: Some(needs_api),
                     containers: vec![container],
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RECEIVER_UID),
-                        run_as_group: Some(RECEIVER_UID),
-                        fs_group: Some(RECEIVER_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(pod_security_context()),
                     volumes: Some(
                         std::iter::once(Volume {
                             name: "config".into(),
@@ -482,15 +477,7 @@ fn deployment(
                     tolerations: settings.tolerations.clone(),
                     affinity: settings.affinity.clone(),
                     priority_class_name: settings.priority_class_name.clone(),
-                    image_pull_secrets: settings.image_pull_secrets.clone().or_else(|| {
-                        (!defaults.image_pull_secrets.is_empty()).then(|| {
-                            defaults
-                                .image_pull_secrets
-                                .iter()
-                                .map(|name| LocalObjectReference { name: name.clone() })
-                                .collect()
-                        })
-                    }),
+                    image_pull_secrets: image_pull_secrets(&settings, defaults),
                     termination_grace_period_seconds: Some(30),
                     ..PodSpec::default()
                 }),
@@ -501,20 +488,94 @@ fn deployment(
     }
 }
 
-/// How the receiver container fits into its pod.
-struct ContainerLayout<F: Fn(usize) -> String> {
-    port: u16,
-    metrics_port: u16,
-    config_volume: String,
-    secret_volume: F,
-    /// The user and group to run as, when the pod does not say (a sidecar).
-    run_as: Option<i64>,
+/// A rolling update that starts a new receiver pod before it stops an old one: receivers
+/// keep serving through a change.
+pub(crate) fn surge_first() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_unavailable: Some(IntOrString::Int(0)),
+            max_surge: Some(IntOrString::Int(1)),
+        }),
+    }
 }
 
-fn receiver_container<F: Fn(usize) -> String>(
+/// The security context of a receiver's own pod (Pod Security `restricted`).
+pub(crate) fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RECEIVER_UID),
+        run_as_group: Some(RECEIVER_UID),
+        fs_group: Some(RECEIVER_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The pull secrets of a receiver's pods: its own settings', else the operator's defaults.
+pub(crate) fn image_pull_secrets(
+    settings: &ReceiverSettings,
+    defaults: &ReceiverDefaults,
+) -> Option<Vec<LocalObjectReference>> {
+    settings.image_pull_secrets.clone().or_else(|| {
+        (!defaults.image_pull_secrets.is_empty()).then(|| {
+            defaults
+                .image_pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        })
+    })
+}
+
+/// How the receiver container fits into its pod.
+pub(crate) struct ContainerLayout<F: Fn(usize) -> String> {
+    pub(crate) port: u16,
+    pub(crate) metrics_port: u16,
+    pub(crate) config_volume: String,
+    pub(crate) secret_volume: F,
+    /// The user and group to run as, when the pod does not say (a sidecar).
+    pub(crate) run_as: Option<i64>,
+}
+
+/// The arguments of a receiver serving one Webhook from its mounted config file.
+fn run_args() -> Vec<String> {
+    vec![
+        "run".into(),
+        "--config".into(),
+        format!("{CONFIG_DIR}/{CONFIG_FILE_NAME}"),
+        "--log-format".into(),
+        "json".into(),
+    ]
+}
+
+/// The mounts of a receiver serving one Webhook: its config and each of its secrets.
+fn webhook_mounts<F: Fn(usize) -> String>(
+    layout: &ContainerLayout<F>,
+    spec: &ValidSpec,
+) -> Vec<VolumeMount> {
+    std::iter::once(VolumeMount {
+        name: layout.config_volume.clone(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    })
+    .chain((0..spec.secrets().count()).map(|i| VolumeMount {
+        name: (layout.secret_volume)(i),
+        mount_path: format!("{SECRETS_DIR}/{i}"),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }))
+    .collect()
+}
+
+pub(crate) fn receiver_container<F: Fn(usize) -> String>(
     name: &str,
     layout: ContainerLayout<F>,
-    spec: &ValidSpec,
+    (args, mounts): (Vec<String>, Vec<VolumeMount>),
     defaults: &ReceiverDefaults,
     settings: &ReceiverSettings,
 ) -> Container {
@@ -549,13 +610,7 @@ fn receiver_container<F: Fn(usize) -> String>(
             }),
             ..EnvVar::default()
         }]),
-        args: Some(vec![
-            "run".into(),
-            "--config".into(),
-            format!("{CONFIG_DIR}/{CONFIG_FILE_NAME}"),
-            "--log-format".into(),
-            "json".into(),
-        ]),
+        args: Some(args),
         ports: Some(vec![
             ContainerPort {
                 name: layout.run_as.is_none().then(|| "http".into()),
@@ -590,21 +645,7 @@ fn receiver_container<F: Fn(usize) -> String>(
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(
-            std::iter::once(VolumeMount {
-                name: layout.config_volume.clone(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            })
-            .chain((0..spec.secrets().count()).map(|i| VolumeMount {
-                name: (layout.secret_volume)(i),
-                mount_path: format!("{SECRETS_DIR}/{i}"),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            }))
-            .collect(),
-        ),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
         ..Container::default()
     }
 }
@@ -667,16 +708,18 @@ fn sidecar_receiver_with(
     config: &str,
 ) -> Result<SidecarReceiver> {
     let settings = webhook.spec.receiver.clone().unwrap_or_default();
+    let layout = ContainerLayout {
+        port: sidecar.port,
+        metrics_port: sidecar.metrics_port,
+        config_volume: names::sidecar_volume(&o.name, "config"),
+        secret_volume: |i| names::sidecar_volume(&o.name, &format!("secret-{i}")),
+        run_as: Some(RECEIVER_UID),
+    };
+    let mounts = webhook_mounts(&layout, spec);
     let mut container = receiver_container(
         &names::sidecar_container(&o.name),
-        ContainerLayout {
-            port: sidecar.port,
-            metrics_port: sidecar.metrics_port,
-            config_volume: names::sidecar_volume(&o.name, "config"),
-            secret_volume: |i| names::sidecar_volume(&o.name, &format!("secret-{i}")),
-            run_as: Some(RECEIVER_UID),
-        },
-        spec,
+        layout,
+        (run_args(), mounts),
         defaults,
         &settings,
     );
@@ -758,11 +801,11 @@ pub fn generated_secret(webhook: &Webhook, name: &str, value: &str) -> Result<Se
 pub fn url(webhook: &Webhook, spec: &ValidSpec) -> Option<String> {
     let name = webhook.metadata.name.as_deref()?;
     let ns = webhook.metadata.namespace.as_deref()?;
-    Some(format!(
-        "http://{}.{ns}.svc{}",
-        names::receiver(name),
-        spec.path
-    ))
+    let service = match &spec.pool {
+        Some(pool) => names::pool_receiver(pool),
+        None => names::receiver(name),
+    };
+    Some(format!("http://{service}.{ns}.svc{}", spec.path))
 }
 
 /// The URL senders outside the cluster call, when the Webhook has an Ingress.
@@ -861,10 +904,10 @@ mod tests {
             service_account: own.service_account,
             role: own.role,
             role_binding: own.role_binding,
-            config: c.config,
+            config: c.config.expect("a config"),
             sink: c.sink,
             deployment: own.deployment,
-            service: c.service,
+            service: c.service.expect("a Service"),
             ingress: c.ingress,
         }
     }
@@ -1250,7 +1293,7 @@ mod tests {
             matches!(&children.receiver, ReceiverPlan::Sidecar { hash } if *hash == r.hash),
             "the plan carries what is injected now"
         );
-        let sspec = children.service.spec.unwrap();
+        let sspec = children.service.unwrap().spec.unwrap();
         assert_eq!(sspec.selector.unwrap()["hookwarden.io/inject"], "opal");
         let ports = sspec.ports.unwrap();
         assert_eq!(ports[0].target_port, Some(IntOrString::Int(8090)));

@@ -23,9 +23,6 @@ pub fn find_conflict<'a>(
     spec: &ValidSpec,
     others: impl IntoIterator<Item = &'a Webhook>,
 ) -> Option<Conflict> {
-    if !matches!(spec.provider, Provider::Opal | Provider::Membrane) {
-        return None;
-    }
     let my_key = age_key(me);
     let mut winners: Vec<(AgeKey, Conflict)> = others
         .into_iter()
@@ -52,6 +49,25 @@ pub fn find_conflict<'a>(
 }
 
 fn overlap(mine: &ValidSpec, theirs: &ValidSpec, their_name: &str) -> Option<String> {
+    if let Some(pool) = mine.pool.as_ref().filter(|_| mine.pool == theirs.pool)
+        && mine.path == theirs.path
+    {
+        return Some(format!(
+            "Webhook {their_name:?} already takes path {} in ReceiverPool {pool:?}; \
+             choose another spec.path",
+            mine.path
+        ));
+    }
+    if let (Some(a), Some(b)) = (&mine.ingress, &theirs.ingress)
+        && a.host == b.host
+        && mine.path == theirs.path
+    {
+        return Some(format!(
+            "Webhook {their_name:?} already exposes {}{} through its Ingress; choose \
+             another spec.path or host",
+            a.host, mine.path
+        ));
+    }
     match (mine.provider, theirs.provider) {
         (Provider::Opal, Provider::Opal) => Some(format!(
             "Webhook {their_name:?} already receives Opal's webhook in this namespace; \
@@ -172,5 +188,33 @@ mod tests {
         let o = wh("o", "opal", &[], 1);
         let m = wh("m", "membrane", &[], 2);
         assert_eq!(conflict_of(&m, &[o, m.clone()]), None);
+    }
+
+    #[test]
+    fn two_webhooks_of_a_pool_on_one_path_conflict_the_newer_loses() {
+        let pooled = |name: &str, pool: &str, path: &str, created: i64| {
+            let mut w = wh(name, "github", &[], created);
+            w.spec.pool = Some(pool.into());
+            w.spec.path = path.into();
+            w
+        };
+        let a = pooled("a", "default", "/hooks", 1);
+        let b = pooled("b", "default", "/hooks", 2);
+        let other_pool = pooled("c", "other", "/hooks", 3);
+        let other_path = pooled("d", "default", "/d", 4);
+        let all = [a.clone(), b.clone(), other_pool.clone(), other_path.clone()];
+        assert_eq!(conflict_of(&a, &all), None);
+        let c = conflict_of(&b, &all).unwrap();
+        assert_eq!(c.other, "a");
+        assert!(
+            c.message
+                .contains("path /hooks in ReceiverPool \"default\""),
+            "{}",
+            c.message
+        );
+        assert_eq!(conflict_of(&other_pool, &all), None);
+        assert_eq!(conflict_of(&other_path, &all), None);
+        // Once the older one goes, the newer one is served.
+        assert_eq!(conflict_of(&b, std::slice::from_ref(&b)), None);
     }
 }

@@ -2,7 +2,7 @@
 //! children -> apply -> write status. Decisions live in pure modules (`validate`,
 //! `conflict`, `children`, `status`); this module does the I/O.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -31,11 +31,14 @@ use crate::crd::Webhook;
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, ReadyLabels};
 use crate::names;
+use crate::pool_controller::{self, PoolContext};
 use crate::route::{self, RouteState};
 use crate::secret;
+use crate::served::{self, Wanted};
 use crate::status::{self, Readiness, Reason, SinkUsage};
 use crate::triggers;
 use crate::validate::{SecretSource, ValidSpec, validate};
+use hookwarden_api::pool::{DEFAULT_POOL, ReceiverPool, ReceiverPoolSpec};
 
 /// How often a healthy Webhook is reconciled even without a change.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -125,6 +128,28 @@ async fn run_scope(
         controller: names::FIELD_MANAGER.into(),
         instance: config.instance.clone(),
     };
+    let pools = {
+        let ctx = Arc::new(PoolContext {
+            client: client.clone(),
+            defaults: config.receiver.clone(),
+            webhooks: store.clone(),
+        });
+        let scope = (client.clone(), ns.clone());
+        pool_controller::run(
+            ctx,
+            scoped(&client, ns.as_deref()),
+            webhooks.clone(),
+            move || {
+                let (client, ns) = &scope;
+                (
+                    scoped(client, ns.as_deref()),
+                    scoped(client, ns.as_deref()),
+                    scoped(client, ns.as_deref()),
+                )
+            },
+            shutdown.clone(),
+        )
+    };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
@@ -133,6 +158,23 @@ async fn run_scope(
         webhooks: store.clone(),
         failures: Mutex::new(HashMap::new()),
     });
+    let pool_members = {
+        let store = store.clone();
+        move |namespace: Option<String>, pool: Option<&String>| -> Vec<ObjectRef<Webhook>> {
+            let (Some(ns), Some(pool)) = (namespace, pool) else {
+                return vec![];
+            };
+            store
+                .state()
+                .iter()
+                .filter(|w| w.namespace().as_ref() == Some(&ns))
+                .filter(|w| w.spec.pool.as_ref() == Some(pool))
+                .map(|w| ObjectRef::from_obj(w.as_ref()))
+                .collect()
+        }
+    };
+    let members_of_report = pool_members.clone();
+    let members_of_pool = pool_members.clone();
     info!(
         namespace = ns.as_deref().unwrap_or("<all>"),
         "controller starting"
@@ -173,6 +215,27 @@ async fn run_scope(
                     .map(|(name, ns)| ObjectRef::<Webhook>::new(&name).within(&ns))
             },
         )
+        // A pooled Webhook is Ready once its pool's pods report they serve it: their reports
+        // and their readiness are watched.
+        .watches(
+            scoped::<ConfigMap>(&client, ns.as_deref()),
+            watcher::Config::default().labels(&format!("{}=pool-served", names::ROLE_LABEL)),
+            move |cm: ConfigMap| {
+                members_of_report(cm.namespace(), cm.labels().get(names::POOL_LABEL))
+            },
+        )
+        // A pool named before it existed.
+        .watches_stream(
+            triggers::pools(scoped(&client, ns.as_deref())),
+            move |pool: ReceiverPool| {
+                members_of_pool(pool.namespace(), pool.metadata.name.as_ref())
+            },
+        )
+        .watches(
+            scoped::<Pod>(&client, ns.as_deref()),
+            watcher::Config::default().labels(names::POOL_LABEL),
+            move |pod: Pod| pool_members(pod.namespace(), pod.labels().get(names::POOL_LABEL)),
+        )
         // A Webhook's conflicts depend on its neighbours: when one changes or goes away,
         // the others of the same sender in its namespace are looked at again.
         .watches(
@@ -190,7 +253,7 @@ async fn run_scope(
                 Err(error) => debug!(%error, "reconcile loop"),
             }
         });
-    futures::future::join(webhooks_done, cleanup).await;
+    futures::future::join3(webhooks_done, cleanup, pools).await;
 }
 
 /// A second controller, over application Deployments that the previous release added a
@@ -235,7 +298,11 @@ fn neighbours(store: &Store<Webhook>, changed: &Webhook) -> Vec<ObjectRef<Webhoo
         .iter()
         .filter(|w| w.metadata.namespace == changed.metadata.namespace)
         .filter(|w| w.metadata.uid != changed.metadata.uid)
-        .filter(|w| w.spec.provider == changed.spec.provider)
+        .filter(|w| {
+            w.spec.provider == changed.spec.provider
+                || w.spec.pool.is_some() && w.spec.pool == changed.spec.pool
+                || w.spec.ingress.is_some() && changed.spec.ingress.is_some()
+        })
         .map(|w| ObjectRef::from_obj(w.as_ref()))
         .collect()
 }
@@ -417,7 +484,9 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     };
 
     let children = children::build(webhook, &spec, &ctx.config.receiver)?;
-    apply(ctx, &namespace, &children.config).await?;
+    if let Some(config) = &children.config {
+        apply(ctx, &namespace, config).await?;
+    }
     let sink_usage = match &children.sink {
         Some(sink) => {
             // The applied object comes back whole, with the data the receiver wrote.
@@ -439,7 +508,9 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
             apply(ctx, &namespace, &own.service_account).await?;
             apply(ctx, &namespace, &own.role).await?;
             apply(ctx, &namespace, &own.role_binding).await?;
-            apply(ctx, &namespace, &children.service).await?;
+            if let Some(service) = &children.service {
+                apply(ctx, &namespace, service).await?;
+            }
             let deployment = apply(ctx, &namespace, &own.deployment).await?;
             (status::deployment_readiness(&deployment), None, RESYNC)
         }
@@ -448,28 +519,46 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
             let selector = format!("{}={name}", names::INJECT_LABEL);
             let listed = pods.list(&ListParams::default().labels(&selector)).await?;
-            apply(ctx, &namespace, &children.service).await?;
+            if let Some(service) = &children.service {
+                apply(ctx, &namespace, service).await?;
+            }
             remove_own_receiver(ctx, webhook, &namespace).await?;
             let (readiness, counted) = status::sidecar_pods(&name, &listed.items, current);
             // Pods are watched; this is a backstop.
             (readiness, Some(counted), RESYNC)
         }
-    };
-    match &children.ingress {
-        Some(ingress) => {
-            apply(ctx, &namespace, ingress).await?;
+        ReceiverPlan::Pool { pool } => {
+            let readiness = pool_readiness(ctx, webhook, &namespace, pool).await?;
+            // The pool's reports and pods are watched; this is a backstop.
+            (readiness, None, RESYNC)
         }
-        None => remove_stale_ingress(ctx, webhook, &namespace).await?,
+    };
+    // A Webhook joining a pool keeps its routes to what served it before until the pool
+    // serves it: no moment in which its path goes unanswered.
+    let pooled = matches!(children.receiver, ReceiverPlan::Pool { .. });
+    let switch = !pooled || readiness.reason.is_ready();
+    let (route_state, route_url) = match switch {
+        true => {
+            match &children.ingress {
+                Some(ingress) => {
+                    apply(ctx, &namespace, ingress).await?;
+                }
+                None => remove_stale_ingress(ctx, webhook, &namespace).await?,
+            }
+            let route = children.http_route.as_ref();
+            reconcile_route(ctx, webhook, &namespace, &spec, route).await?
+        }
+        false => (RouteState::Unknown, None),
+    };
+    if pooled && switch {
+        // Served by the pool, and routed to it: what served it before goes (a receiver
+        // of its own, from before it joined the pool).
+        remove_own_receiver(ctx, webhook, &namespace).await?;
+        let receiver = names::receiver(&name);
+        delete_owned::<Service>(ctx, webhook, &namespace, &receiver).await?;
+        let config = names::receiver_config(&name);
+        delete_owned::<ConfigMap>(ctx, webhook, &namespace, &config).await?;
     }
-
-    let (route_state, route_url) = reconcile_route(
-        ctx,
-        webhook,
-        &namespace,
-        &spec,
-        children.http_route.as_ref(),
-    )
-    .await?;
     // Without the Gateway API, look again now and then: its CRDs may be installed later.
     // And until a controller accepts the route, look again too, besides the route's watch.
     let accepted = route::condition(
@@ -553,6 +642,59 @@ async fn reconcile_route(
     Ok((
         RouteState::Applied(serde_json::to_value(&applied)?),
         Some(url),
+    ))
+}
+
+/// Whether the pods of `pool` serve `webhook`'s current generation, from their reports.
+/// The `default` pool is created (with the defaults) the first time a Webhook needs it.
+async fn pool_readiness(
+    ctx: &Context,
+    webhook: &Webhook,
+    namespace: &str,
+    pool: &str,
+) -> Result<Readiness> {
+    let pools: Api<ReceiverPool> = Api::namespaced(ctx.client.clone(), namespace);
+    if pools.get_opt(pool).await?.is_none() {
+        if pool != DEFAULT_POOL {
+            return Ok(Readiness::new(
+                Reason::PoolNotFound,
+                format!(
+                    "ReceiverPool {pool:?} (spec.pool) does not exist in namespace \
+                     {namespace:?}; create it, or name another pool"
+                ),
+            ));
+        }
+        let mut default = ReceiverPool::new(DEFAULT_POOL, ReceiverPoolSpec::default());
+        default.metadata.labels = Some(BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_string(),
+            names::MANAGED_BY.to_string(),
+        )]));
+        match pools.create(&PostParams::default(), &default).await {
+            Ok(_) => info!(pool, "created the default ReceiverPool"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = names::pool_selector_labels(pool)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let reports = maps.get_opt(&names::pool_served(pool)).await?;
+    let name = webhook.name_any();
+    let wanted = Wanted {
+        name: &name,
+        uid: webhook.metadata.uid.as_deref().unwrap_or_default(),
+        generation: webhook.metadata.generation.unwrap_or_default(),
+    };
+    Ok(served::pool_readiness(
+        pool,
+        &wanted,
+        &pods.items,
+        reports.as_ref(),
     ))
 }
 
@@ -740,14 +882,7 @@ where
         + Clone
         + Debug,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let params = PatchParams::apply(names::FIELD_MANAGER).force();
-    Ok(api.patch(&name, &params, &Patch::Apply(object)).await?)
+    crate::apply::apply(&ctx.client, namespace, object).await
 }
 
 /// Deletes sink ConfigMaps this Webhook owns but no longer names.

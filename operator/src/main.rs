@@ -27,8 +27,11 @@ struct Cli {
 enum Command {
     /// Reconcile Webhooks until SIGTERM.
     Run(Box<RunArgs>),
-    /// Print the Webhook CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: `webhooks` (default) or `receiverpools`.
+    Crd {
+        #[arg(default_value = "webhooks", value_parser = ["webhooks", "receiverpools"])]
+        plural: String,
+    },
     /// Print the Webhook API reference as Markdown, generated from the CRD's schema.
     Reference,
 }
@@ -111,8 +114,11 @@ struct RunArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", hookwarden_operator::crd_yaml()?);
+        Command::Crd { plural } => {
+            match plural.as_str() {
+                "receiverpools" => print!("{}", hookwarden_operator::pool_crd_yaml()?),
+                _ => print!("{}", hookwarden_operator::crd_yaml()?),
+            }
             Ok(())
         }
         Command::Reference => {

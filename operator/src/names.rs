@@ -56,6 +56,26 @@ pub fn check_webhook_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a ReceiverPool's name as `field` gives it: a DNS label short enough that the
+/// pool's objects (`<pool>-pool`, a Service name among them) are DNS labels too.
+pub fn check_pool_name(field: &str, name: &str) -> Result<(), String> {
+    const MAX: usize = 63 - "-pool".len();
+    let label = !name.is_empty()
+        && name.len() <= MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-');
+    match label {
+        true => Ok(()),
+        false => Err(format!(
+            "{field} {name:?} must be a DNS label of at most {MAX} characters (lower-case \
+             letters, digits and '-', starting with a letter)"
+        )),
+    }
+}
+
 /// Checks a DNS-1123 subdomain (names of Secrets, ConfigMaps, ...).
 pub fn check_dns_subdomain(field: &str, value: &str) -> Result<(), String> {
     let label_ok = |l: &str| {
@@ -152,4 +172,34 @@ pub fn labels(webhook: &str, role: &str) -> BTreeMap<String, String> {
 /// The label selector that finds every child the operator manages.
 pub fn managed_selector() -> String {
     format!("app.kubernetes.io/managed-by={MANAGED_BY}")
+}
+
+/// Label naming the ReceiverPool an object belongs to (its children and its pods).
+pub const POOL_LABEL: &str = "hookwarden.io/pool";
+
+pub use hookwarden_api::names::{pool_config, pool_receiver, pool_served};
+
+/// Labels that select a pool's pods. `app.kubernetes.io/instance` is `<pool>.pool`, which
+/// no Webhook's name can be (Webhook names have no '.'), so that a Webhook's own receiver
+/// Service never selects a pool's pods. Never change: a Deployment's selector is immutable.
+pub fn pool_selector_labels(pool: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".into(),
+            "hookwarden-receiver".into(),
+        ),
+        ("app.kubernetes.io/instance".into(), format!("{pool}.pool")),
+    ])
+}
+
+/// Labels of every child of a ReceiverPool; `role` says which part it is (`pool`,
+/// `pool-config`, `pool-served`).
+pub fn pool_labels(pool: &str, role: &str) -> BTreeMap<String, String> {
+    let mut l = pool_selector_labels(pool);
+    l.insert("app.kubernetes.io/component".into(), "receiver-pool".into());
+    l.insert("app.kubernetes.io/part-of".into(), "hookwarden".into());
+    l.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
+    l.insert(POOL_LABEL.into(), pool.into());
+    l.insert(ROLE_LABEL.into(), role.into());
+    l
 }

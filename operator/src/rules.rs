@@ -259,6 +259,18 @@ pub fn all() -> Vec<Rule> {
             "spec.sidecar needs sinks.forward.url, the application's address in the pod (e.g. \
              http://127.0.0.1:8080/webhooks)",
         ),
+        // The pool
+        rule(
+            "spec",
+            "!has(self.pool) || (!has(self.receiver) && !has(self.sidecar))",
+            "spec.pool, spec.receiver and spec.sidecar each place the receiver; keep one",
+        ),
+        rule(
+            "spec.pool",
+            "self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+            "spec.pool must be a DNS label (lower-case letters, digits and '-', starting with \
+             a letter)",
+        ),
         // The Ingress
         rule(
             "spec.ingress.host",

@@ -31,6 +31,8 @@ pub enum Reason {
     SecretNotFound,
     /// `spec.sidecar`: no pod has opted in (label `hookwarden.io/inject`).
     NoSidecarPods,
+    /// `spec.pool` names a ReceiverPool that does not exist.
+    PoolNotFound,
     /// The reconciliation of this spec failed and is retried with back-off; whether the
     /// receiver serves it is not known. Only set when there is no verdict on the spec yet.
     ReconcileFailed,
@@ -45,6 +47,7 @@ impl Reason {
             Reason::Conflict => "Conflict",
             Reason::SecretNotFound => "SecretNotFound",
             Reason::NoSidecarPods => "NoSidecarPods",
+            Reason::PoolNotFound => "PoolNotFound",
             Reason::ReconcileFailed => "ReconcileFailed",
         }
     }

@@ -48,6 +48,28 @@ pub fn routes(
         })
 }
 
+/// The ReceiverPools, for the Webhooks that name them. Errors end here, as for
+/// [`routes`]: an operator upgraded with Helm, which does not install a chart's new CRDs on
+/// upgrade, has no ReceiverPool kind until `crds/` is applied, and the Webhook controller
+/// must not stall its other watches meanwhile.
+pub fn pools(
+    api: Api<hookwarden_api::pool::ReceiverPool>,
+) -> impl Stream<Item = Result<hookwarden_api::pool::ReceiverPool, watcher::Error>> + Send + 'static
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|touched| {
+            futures::future::ready(match touched {
+                Ok(pool) => Some(Ok(pool)),
+                Err(error) => {
+                    debug!(%error, "ReceiverPool watch failed (CRD not applied?); retrying with back-off");
+                    None
+                }
+            })
+        })
+}
+
 /// The ConfigMaps the operator manages, passed on only when what a reconcile looks at
 /// changed (see [`config_map_state`]) or when one is deleted (so it is made again). A
 /// receiver writes its sink ConfigMap on every delivery it records; reconciling the

@@ -80,6 +80,8 @@ pub struct ValidSpec {
     pub gateway: Option<WebhookGateway>,
     /// `spec.sidecar`, checked, with its defaults.
     pub sidecar: Option<ValidSidecar>,
+    /// `spec.pool`: the ReceiverPool that serves this Webhook, when it is pooled.
+    pub pool: Option<String>,
 }
 
 /// Where the receiver runs as a sidecar.
@@ -315,6 +317,18 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
                 .push("spec.ingress and spec.gateway both expose the receiver; keep one".into());
         }
     }
+    let pool = spec.pool.clone();
+    if let Some(pool) = &pool {
+        if let Err(p) = names::check_pool_name("spec.pool", pool) {
+            problems.push(p);
+        }
+        if spec.receiver.is_some() || spec.sidecar.is_some() {
+            problems.push(
+                "spec.pool, spec.receiver and spec.sidecar each place the receiver; keep one"
+                    .into(),
+            );
+        }
+    }
     let sidecar = spec.sidecar.as_ref().map(|s| {
         let (sidecar, found) = check_sidecar(s, events, config_map.is_some(), forward.is_some());
         problems.extend(found);
@@ -337,6 +351,7 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
             ingress,
             gateway,
             sidecar,
+            pool,
         }),
         _ => Err(problems.join("; ")),
     }

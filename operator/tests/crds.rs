@@ -14,6 +14,29 @@ fn committed_crd_matches_the_code() {
 }
 
 #[test]
+fn committed_pool_crd_matches_the_code() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crds/receiverpools.hookwarden.io.yaml");
+    let committed = std::fs::read_to_string(&path).expect("crds/receiverpools.hookwarden.io.yaml");
+    let generated = hookwarden_operator::pool_crd_yaml().expect("render CRD");
+    assert!(
+        committed == generated,
+        "crds/receiverpools.hookwarden.io.yaml is stale: run `make crds` and commit the result"
+    );
+    let crd = hookwarden_operator::pool_crd().unwrap();
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert!(
+        crd.spec.versions[0]
+            .subresources
+            .as_ref()
+            .unwrap()
+            .status
+            .is_some()
+    );
+    assert!(!generated.contains("default:"), "the schema sets defaults");
+}
+
+#[test]
 fn committed_reference_matches_the_code() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/webhook-reference.md");

@@ -6,6 +6,14 @@
 //!   measured is HTTP, verification, replay detection and parsing: everything but the API
 //!   server. With `BENCH_LOG_FORMAT=json` (or `text`) it logs to stdout as
 //!   `hookwarden-receiver run` does, one line per delivery.
+//! - `bench_server pool PORT METRICS_PORT CONFIG SECRETS_DIR`: the receiver pool
+//!   (`hookwarden-receiver pool --config CONFIG --secrets-dir SECRETS_DIR`, as `pool::run`
+//!   runs it), each Webhook with the counting sink; logs as `receiver` does.
+//! - `bench_server pool-setup N PORT METRICS_PORT DIR`: a pool of N Opal Webhooks on paths
+//!   `/opal-<i>`, each with a secret of its own: `DIR/pool.yaml` and `DIR/secrets/`.
+//! - `bench_server pool-requests N DIR OUT`: N distinct Opal deliveries spread over the
+//!   pool's Webhooks in turn, each signed with its Webhook's secret, one per line as
+//!   `path<TAB>timestamp<TAB>signature<TAB>body`.
 //! - `bench_server requests N SECRET_FILE OUT [membrane]`: N distinct Opal deliveries (or
 //!   Membrane `org-created` ones), signed now, one per line as
 //!   `timestamp<TAB>signature<TAB>body`, for wrk's Lua script to replay.
@@ -59,11 +67,27 @@ async fn main() {
         ["requests", n, secret, out, "membrane"] => {
             requests(n.parse().unwrap(), secret, out, Provider::Membrane)
         }
+        ["pool", port, metrics_port, config, secrets] => {
+            pool(
+                port.parse().unwrap(),
+                metrics_port.parse().unwrap(),
+                config,
+                secrets,
+            )
+            .await
+        }
+        ["pool-setup", n, port, metrics_port, dir] => pool_setup(
+            n.parse().unwrap(),
+            port.parse().unwrap(),
+            metrics_port.parse().unwrap(),
+            dir,
+        ),
+        ["pool-requests", n, dir, out] => pool_requests(n.parse().unwrap(), dir, out),
         ["organizations", n] => organizations(n.parse().unwrap()),
         ["stages", n] => stages(n.parse().unwrap()).await,
         _ => {
             eprintln!(
-                "usage: bench_server bare PORT | receiver PORT METRICS_PORT SECRET_FILE | requests N SECRET_FILE OUT [membrane] | organizations N | stages N"
+                "usage: bench_server bare PORT | receiver PORT METRICS_PORT SECRET_FILE | pool PORT METRICS_PORT CONFIG SECRETS_DIR | pool-setup N PORT METRICS_PORT DIR | pool-requests N DIR OUT | requests N SECRET_FILE OUT [membrane] | organizations N | stages N"
             );
             std::process::exit(2);
         }
@@ -82,11 +106,7 @@ async fn bare(port: u16) {
 }
 
 async fn receiver(port: u16, metrics_port: u16, secret: &str) {
-    let _logs = match std::env::var("BENCH_LOG_FORMAT").as_deref() {
-        Ok("json") => Some(telemetry::init(LogFormat::Json, "info")),
-        Ok("text") => Some(telemetry::init(LogFormat::Text, "info")),
-        _ => None,
-    };
+    let _logs = init_logs();
     let config = bench_config(port, metrics_port, secret);
     let recorded = Arc::new(AtomicU64::new(0));
     let state = AppState::new(
@@ -102,6 +122,117 @@ async fn receiver(port: u16, metrics_port: u16, secret: &str) {
         .unwrap();
     serve_on(listener, app(state), shutdown_signal()).await;
     println!("recorded {}", recorded.load(Ordering::Relaxed));
+}
+
+fn init_logs() -> Option<telemetry::LogGuard> {
+    match std::env::var("BENCH_LOG_FORMAT").as_deref() {
+        Ok("json") => Some(telemetry::init(LogFormat::Json, "info")),
+        Ok("text") => Some(telemetry::init(LogFormat::Text, "info")),
+        _ => None,
+    }
+}
+
+async fn pool(port: u16, metrics_port: u16, config: &str, secrets: &str) {
+    use hookwarden_receiver::pool::{PoolOptions, Source};
+    let _logs = init_logs();
+    let recorded = Arc::new(AtomicU64::new(0));
+    let sinks: hookwarden_receiver::pool::SinkFactory = {
+        let recorded = recorded.clone();
+        Arc::new(move |_: &ReceiverConfig| {
+            Sinks::new(vec![Arc::new(CountingSink(recorded.clone()))])
+        })
+    };
+    let options = PoolOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        metrics_listen: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
+        sinks: Some(sinks),
+        ..PoolOptions::new(Source::Files {
+            config: config.into(),
+            secrets_dir: secrets.into(),
+            served_file: None,
+        })
+    };
+    hookwarden_receiver::pool::run(options, shutdown_signal())
+        .await
+        .unwrap();
+    println!("recorded {}", recorded.load(Ordering::Relaxed));
+}
+
+/// The secret of the pool's `i`th Webhook.
+fn pool_secret(i: usize) -> String {
+    format!("pool-benchmark-secret-{i:04}-of-32-bytes")
+}
+
+fn pool_setup(n: usize, port: u16, metrics_port: u16, dir: &str) {
+    use hookwarden_api::pool_config::{PoolConfig, PoolIdentity, PoolWebhook};
+    use hookwarden_api::webhook::SecretKeyRef;
+    let dir = std::path::Path::new(dir);
+    let webhooks = (0..n)
+        .map(|i| {
+            let secret_dir = dir.join("secrets").join(format!("opal-{i}"));
+            std::fs::create_dir_all(&secret_dir).unwrap();
+            std::fs::write(secret_dir.join("secret"), pool_secret(i)).unwrap();
+            PoolWebhook {
+                name: format!("opal-{i}"),
+                uid: format!("uid-{i}"),
+                generation: 1,
+                path: format!("/opal-{i}"),
+                provider: Provider::Opal,
+                event_types: vec![],
+                secrets: vec![SecretKeyRef {
+                    name: format!("opal-{i}"),
+                    key: "secret".into(),
+                }],
+                sinks: SinksConfig {
+                    events: true,
+                    ..SinksConfig::default()
+                },
+                generic_hmac: None,
+                limits: Limits::default(),
+            }
+        })
+        .collect();
+    let config = PoolConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        metrics_listen: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
+        webhooks,
+        ..PoolConfig::new(PoolIdentity {
+            name: "bench".into(),
+            namespace: "bench".into(),
+        })
+    };
+    std::fs::write(dir.join("pool.yaml"), config.to_yaml().unwrap()).unwrap();
+}
+
+fn pool_requests(n: usize, dir: &str, out: &str) {
+    let text = std::fs::read_to_string(std::path::Path::new(dir).join("pool.yaml")).unwrap();
+    let webhooks = hookwarden_api::pool_config::PoolConfig::from_yaml(&text)
+        .unwrap()
+        .webhooks
+        .len();
+    let now = hookwarden_receiver::clock::system_clock()();
+    let scheme = Scheme::new(Provider::Opal);
+    let secrets: Vec<String> = (0..webhooks).map(pool_secret).collect();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
+    for i in 0..n {
+        let w = i % webhooks;
+        let body = opal_body(i, now);
+        let headers = sign(
+            &scheme,
+            secrets[w].as_bytes(),
+            body.as_bytes(),
+            now,
+            "",
+            &[],
+        );
+        let signature = &headers
+            .iter()
+            .find(|(k, _)| k.ends_with("signature") || k.ends_with("Signature"))
+            .unwrap()
+            .1;
+        writeln!(file, "/opal-{w}\t{now}\t{signature}\t{body}").unwrap();
+    }
+    file.flush().unwrap();
 }
 
 fn bench_config(port: u16, metrics_port: u16, secret: &str) -> ReceiverConfig {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod metrics;
 pub mod payload;
+pub mod pool;
 pub mod replay;
 pub mod secrets;
 pub mod server;

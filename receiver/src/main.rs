@@ -36,6 +36,11 @@ enum Command {
         #[arg(long, env = "HOOKWARDEN_CONFIG", default_value_os_t = PathBuf::from(hookwarden_api::names::CONFIG_DIR).join(CONFIG_FILE_NAME))]
         config: PathBuf,
     },
+    /// Serve many Webhooks as the pool's configuration says, following its changes without
+    /// a restart: in a cluster, the ConfigMap `--config-map` (key `pool.yaml`) and the
+    /// Secrets it names, watched through the API; outside one, `--config FILE` and
+    /// `--secrets-dir DIR` (`DIR/<secret>/<key>`).
+    Pool(PoolArgs),
     /// Print the headers a sender would set for the body on stdin.
     Sign(SignArgs),
     /// Sign a body as a sender would and POST it to URL; exits non-zero unless answered 2xx.
@@ -59,6 +64,72 @@ enum Command {
         #[arg(long)]
         secret_file: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct PoolArgs {
+    /// The pool's namespace (in a cluster).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+    /// The ConfigMap holding the pool's configuration (in a cluster).
+    #[arg(long, conflicts_with = "config")]
+    config_map: Option<String>,
+    /// The ConfigMap this pod reports what it serves into, under its own name (in a
+    /// cluster).
+    #[arg(long, conflicts_with = "config")]
+    served_config_map: Option<String>,
+    /// This pod's name: its key in the served ConfigMap (in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// The pool's configuration file, re-read when it changes (outside a cluster).
+    #[arg(long, requires = "secrets_dir")]
+    config: Option<PathBuf>,
+    /// Where the signing secrets are, as Secret volumes: `DIR/<secret>/<key>` (with
+    /// `--config`).
+    #[arg(long, requires = "config")]
+    secrets_dir: Option<PathBuf>,
+    /// Write what is served (the served report, JSON) to this file (with `--config`).
+    #[arg(long, requires = "config")]
+    served_file: Option<PathBuf>,
+    /// Where deliveries and health checks are served.
+    #[arg(long, default_value_t = std::net::SocketAddr::from(([0, 0, 0, 0], hookwarden_receiver::config::DEFAULT_PORT)))]
+    listen: std::net::SocketAddr,
+    /// Where metrics are served.
+    #[arg(long, default_value_t = std::net::SocketAddr::from(([0, 0, 0, 0], hookwarden_receiver::config::DEFAULT_METRICS_PORT)))]
+    metrics_listen: std::net::SocketAddr,
+}
+
+impl PoolArgs {
+    fn options(self) -> anyhow::Result<hookwarden_receiver::pool::PoolOptions> {
+        use hookwarden_receiver::pool::{PoolOptions, Source};
+        let source = match (self.config, self.secrets_dir) {
+            (Some(config), Some(secrets_dir)) => Source::Files {
+                config,
+                secrets_dir,
+                served_file: self.served_file,
+            },
+            _ => {
+                let missing = |what: &str| {
+                    anyhow::anyhow!("pool: {what} is needed (or --config FILE --secrets-dir DIR)")
+                };
+                Source::Cluster {
+                    namespace: self.namespace.ok_or_else(|| missing("--namespace"))?,
+                    config_map: self.config_map.ok_or_else(|| missing("--config-map"))?,
+                    served_config_map: self
+                        .served_config_map
+                        .ok_or_else(|| missing("--served-config-map"))?,
+                    pod_name: self
+                        .pod_name
+                        .ok_or_else(|| missing("--pod-name (or POD_NAME)"))?,
+                }
+            }
+        };
+        Ok(PoolOptions {
+            listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            ..PoolOptions::new(source)
+        })
+    }
 }
 
 #[derive(Args)]
@@ -161,6 +232,12 @@ async fn main() -> anyhow::Result<()> {
             let _logs = telemetry::init(cli.log_format, "info");
             let config = ReceiverConfig::load(&config)?;
             hookwarden_receiver::server::serve(config).await?;
+        }
+        Command::Pool(args) => {
+            let _logs = telemetry::init(cli.log_format, "info");
+            let options = args.options()?;
+            hookwarden_receiver::pool::run(options, hookwarden_receiver::server::shutdown_signal())
+                .await?;
         }
         Command::Sign(args) => {
             let body = read_body(None)?;

@@ -1,5 +1,7 @@
 //! Signing secrets, read from files (mounted Secrets) and re-read while running so that a
-//! rotated Secret reaches a running receiver through the kubelet's volume refresh.
+//! rotated Secret reaches a running receiver through the kubelet's volume refresh; or, in
+//! a pool that reads Secrets through the API, handed to the store as they change
+//! ([`SecretStore::pushed`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -173,7 +175,9 @@ pub enum SecretState {
 #[derive(Clone, Debug)]
 pub struct SecretStore {
     provider: Provider,
-    files: Arc<[PathBuf]>,
+    /// The files re-read by [`SecretStore::reload`]; `None` for a store whose secrets are
+    /// handed to it ([`SecretStore::set`]).
+    files: Option<Arc<[PathBuf]>>,
     state: Arc<RwLock<SecretState>>,
 }
 
@@ -184,17 +188,50 @@ impl SecretStore {
     pub fn new(provider: Provider, files: Vec<PathBuf>) -> Self {
         let store = SecretStore {
             provider,
-            files: files.into(),
+            files: Some(files.into()),
             state: Arc::new(RwLock::new(SecretState::Unavailable("not read yet".into()))),
         };
         store.reload();
         store
     }
 
-    /// Re-reads every file; returns whether the state changed.
+    /// A store whose secrets are handed to it ([`SecretStore::set`]), unavailable until
+    /// then.
+    pub fn pushed(provider: Provider) -> Self {
+        SecretStore {
+            provider,
+            files: None,
+            state: Arc::new(RwLock::new(SecretState::Unavailable("not read yet".into()))),
+        }
+    }
+
+    /// Takes `secrets` (each with where it came from, for messages), or why there are none;
+    /// each must suit the provider (see `problem`). Returns whether the state changed.
+    pub fn set(&self, secrets: std::result::Result<Vec<(String, Secret)>, String>) -> bool {
+        let next = match secrets.and_then(|secrets| {
+            secrets
+                .into_iter()
+                .map(
+                    |(from, secret)| match problem(self.provider, secret.expose()) {
+                        Some(reason) => Err(format!("{from} {reason}")),
+                        None => Ok(secret),
+                    },
+                )
+                .collect::<std::result::Result<Vec<_>, String>>()
+        }) {
+            Ok(secrets) => SecretState::Loaded(Arc::<[Secret]>::from(secrets)),
+            Err(why) => SecretState::Unavailable(why),
+        };
+        self.replace(next)
+    }
+
+    /// Re-reads every file; returns whether the state changed. A store whose secrets are
+    /// handed to it has nothing to re-read.
     pub fn reload(&self) -> bool {
-        let next = match self
-            .files
+        let Some(files) = &self.files else {
+            return false;
+        };
+        let next = match files
             .iter()
             .map(|p| {
                 let secret = read_secret_file(p)?;
@@ -211,6 +248,10 @@ impl SecretStore {
             Ok(secrets) => SecretState::Loaded(Arc::<[Secret]>::from(secrets)),
             Err(e) => SecretState::Unavailable(e.to_string()),
         };
+        self.replace(next)
+    }
+
+    fn replace(&self, next: SecretState) -> bool {
         let mut state = match self.state.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -290,6 +331,34 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         assert!(store.reload());
         assert!(matches!(store.current(), SecretState::Unavailable(_)));
+    }
+
+    #[test]
+    fn a_pushed_store_takes_what_it_is_given_and_checks_it() {
+        let store = SecretStore::pushed(Provider::StandardWebhooks);
+        assert!(matches!(store.current(), SecretState::Unavailable(r) if r == "not read yet"));
+        assert!(!store.reload());
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let public = Secret::new(whpk_of(&key).as_bytes());
+        assert!(store.set(Ok(vec![("Secret a key k".into(), public.clone())])));
+        assert!(matches!(store.current(), SecretState::Loaded(s) if s[..] == [public.clone()]));
+        assert!(!store.set(Ok(vec![("Secret a key k".into(), public)])));
+        let private = whsk_of(&key);
+        assert!(store.set(Ok(vec![(
+            "Secret a key k".into(),
+            Secret::new(private.as_bytes())
+        )])));
+        let SecretState::Unavailable(why) = store.current() else {
+            panic!("a whsk_ key was taken");
+        };
+        assert!(
+            why.starts_with("Secret a key k holds") && !why.contains(&private[5..]),
+            "{why}"
+        );
+        assert!(store.set(Err("Secret a not found".into())));
+        assert!(
+            matches!(store.current(), SecretState::Unavailable(r) if r == "Secret a not found")
+        );
     }
 
     #[test]

@@ -202,9 +202,11 @@ class Defaults(unittest.TestCase):
     def test_the_crd_is_the_generated_one(self) -> None:
         chart = helm.Chart.load(CHART)
         crds = chart.crds
-        self.assertEqual([c["name"] for c in crds], ["crds/webhooks.hookwarden.io.yaml"])
-        committed = (REPO / "crds" / "webhooks.hookwarden.io.yaml").read_text()
-        self.assertEqual(crds[0]["data"], committed)
+        names = ["receiverpools.hookwarden.io.yaml", "webhooks.hookwarden.io.yaml"]
+        self.assertEqual(sorted(c["name"] for c in crds), [f"crds/{n}" for n in names])
+        for crd in crds:
+            committed = (REPO / crd["name"]).read_text()
+            self.assertEqual(crd["data"], committed)
         self.assertTrue((CHART / "crds").is_symlink(), "charts/hookwarden/crds must link crds/")
 
     def test_objects(self) -> None:
@@ -288,19 +290,24 @@ class Defaults(unittest.TestCase):
         for rule in rules:
             self.assertNotIn("*", rule["verbs"])
             self.assertNotIn("*", rule["resources"])
-        # Secrets: read one by name and create the generated one; never list, watch or change.
+        # Secrets: read one by name and create the generated one; never changed. list and
+        # watch only so that the operator may grant them to a pool on its Webhooks' Secrets.
         secret_verbs = {v for (g, r, v) in granted if r == "secrets"}
-        self.assertEqual(secret_verbs, {"get", "create"})
+        self.assertEqual(secret_verbs, {"get", "list", "watch", "create"})
         # Webhooks: never written except their status.
         webhook_verbs = {v for (g, r, v) in granted if r == "webhooks"}
         self.assertEqual(webhook_verbs, {"get", "list", "watch"})
         self.assertEqual({v for (g, r, v) in granted if r == "webhooks/status"}, {"get", "patch"})
+        # ReceiverPools: only the default one is created; never changed except their status.
+        self.assertEqual({v for (g, r, v) in granted if r == "receiverpools"},
+                         {"get", "list", "watch", "create"})
         # Nothing cluster-scoped besides what it reads through the binding.
         resources = {r for (_, r, _) in granted}
         self.assertEqual(resources, {
             "webhooks", "webhooks/status", "deployments", "services", "serviceaccounts",
             "configmaps", "secrets", "roles", "rolebindings", "ingresses", "httproutes",
-            "gateways", "pods", "events"})
+            "gateways", "pods", "events", "receiverpools", "receiverpools/status",
+            "poddisruptionbudgets"})
         # Gateways: read one by name, for its listeners; never listed or changed.
         self.assertEqual({v for (g, r, v) in granted if r == "gateways"}, {"get"})
         # Pods (spec.sidecar): counted, never written (the receiver is added at admission).

@@ -689,7 +689,10 @@ async fn receiver_and_operator_hold_only_what_they_need() {
     );
     assert!(!can(c, r, "get", "hookwarden.io", "webhooks", n, Some("opal")).await);
 
-    // The operator writes status, never a user's spec, and never reads Secrets in bulk.
+    // The operator writes status, never a user's spec, and never changes a Secret. (It may
+    // list and watch Secrets: a pool's Role grants its pods a watch on the Secrets its
+    // Webhooks name, and RBAC lets the operator grant only what it holds; `get` on any
+    // Secret, which it had before, reads the same.)
     let op = "system:serviceaccount:hookwarden-system:hookwarden-operator";
     assert!(
         can(
@@ -716,7 +719,18 @@ async fn receiver_and_operator_hold_only_what_they_need() {
         .await
     );
     assert!(!can(c, op, "patch", "hookwarden.io", "webhooks", n, Some("opal")).await);
-    assert!(!can(c, op, "list", "", "secrets", n, None).await);
+    assert!(
+        !can(
+            c,
+            op,
+            "delete",
+            "",
+            "secrets",
+            n,
+            Some("opal-signing-secret")
+        )
+        .await
+    );
     assert!(
         !can(
             c,

@@ -6,70 +6,112 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::State;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use futures::future::BoxFuture;
 use http_body_util::{Either, Full};
 
+use arc_swap::ArcSwap;
+
 use super::deliver::deliver;
-use super::outcome::log_window;
 use super::refusals::WINDOW;
 use super::state::AppState;
+use super::table::Table;
 use crate::config::ReceiverConfig;
 pub use crate::connection::HEADER_READ_TIMEOUT;
 use crate::connection::{self, Activity};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::Scrape;
 use crate::secrets::SecretState;
 use crate::sink::Sinks;
 
-/// The receiver's HTTP service: the health endpoints and the one delivery path of this
-/// receiver.
+/// The HTTP service of a receiver of its own: the health endpoints and the one delivery
+/// path of this receiver.
 pub fn app(state: AppState) -> Receiver {
-    let state = Arc::new(state);
-    let router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route(
-            &state.config.path,
-            post(
-                |State(state): State<Arc<AppState>>, request: Request<Body>| async move {
-                    deliver(&state, request).await
-                },
-            ),
-        )
-        .with_state(state.clone());
-    Receiver(Arc::new((state, router)))
+    Receiver::new(Table::dedicated(Arc::new(state)))
 }
 
 /// The body of an answer: a delivery's, or one from the router.
 pub type Reply = Either<Full<Bytes>, Body>;
 
-/// The receiver as a service ([`app`]).
+/// The receiver as a service ([`app`]): a routing table ([`Table`]) of delivery paths, and
+/// axum's router for the rest.
 ///
-/// A POST to the delivery path goes straight to the delivery handler; axum's router answers
-/// everything else (health, and 404 or 405 with `Allow`, the same as for a delivery path it
-/// routes itself). Why: the module `server`'s documentation.
+/// A POST to a delivery path goes straight to the delivery handler, another method on it
+/// gets 405 with `Allow: POST`; axum's router answers everything else (health, and 404).
+/// Why: the module `server`'s documentation. The table is swapped whole ([`Receiver::swap`]);
+/// a delivery keeps the Webhook's state it started with until it is answered.
 #[derive(Clone)]
-pub struct Receiver(Arc<(Arc<AppState>, Router)>);
+pub struct Receiver(Arc<Shared>);
+
+struct Shared {
+    table: ArcSwap<Table>,
+    router: Router,
+}
 
 impl Receiver {
+    /// A receiver serving `table`.
+    pub fn new(table: Table) -> Receiver {
+        let table = ArcSwap::from_pointee(table);
+        Receiver(Arc::new_cyclic(|shared: &std::sync::Weak<Shared>| {
+            let shared = shared.clone();
+            let router = Router::new().route("/healthz", get(healthz)).route(
+                "/readyz",
+                get(move || {
+                    let not_ready = shared.upgrade().and_then(|s| s.table.load().not_ready());
+                    async move {
+                        match not_ready {
+                            None => (StatusCode::OK, "ok\n").into_response(),
+                            Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+                        }
+                    }
+                }),
+            );
+            Shared { table, router }
+        }))
+    }
+
+    /// Serves `table` from now on. Deliveries in flight finish with the state they started
+    /// with; the listeners are not touched.
+    pub fn swap(&self, table: Table) {
+        self.0.table.store(Arc::new(table));
+    }
+
+    /// The table served now.
+    pub fn table(&self) -> Arc<Table> {
+        self.0.table.load_full()
+    }
+
     /// Answers one request.
     pub async fn answer<B>(self, request: Request<B>) -> Response<Reply>
     where
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        let (state, router) = &*self.0;
-        if request.method() == Method::POST && request.uri().path() == state.config.path {
-            deliver(state, request).await.map(Either::Left)
-        } else {
-            match tower::Service::call(&mut router.clone(), request).await {
+        let entry = self.0.table.load().get(request.uri().path()).cloned();
+        match entry {
+            Some(state) if request.method() == Method::POST => {
+                deliver(&state, request).await.map(Either::Left)
+            }
+            Some(_) => {
+                let mut resp = Response::new(Either::Right(Body::empty()));
+                *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                resp.headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+                resp
+            }
+            None => match tower::Service::call(&mut self.0.router.clone(), request).await {
                 Ok(response) => response.map(Either::Right),
                 Err(infallible) => match infallible {},
-            }
+            },
+        }
+    }
+
+    /// Ends the current window of refusals of every Webhook served (see `refusals`).
+    pub fn end_refusal_windows(&self) {
+        for state in self.0.table.load().states() {
+            state.end_refusal_window();
         }
     }
 }
@@ -97,7 +139,7 @@ where
 }
 
 /// The metrics router, served on its own port.
-pub fn metrics_app(metrics: Arc<Metrics>) -> Router {
+pub fn metrics_app<M: Scrape>(metrics: Arc<M>) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
@@ -108,7 +150,7 @@ pub fn metrics_app(metrics: Arc<Metrics>) -> Router {
                         header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    m.encode(),
+                    m.scrape(),
                 )
             }
         }),
@@ -117,17 +159,6 @@ pub fn metrics_app(metrics: Arc<Metrics>) -> Router {
 
 async fn healthz() -> &'static str {
     "ok\n"
-}
-
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.secrets.current() {
-        SecretState::Loaded(_) => (StatusCode::OK, "ok\n").into_response(),
-        SecretState::Unavailable(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "signing secret unavailable\n",
-        )
-            .into_response(),
-    }
 }
 
 /// How long in-flight deliveries may take to finish after SIGTERM.
@@ -186,14 +217,13 @@ pub async fn serve_on(
     use hyper_util::server::graceful::GracefulShutdown;
 
     // Each window of refusals ends with its summary line (and the last one at shutdown).
-    let state = receiver.0.0.clone();
     let windows = {
-        let state = state.clone();
+        let receiver = receiver.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval_at(tokio::time::Instant::now() + WINDOW, WINDOW);
             loop {
                 every.tick().await;
-                log_window(&state.config.webhook.name, &state.refusals);
+                receiver.end_refusal_windows();
             }
         })
     };
@@ -260,7 +290,7 @@ pub async fn serve_on(
         tracing::warn!("requests still in flight after the shutdown grace period");
     }
     windows.abort();
-    log_window(&state.config.webhook.name, &state.refusals);
+    receiver.end_refusal_windows();
 }
 
 pub use hookwarden_process::shutdown_signal;

@@ -1,9 +1,10 @@
-//! What every request shares.
+//! What every delivery to one Webhook shares.
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use super::outcome::log_window;
 use super::refusals::Refusals;
 
 use crate::clock::{Clock, system_clock};
@@ -20,7 +21,8 @@ pub const REPLAY_MEMORY_SECS: i64 = 24 * 3600;
 /// many: the last 100 000 (see `replay`).
 pub const REPLAY_CAPACITY: usize = 200_000;
 
-/// What every handler shares.
+/// What every delivery to one Webhook shares: a dedicated receiver has one, a pool one per
+/// Webhook it serves.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<ReceiverConfig>,
@@ -38,24 +40,57 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state of a receiver of its own: secrets read from `config.secretFiles`, metrics
+    /// in a registry of its own.
     pub fn new(config: ReceiverConfig, sinks: Sinks) -> Self {
+        let metrics = Metrics::new(
+            &format!("{}/{}", config.webhook.namespace, config.webhook.name),
+            config.provider.as_str(),
+        );
+        let secrets = SecretStore::new(config.provider, config.secret_files.clone());
+        Self::with(config, sinks, secrets, Arc::new(metrics))
+    }
+
+    /// The state of a Webhook whose secrets and metrics are given (a pool's).
+    pub fn with(
+        config: ReceiverConfig,
+        sinks: Sinks,
+        secrets: SecretStore,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let scheme = crate::signature::Scheme::of(&config);
-        let config_webhook = config.webhook.clone();
-        let config_provider = config.provider;
         let max_in_flight = config.limits.max_concurrent_deliveries as usize;
         AppState {
-            secrets: SecretStore::new(config.provider, config.secret_files.clone()),
+            secrets,
             config: Arc::new(config),
             scheme: Arc::new(scheme),
             replay: Arc::new(ReplayCache::new(REPLAY_MEMORY_SECS, REPLAY_CAPACITY)),
             sinks: Arc::new(sinks),
-            metrics: Arc::new(Metrics::new(
-                &format!("{}/{}", config_webhook.namespace, config_webhook.name),
-                config_provider.as_str(),
-            )),
+            metrics,
             clock: system_clock(),
             in_flight: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
             refusals: Arc::default(),
         }
+    }
+
+    /// Takes over what `before` (the same Webhook, configured differently) remembers: the
+    /// deliveries it recorded, so that a replay of one stays a duplicate, and its current
+    /// window of refusals.
+    pub fn carry_over(&mut self, before: &AppState) {
+        self.replay = before.replay.clone();
+        self.refusals = before.refusals.clone();
+    }
+
+    /// Deliveries to this Webhook in flight now.
+    pub fn deliveries_in_flight(&self) -> usize {
+        let places =
+            (self.config.limits.max_concurrent_deliveries as usize).min(Semaphore::MAX_PERMITS);
+        places.saturating_sub(self.in_flight.available_permits())
+    }
+
+    /// Ends the current window of refusals: logs the summary of what it did not log one by
+    /// one, if anything.
+    pub fn end_refusal_window(&self) {
+        log_window(&self.config.webhook.name, &self.refusals);
     }
 }

@@ -1,0 +1,278 @@
+//! The ReceiverPool controller: members (from the Webhook controller's store) -> build the
+//! pool's children (`pool_children`, pure) -> apply -> prune reports of gone pods -> write
+//! status. A Webhook joining, changing or leaving the pool re-renders its configuration
+//! once, here, rather than once per Webhook.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, info, instrument, warn};
+
+use hookwarden_api::pool::{ReceiverPool, ReceiverPoolStatus};
+
+use crate::children::ReceiverDefaults;
+use crate::conflict::find_conflict;
+use crate::crd::Webhook;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::pool_children::{self, Member};
+use crate::validate::validate;
+
+/// How often a pool is reconciled even without a change.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// What every pool reconciliation shares.
+pub struct PoolContext {
+    pub client: Client,
+    pub defaults: ReceiverDefaults,
+    /// Every Webhook the Webhook controller sees: the pool's members are among them.
+    pub webhooks: Store<Webhook>,
+}
+
+/// Runs the pool controller of one scope (a namespace, or all) until `shutdown`.
+pub async fn run(
+    ctx: Arc<PoolContext>,
+    pools: Api<ReceiverPool>,
+    webhooks: Api<Webhook>,
+    scoped: impl Fn() -> (Api<Deployment>, Api<ConfigMap>, Api<Role>),
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let owned = |role: &str| {
+        watcher::Config::default().labels(&format!(
+            "{},{}={role}",
+            names::POOL_LABEL,
+            names::ROLE_LABEL
+        ))
+    };
+    let controller = Controller::new(pools, watcher::Config::default());
+    let pool_store = controller.store();
+    let (deployments, config_maps, roles) = scoped();
+    controller
+        .owns(deployments, owned("pool"))
+        .owns(config_maps, owned("pool-config"))
+        .owns(roles, owned("pool"))
+        // A Webhook that joins, changes or leaves: the pools of its namespace (it may have
+        // left one for another, and the watch sees only where it is now).
+        .watches(webhooks, watcher::Config::default(), move |w: Webhook| {
+            let ns = w.namespace();
+            let mut pools: Vec<ObjectRef<ReceiverPool>> = pool_store
+                .state()
+                .iter()
+                .filter(|p| p.namespace() == ns)
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect();
+            if let (Some(pool), Some(ns)) = (w.spec.pool.as_ref(), ns.as_ref()) {
+                pools.push(ObjectRef::new(pool).within(ns));
+            }
+            pools
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(%error, "pool reconcile loop");
+            }
+        })
+        .await;
+}
+
+fn error_policy(pool: Arc<ReceiverPool>, error: &Error, _: Arc<PoolContext>) -> Action {
+    warn!(%error, pool = %pool.name_any(), namespace = ?pool.namespace(), "pool reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[instrument(level = "error", name = "reconcile_pool", skip_all, fields(pool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
+async fn reconcile(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Action> {
+    let name = pool.name_any();
+    let namespace = pool
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    if pool.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    if let Err(problem) = names::check_pool_name("metadata.name", &name) {
+        let ready = condition(&pool, "False", "InvalidName", &problem);
+        write_status(&ctx, &pool, 0, 0, None, ready).await?;
+        return Ok(Action::await_change());
+    }
+    // Until the Webhooks are all listed, the members are not known: rendering now would
+    // take Webhooks out of a running pool.
+    if ctx.webhooks.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let all = ctx.webhooks.state();
+    let members: Vec<Member<'_>> = all
+        .iter()
+        .map(|w| w.as_ref())
+        .filter(|w| w.namespace().as_deref() == Some(&namespace))
+        .filter(|w| w.spec.pool.as_deref() == Some(name.as_str()))
+        .filter(|w| w.metadata.deletion_timestamp.is_none())
+        .filter_map(|w| {
+            let spec = validate(&w.name_any(), &w.spec).ok()?;
+            // A Webhook in conflict is not served: the older one keeps its path.
+            find_conflict(w, &spec, all.iter().map(|o| o.as_ref()))
+                .is_none()
+                .then_some(Member { webhook: w, spec })
+        })
+        .collect();
+    let children = pool_children::build(&pool, &members, &ctx.defaults)?;
+
+    // Rights first: a pod that reads the new configuration may read what it names.
+    apply(&ctx, &namespace, &children.service_account).await?;
+    apply(&ctx, &namespace, &children.role).await?;
+    apply(&ctx, &namespace, &children.role_binding).await?;
+    apply(&ctx, &namespace, &children.served).await?;
+    apply(&ctx, &namespace, &children.config).await?;
+    apply(&ctx, &namespace, &children.service).await?;
+    apply(&ctx, &namespace, &children.disruption_budget).await?;
+    let deployment = apply(&ctx, &namespace, &children.deployment).await?;
+    prune_reports(&ctx, &namespace, &name).await?;
+
+    let ready_replicas = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let ready = match (children.webhooks, ready_replicas) {
+        (0, _) => condition(
+            &pool,
+            "True",
+            "NoWebhooks",
+            "no Webhook names this pool; it keeps no pods",
+        ),
+        (_, 0) => condition(
+            &pool,
+            "False",
+            "PodsUnavailable",
+            "waiting for the pool's pods to be Ready",
+        ),
+        (n, r) => condition(
+            &pool,
+            "True",
+            "PodsAvailable",
+            &format!("{r} Ready pods serve {n} Webhooks"),
+        ),
+    };
+    let url = pool_children::url(&name, &namespace);
+    let webhooks = i32::try_from(children.webhooks).unwrap_or(i32::MAX);
+    write_status(&ctx, &pool, webhooks, ready_replicas, Some(url), ready).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Takes the reports of pods that no longer exist out of the served ConfigMap.
+async fn prune_reports(ctx: &PoolContext, namespace: &str, pool: &str) -> Result<()> {
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(served) = maps.get_opt(&names::pool_served(pool)).await? else {
+        return Ok(());
+    };
+    let reported: Vec<String> = served.data.unwrap_or_default().into_keys().collect();
+    if reported.is_empty() {
+        return Ok(());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = names::pool_selector_labels(pool)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let live: Vec<String> = pods
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .map(|p| p.name_any())
+        .collect();
+    let gone: BTreeMap<String, Option<String>> = reported
+        .into_iter()
+        .filter(|k| !live.contains(k))
+        .map(|k| (k, None))
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    debug!(pods = ?gone.keys().collect::<Vec<_>>(), "removing reports of pods that are gone");
+    let patch = serde_json::json!({ "data": gone });
+    maps.patch(
+        &names::pool_served(pool),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn condition(pool: &ReceiverPool, status: &str, reason: &str, message: &str) -> Condition {
+    let previous = pool
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: pool.metadata.generation,
+        last_transition_time: crate::status::transition_time(previous, status, now),
+    }
+}
+
+async fn write_status(
+    ctx: &PoolContext,
+    pool: &ReceiverPool,
+    webhooks: i32,
+    ready_replicas: i32,
+    url: Option<String>,
+    ready: Condition,
+) -> Result<()> {
+    let next = ReceiverPoolStatus {
+        conditions: vec![ready],
+        observed_generation: pool.metadata.generation,
+        webhooks: Some(webhooks),
+        ready_replicas: Some(ready_replicas),
+        url,
+    };
+    if pool.status.as_ref() == Some(&next) {
+        return Ok(());
+    }
+    let namespace = pool
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let api: Api<ReceiverPool> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": ReceiverPool::api_version(&()),
+        "kind": ReceiverPool::kind(&()),
+        "status": next,
+    });
+    api.patch_status(
+        &pool.name_any(),
+        &PatchParams::apply(names::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    info!(webhooks, ready_replicas, "pool status written");
+    Ok(())
+}
+
+async fn apply<K>(ctx: &PoolContext, namespace: &str, object: &K) -> Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    crate::apply::apply(&ctx.client, namespace, object).await
+}

@@ -1,0 +1,347 @@
+//! Receiver pools on the cluster: Webhooks of a namespace served by one Deployment of the
+//! pool's pods, reconfigured without a restart, Ready only once the pods report they serve
+//! the current generation, with a Role that follows the Webhooks served.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use hookwarden_api::pool::ReceiverPool;
+use hookwarden_tests::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::ListParams;
+
+const OPAL: &str = r#"{"event_ts":1643355931,"organization_id":"o","events":[{"event_type":"USER_ADDED_TO_GROUP","group_type":"G","user_id":"u@example.com","group_id":"g1"}]}"#;
+const MEMBRANE: &str = r#"{"type":"org-created","name":"New Organization","workspaceName":"Main","orgId":"org456","org":{"id":"org456","name":"New Organization","domains":["company.com"],"trialEndDate":"2025-05-23"},"user":{"name":"Creator","email":"creator@company.com"}}"#;
+
+fn pooled(name: &str, provider: &str, extra: &str) -> String {
+    pooled_at(name, &format!("/{name}"), provider, extra)
+}
+
+fn pooled_at(name: &str, path: &str, provider: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\n\
+         spec: {{path: {path}, provider: {provider}, pool: default{extra}}}\n"
+    )
+}
+
+/// The generated signing secret of `webhook`, in a file for `hookwarden-receiver send`.
+async fn secret_file(ns: &TestNamespace, webhook: &str) -> tempfile::NamedTempFile {
+    let secret: Secret = ns
+        .api()
+        .get(&format!("{webhook}-signing-secret"))
+        .await
+        .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &secret.data.unwrap()["secret"].0).unwrap();
+    file
+}
+
+/// (name, uid, restarts) of the pool's pods.
+async fn pool_pods(ns: &TestNamespace) -> Vec<(String, String, i32)> {
+    let pods: kube::Api<Pod> = ns.api();
+    let mut v: Vec<_> = pods
+        .list(&ListParams::default().labels("hookwarden.io/pool=default"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let restarts = p
+                .status
+                .and_then(|s| s.container_statuses)
+                .map(|c| c.iter().map(|c| c.restart_count).sum())
+                .unwrap_or(0);
+            (p.metadata.name.unwrap(), p.metadata.uid.unwrap(), restarts)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn pool_url(ns: &TestNamespace) -> String {
+    let svc: Service = ns.api().get("default-pool").await.unwrap();
+    format!("http://{}", svc.spec.unwrap().cluster_ip.unwrap())
+}
+
+/// Sends until the answer starts with `expected` (a change reaches the pods in a moment).
+async fn answered(
+    url: &str,
+    provider: &str,
+    file: &std::path::Path,
+    (body, extra): (&str, &[&str]),
+    expected: &str,
+) {
+    let what = format!("{url} answers {expected}");
+    eventually(&what, Duration::from_secs(60), || {
+        let (_, out) = send(url, provider, file, body, extra);
+        async move {
+            match out.starts_with(expected) {
+                true => Ok(()),
+                false => Err(out),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_namespaces_webhooks_share_one_pool_that_follows_their_changes_without_a_restart() {
+    let ns = TestNamespace::new("pool").await;
+    let started = Instant::now();
+    ns.apply_webhook(&pooled("opal", "opal", "")).await;
+    ns.apply_webhook(&pooled(
+        "membrane",
+        "membrane",
+        ", sinks: {events: false, configMap: {name: orgs}}",
+    ))
+    .await;
+    ns.apply_webhook(&pooled("github", "github", "")).await;
+    for name in ["opal", "membrane", "github"] {
+        let w = ns.webhook_ready(name, "True", "ReceiverAvailable").await;
+        let url = w.status.unwrap().url.unwrap();
+        assert_eq!(url, format!("http://default-pool.{}.svc/{name}", ns.name));
+    }
+    eprintln!(
+        "three Webhooks Ready in a new pool after {:?}",
+        started.elapsed()
+    );
+
+    // One pool, made by the operator, two pods; no receiver of their own.
+    let pool: ReceiverPool = ns.api().get("default").await.unwrap();
+    let status = pool.status.unwrap();
+    assert_eq!(status.webhooks, Some(3));
+    let deployments: kube::Api<Deployment> = ns.api();
+    let names: Vec<String> = deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|d| d.metadata.name.unwrap())
+        .collect();
+    assert_eq!(names, ["default-pool"]);
+    let pods = pool_pods(&ns).await;
+    assert_eq!(pods.len(), 2, "{pods:?}");
+
+    // Each Webhook on its path, verified with its own secret only.
+    let base = pool_url(&ns).await;
+    let opal = secret_file(&ns, "opal").await;
+    let membrane = secret_file(&ns, "membrane").await;
+    let github = secret_file(&ns, "github").await;
+    let out = send_eventually(&format!("{base}/opal"), "opal", opal.path(), OPAL, &[]);
+    assert!(out.starts_with("200"), "{out}");
+    let out = send_eventually(
+        &format!("{base}/membrane"),
+        "membrane",
+        membrane.path(),
+        MEMBRANE,
+        &[],
+    );
+    assert!(out.starts_with("200"), "{out}");
+    let orgs = config_map_json(&ns, "orgs", "membrane.json").await;
+    assert!(orgs.to_string().contains("org456"), "{orgs}");
+    let (ok, out) = send(
+        &format!("{base}/github"),
+        "github",
+        opal.path(),
+        "{\"zen\":\"x\"}",
+        &[],
+    );
+    assert!(
+        !ok && out.starts_with("401"),
+        "another Webhook's secret: {out}"
+    );
+    let (ok, out) = send(
+        &format!("{base}/github"),
+        "github",
+        github.path(),
+        "{\"zen\":\"x\"}",
+        &["--header", "X-GitHub-Event: ping"],
+    );
+    assert!(ok, "{out}");
+
+    // What the pool may do follows its Webhooks.
+    let pool_sa = format!("system:serviceaccount:{}:default-pool", ns.name);
+    let may = |verb: &'static str, resource: &'static str, name: Option<&'static str>| {
+        let client = ns.client.clone();
+        let (sa, namespace) = (pool_sa.clone(), ns.name.clone());
+        async move { can(&client, &sa, verb, "", resource, Some(&namespace), name).await }
+    };
+    assert!(may("get", "secrets", Some("github-signing-secret")).await);
+    assert!(may("watch", "secrets", Some("opal-signing-secret")).await);
+    assert!(!may("get", "secrets", Some("unrelated")).await);
+    assert!(!may("list", "secrets", None).await, "all Secrets");
+    assert!(may("update", "configmaps", Some("orgs")).await);
+    assert!(!may("update", "configmaps", Some("default-pool-config")).await);
+
+    // A fourth Webhook joins the running pool: served without a restart.
+    let added = Instant::now();
+    ns.apply_webhook(&pooled("slack", "slack", "")).await;
+    ns.webhook_ready("slack", "True", "ReceiverAvailable").await;
+    eprintln!(
+        "a Webhook added to a running pool was Ready (served) {:?} after it was applied",
+        added.elapsed()
+    );
+    let slack = secret_file(&ns, "slack").await;
+    let (ok, out) = send(
+        &format!("{base}/slack"),
+        "slack",
+        slack.path(),
+        "{\"type\":\"event_callback\",\"event\":{\"type\":\"app_mention\"}}",
+        &[],
+    );
+    assert!(ok, "served at once once Ready: {out}");
+
+    // A changed Webhook: github accepts only `push` now; its Ready follows the pods.
+    ns.apply_webhook(&pooled("github", "github", ", eventTypes: [push]"))
+        .await;
+    ns.webhook_ready("github", "True", "ReceiverAvailable")
+        .await;
+    let (ok, out) = send(
+        &format!("{base}/github"),
+        "github",
+        github.path(),
+        "{\"zen\":\"y\"}",
+        &["--header", "X-GitHub-Event: ping"],
+    );
+    assert!(ok && out.contains("ignored"), "{out}");
+
+    // A rotated secret (its Secret changed in place) reaches the pods within seconds.
+    let secrets: kube::Api<Secret> = ns.api();
+    let rotated = "rotated-opal-secret-value-0123456789";
+    secrets
+        .patch(
+            "opal-signing-secret",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"stringData": {"secret": rotated}})),
+        )
+        .await
+        .unwrap();
+    let new_opal = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(new_opal.path(), rotated).unwrap();
+    let rotation = Instant::now();
+    answered(
+        &format!("{base}/opal"),
+        "opal",
+        new_opal.path(),
+        (OPAL, &[]),
+        "200",
+    )
+    .await;
+    eprintln!("a rotated secret was in use after {:?}", rotation.elapsed());
+
+    // A Webhook that goes: its path answers 404, and its Secret is no longer readable.
+    ns.delete::<hookwarden_api::webhook::Webhook>("slack").await;
+    answered(
+        &format!("{base}/slack"),
+        "slack",
+        slack.path(),
+        ("{}", &[]),
+        "404",
+    )
+    .await;
+    eventually(
+        "the pool's Role no longer names slack's Secret",
+        Duration::from_secs(60),
+        || {
+            let check = may("get", "secrets", Some("slack-signing-secret"));
+            async move {
+                match check.await {
+                    false => Ok(()),
+                    true => Err("still granted"),
+                }
+            }
+        },
+    )
+    .await;
+
+    // Through all of it, the same pods, never restarted.
+    let after = pool_pods(&ns).await;
+    assert_eq!(after, pods, "the pool's pods were replaced or restarted");
+    assert!(
+        after.iter().all(|(_, _, restarts)| *restarts == 0),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_webhooks_of_a_pool_on_one_path_the_newer_waits_and_a_named_pool_must_exist() {
+    let ns = TestNamespace::new("pool-conflict").await;
+    ns.apply_webhook(&pooled_at("first", "/hooks", "github", ""))
+        .await;
+    ns.webhook_ready("first", "True", "ReceiverAvailable").await;
+    // (created a second later: the older one is the one served)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ns.apply_webhook(&pooled_at("second", "/hooks", "gitlab", ""))
+        .await;
+    let w = ns.webhook_ready("second", "False", "Conflict").await;
+    let message = w.ready_condition().unwrap().message.clone();
+    assert!(
+        message.contains("\"first\"") && message.contains("/hooks"),
+        "{message}"
+    );
+    let base = pool_url(&ns).await;
+    let first = secret_file(&ns, "first").await;
+    let out = send_eventually(
+        &format!("{base}/hooks"),
+        "github",
+        first.path(),
+        "{}",
+        &["--header", "X-GitHub-Event: ping"],
+    );
+    assert!(
+        out.starts_with("200"),
+        "the older one serves the path: {out}"
+    );
+
+    // The older one goes: the newer one is served on the path.
+    ns.delete::<hookwarden_api::webhook::Webhook>("first").await;
+    ns.webhook_ready("second", "True", "ReceiverAvailable")
+        .await;
+    let second = secret_file(&ns, "second").await;
+    answered(
+        &format!("{base}/hooks"),
+        "gitlab",
+        second.path(),
+        (
+            "{\"object_kind\":\"push\"}",
+            &["--header", "X-Gitlab-Event: Push Hook"],
+        ),
+        "200",
+    )
+    .await;
+
+    // A pool that does not exist is named in the status; once made, the Webhook is served.
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: team}\n\
+         spec: {path: /team, provider: github, pool: team}\n",
+    )
+    .await;
+    let w = ns.webhook_ready("team", "False", "PoolNotFound").await;
+    assert!(
+        w.ready_condition().unwrap().message.contains("\"team\""),
+        "{:?}",
+        w.ready_condition()
+    );
+    let pool: ReceiverPool = serde_json::from_value(serde_json::json!({
+        "apiVersion": "hookwarden.io/v1alpha1",
+        "kind": "ReceiverPool",
+        "metadata": {"name": "team", "namespace": ns.name},
+        "spec": {"replicas": 1},
+    }))
+    .unwrap();
+    ns.apply(&pool).await;
+    let w = ns.webhook_ready("team", "True", "ReceiverAvailable").await;
+    assert_eq!(
+        w.status.unwrap().url.unwrap(),
+        format!("http://team-pool.{}.svc/team", ns.name)
+    );
+    let deployment: Deployment = ns.api().get("team-pool").await.unwrap();
+    assert_eq!(
+        deployment.spec.unwrap().replicas,
+        Some(1),
+        "the pool's own replicas"
+    );
+}
