@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test lint unit chart e2e demo crds manifests bench bench-sinks fuzz cluster-up cluster-down cluster-status images install clean
+.PHONY: all build test lint unit chart e2e demo crds manifests bench bench-sinks bench-scale fuzz cluster-up cluster-down cluster-status images install clean
 
 all: build
 
@@ -57,6 +57,11 @@ bench:
 ## Deliveries through the receivers into the real API server, per sink (bench/sinks.sh).
 bench-sinks:
 	bench/sinks.sh
+
+## 1000 Webhooks in 10 namespaces' receiver pools on the cluster: time to Ready, pods,
+## memory (bench/scale.sh).
+bench-scale:
+	bench/scale.sh
 
 ## Fuzz every header, payload and config parser for FUZZ_SECONDS each, growing the kept
 ## corpus in receiver/fuzz/corpus (replayed by `make unit`). Installs cargo-fuzz if needed.

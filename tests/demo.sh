@@ -48,21 +48,27 @@ kubectl -n "$NS" wait --for=condition=Ready --timeout=180s webhook/opal webhook/
 
 echo; echo "== Webhooks"
 kubectl -n "$NS" get webhooks -o wide
+echo; echo "== The receiver pool that serves both"
+kubectl -n "$NS" get receiverpools -o wide
 echo; echo "== What the operator created for them"
-kubectl -n "$NS" get deployments,pods,services,ingresses,serviceaccounts,roles,rolebindings,configmaps,secrets \
+kubectl -n "$NS" get deployments,pods,services,ingresses,serviceaccounts,roles,rolebindings,configmaps,secrets,poddisruptionbudgets \
   -l app.kubernetes.io/managed-by=hookwarden-operator
 echo; echo "== The Opal Webhook's HTTPRoute, and what its status says (no Gateway controller runs here)"
 kubectl -n "$NS" get httproute opal-receiver -o jsonpath='{.spec}' | jq -c .
 kubectl -n "$NS" get webhook opal -o jsonpath='{.status.conditions[?(@.type=="RouteAccepted")]}' | jq -c .
 echo; echo "== Status of the membrane Webhook"
 kubectl -n "$NS" get webhook membrane-orgs -o jsonpath='{.status}' | jq .
-# One signed delivery each, as Opal and Membrane sign them, through the receivers' Services.
+# One signed delivery each, as Opal and Membrane sign them, through the pool's Service.
 SEND=$PWD/${PROFILE_DIR:-target/debug}/hookwarden-receiver
 SECRETS=$(mktemp -d)
 trap 'rm -rf "$SECRETS"' EXIT
 kubectl -n "$NS" get secret opal-signing -o jsonpath='{.data.signing-secret}' | base64 -d >"$SECRETS/opal"
 kubectl -n "$NS" get secret membrane-orgs-signing-secret -o jsonpath='{.data.secret}' | base64 -d >"$SECRETS/membrane"
-url() { echo "http://$(kubectl -n "$NS" get service "$1-receiver" -o jsonpath='{.spec.clusterIP}')$2"; }
+url() { # url WEBHOOK PATH: its status.url on its Service's ClusterIP (no cluster DNS here)
+  local service
+  service=$(kubectl -n "$NS" get webhook "$1" -o jsonpath='{.status.url}' | sed -E 's#^http://([^.]+)\..*#\1#')
+  echo "http://$(kubectl -n "$NS" get service "$service" -o jsonpath='{.spec.clusterIP}')$2"
+}
 send() { # send NAME PATH PROVIDER BODY: retries while a fresh Service rule settles
   for _ in $(seq 20); do
     if out=$("$SEND" send "$(url "$1" "$2")" --provider "$3" --secret-file "$SECRETS/$3" <<<"$4" 2>&1); then

@@ -370,6 +370,17 @@ fn receiver_service(
     }
 }
 
+/// The Service of a Webhook that had a receiver of its own and is served by `pool` now: the
+/// same name, selecting the pool's pods, so that senders given its old URL still reach it.
+pub fn switched_service(webhook: &Webhook, pool: &str) -> Result<Service> {
+    Ok(receiver_service(
+        &owner(webhook)?,
+        names::pool_selector_labels(pool),
+        IntOrString::String("http".into()),
+        IntOrString::String("metrics".into()),
+    ))
+}
+
 /// An Ingress routing exactly `spec.path` on the host to the receiver's Service.
 fn ingress(o: &Owner, spec: &ValidSpec, set: &WebhookIngress, receiver_name: &str) -> Ingress {
     let mut metadata = meta(o, names::receiver(&o.name), "receiver");

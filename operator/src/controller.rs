@@ -12,6 +12,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -48,6 +49,11 @@ const SECRET_RETRY: Duration = Duration::from_secs(10);
 const CONFLICT_RETRY: Duration = Duration::from_secs(10);
 /// How soon a Webhook asking for a route looks again on a cluster without the Gateway API.
 const ROUTE_RETRY: Duration = Duration::from_secs(15);
+/// How soon a Webhook moving into a pool looks again while its old Service still sends its
+/// old pods connections.
+const SWITCH_RETRY: Duration = Duration::from_secs(2);
+/// How long after its Service is switched to the pool a Webhook's old pods stay.
+const SWITCH_SETTLE_SECS: i64 = 5;
 
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
@@ -550,14 +556,12 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         }
         false => (RouteState::Unknown, None),
     };
-    if pooled && switch {
-        // Served by the pool, and routed to it: what served it before goes (a receiver
-        // of its own, from before it joined the pool).
-        remove_own_receiver(ctx, webhook, &namespace).await?;
-        let receiver = names::receiver(&name);
-        delete_owned::<Service>(ctx, webhook, &namespace, &receiver).await?;
-        let config = names::receiver_config(&name);
-        delete_owned::<ConfigMap>(ctx, webhook, &namespace, &config).await?;
+    let mut again = again;
+    if let (ReceiverPlan::Pool { pool }, true) = (&children.receiver, switch)
+        && !retire_own_receiver(ctx, webhook, &namespace, pool).await?
+    {
+        // Its old Service is switched; its old pods go once it no longer sends them any.
+        again = again.min(SWITCH_RETRY);
     }
     // Without the Gateway API, look again now and then: its CRDs may be installed later.
     // And until a controller accepts the route, look again too, besides the route's watch.
@@ -643,6 +647,85 @@ async fn reconcile_route(
         RouteState::Applied(serde_json::to_value(&applied)?),
         Some(url),
     ))
+}
+
+/// What served a Webhook before it joined `pool` (a receiver of its own), once the pool
+/// serves it: its Service, if it had one, is switched to the pool's pods (its URL keeps
+/// answering), and its Deployment, ServiceAccount, Role, RoleBinding and config go once no
+/// endpoint of that Service is one of its old pods any more. Returns whether it is all
+/// done; `false` means: look again shortly.
+async fn retire_own_receiver(
+    ctx: &Context,
+    webhook: &Webhook,
+    namespace: &str,
+    pool: &str,
+) -> Result<bool> {
+    let name = webhook.name_any();
+    let receiver = names::receiver(&name);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Some(service) = services.get_opt(&receiver).await?
+        && children::controlled_by(&service.metadata, webhook)
+    {
+        let switched = children::switched_service(webhook, pool)?;
+        let pool_selector = switched.spec.as_ref().and_then(|s| s.selector.as_ref());
+        if service.spec.as_ref().and_then(|s| s.selector.as_ref()) != pool_selector {
+            info!(service = %receiver, pool, "switching the Service to the pool's pods");
+            apply(ctx, namespace, &switched).await?;
+            return Ok(false);
+        }
+        // kube-proxy follows EndpointSlices within a second or so: the old pods go once
+        // none is named there and the switch is a few seconds old.
+        let switched_at = service
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|f| f.manager.as_deref() == Some(names::FIELD_MANAGER))
+            .filter_map(|f| f.time.as_ref())
+            .map(|t| t.0)
+            .max();
+        let settled = switched_at.is_none_or(|t| {
+            k8s_openapi::jiff::Timestamp::now().duration_since(t).as_secs() >= SWITCH_SETTLE_SECS
+        });
+        if !settled || old_pods_have_endpoints(ctx, namespace, &receiver, &name).await? {
+            return Ok(false);
+        }
+    }
+    remove_own_receiver(ctx, webhook, namespace).await?;
+    let config = names::receiver_config(&name);
+    delete_owned::<ConfigMap>(ctx, webhook, namespace, &config).await?;
+    Ok(true)
+}
+
+/// Whether an EndpointSlice of the Service `service` still names a pod of the Webhook's own
+/// receiver (kube-proxy may still send it connections).
+async fn old_pods_have_endpoints(
+    ctx: &Context,
+    namespace: &str,
+    service: &str,
+    webhook: &str,
+) -> Result<bool> {
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("kubernetes.io/service-name={service}");
+    let named: Vec<String> = slices
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .flat_map(|s| s.endpoints)
+        .filter_map(|e| e.target_ref.and_then(|r| r.name))
+        .collect();
+    if named.is_empty() {
+        return Ok(false);
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let own = names::selector_labels(webhook)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let old = pods.list_metadata(&ListParams::default().labels(&own)).await?;
+    Ok(old.items.iter().any(|p| named.contains(&p.name_any())))
 }
 
 /// Whether the pods of `pool` serve `webhook`'s current generation, from their reports.

@@ -307,7 +307,8 @@ class Defaults(unittest.TestCase):
             "webhooks", "webhooks/status", "deployments", "services", "serviceaccounts",
             "configmaps", "secrets", "roles", "rolebindings", "ingresses", "httproutes",
             "gateways", "pods", "events", "receiverpools", "receiverpools/status",
-            "poddisruptionbudgets"})
+            "poddisruptionbudgets", "endpointslices"})
+        self.assertEqual({v for (g, r, v) in granted if r == "endpointslices"}, {"list"})
         # Gateways: read one by name, for its listeners; never listed or changed.
         self.assertEqual({v for (g, r, v) in granted if r == "gateways"}, {"get"})
         # Pods (spec.sidecar): counted, never written (the receiver is added at admission).

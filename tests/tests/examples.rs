@@ -72,9 +72,17 @@ async fn generated_secret(ns: &TestNamespace, webhook: &str) -> tempfile::NamedT
     file
 }
 
+/// The Webhook's `status.url` (its Service: its own, or its pool's), on the Service's
+/// ClusterIP, which the tests reach from outside the cluster's DNS.
 async fn service_url(ns: &TestNamespace, webhook: &Webhook) -> String {
     let name = webhook.metadata.name.clone().unwrap();
-    let svc: Service = ns.api().get(&format!("{name}-receiver")).await.unwrap();
+    let now: Webhook = ns.api().get(&name).await.unwrap();
+    let url = now.status.and_then(|s| s.url).unwrap();
+    let service = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('.').next())
+        .unwrap();
+    let svc: Service = ns.api().get(service).await.unwrap();
     format!(
         "http://{}{}",
         svc.spec.unwrap().cluster_ip.unwrap(),

@@ -345,3 +345,74 @@ async fn two_webhooks_of_a_pool_on_one_path_the_newer_waits_and_a_named_pool_mus
         "the pool's own replicas"
     );
 }
+
+#[tokio::test]
+async fn a_webhook_with_a_receiver_of_its_own_moves_into_the_pool_without_a_failed_delivery() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ns = TestNamespace::new("pool-move").await;
+    let (url, secret) = ready_receiver(&ns, "moving", "github", "").await;
+    let old_uid = |d: Option<Deployment>| d.and_then(|d| d.metadata.uid);
+    assert!(old_uid(get::<Deployment>(&ns, "moving-receiver").await).is_some());
+
+    // A sender that keeps delivering to the URL it was given, through the move.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (stop, url, file) = (stop.clone(), url.clone(), secret.path().to_owned());
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let body = format!("{{\"ref\":\"refs/heads/main\",\"n\":{i}}}");
+                answers.push(send(
+                    &url,
+                    "github",
+                    &file,
+                    &body,
+                    &["--header", "X-GitHub-Event: push"],
+                ));
+            }
+            answers
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    ns.apply_webhook(&pooled("moving", "github", "")).await;
+    let w = ns
+        .webhook_ready("moving", "True", "ReceiverAvailable")
+        .await;
+    assert_eq!(
+        w.status.unwrap().url.unwrap(),
+        format!("http://default-pool.{}.svc/moving", ns.name)
+    );
+    eventually(
+        "the Webhook's own receiver is gone",
+        Duration::from_secs(60),
+        || async {
+            match get::<Deployment>(&ns, "moving-receiver").await {
+                None => Ok(()),
+                Some(_) => Err("still there"),
+            }
+        },
+    )
+    .await;
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let answers = sender.join().unwrap();
+    let failed: Vec<&(bool, String)> = answers.iter().filter(|(ok, _)| !ok).collect();
+    assert!(
+        answers.len() >= 10,
+        "too few deliveries to tell: {answers:?}"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} deliveries failed during the move: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    // Its old URL answers still: the Service of that name now selects the pool's pods.
+    let svc: Service = ns.api().get("moving-receiver").await.unwrap();
+    let selector = svc.spec.unwrap().selector.unwrap();
+    assert_eq!(selector["app.kubernetes.io/instance"], "default.pool");
+    eprintln!("{} deliveries through the move, none failed", answers.len());
+}
