@@ -685,7 +685,10 @@ async fn retire_own_receiver(
             .map(|t| t.0)
             .max();
         let settled = switched_at.is_none_or(|t| {
-            k8s_openapi::jiff::Timestamp::now().duration_since(t).as_secs() >= SWITCH_SETTLE_SECS
+            k8s_openapi::jiff::Timestamp::now()
+                .duration_since(t)
+                .as_secs()
+                >= SWITCH_SETTLE_SECS
         });
         if !settled || old_pods_have_endpoints(ctx, namespace, &receiver, &name).await? {
             return Ok(false);
@@ -724,7 +727,9 @@ async fn old_pods_have_endpoints(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let old = pods.list_metadata(&ListParams::default().labels(&own)).await?;
+    let old = pods
+        .list_metadata(&ListParams::default().labels(&own))
+        .await?;
     Ok(old.items.iter().any(|p| named.contains(&p.name_any())))
 }
 
