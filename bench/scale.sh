@@ -52,8 +52,8 @@ done
 ready_count() {
   kubectl get webhooks -A -o json |
     jq '[.items[] | select(.metadata.namespace | startswith("'"$PREFIX"'-"))
-         | select(any(.status.conditions[]?; .type == "Ready" and .status == "True"
-                      and .observedGeneration == .metadata.generation))] | length' 2>/dev/null ||
+         | select(.metadata.generation as $g | any(.status.conditions[]?;
+             .type == "Ready" and .status == "True" and .observedGeneration == $g))] | length' 2>/dev/null ||
     echo 0
 }
 

@@ -17,10 +17,10 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -55,6 +55,14 @@ const SWITCH_RETRY: Duration = Duration::from_secs(2);
 /// How long after its Service is switched to the pool a Webhook's old pods stay.
 const SWITCH_SETTLE_SECS: i64 = 5;
 
+/// Webhooks reconciled at once. Unbounded, a thousand Webhooks applied together held a
+/// thousand requests (and connections) to the API server at once, and the operator's
+/// memory with them; a few dozen keep the API server as busy.
+const RECONCILES_AT_ONCE: u16 = 32;
+/// Changes to one Webhook's inputs within this time are one reconcile: a pool's pods
+/// report what they serve one after the other, and each report concerns all its Webhooks.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -65,6 +73,15 @@ pub struct Config {
     pub instance: Option<String>,
 }
 
+/// What the Webhook controller knows of receiver pools, from the watches that also trigger
+/// its reconciles (each change is in these stores before the reconcile it causes): read
+/// here rather than from the API server on every reconcile of every pooled Webhook.
+pub struct PoolView {
+    pub pools: Store<ReceiverPool>,
+    pub pods: Store<Pod>,
+    pub reports: Store<ConfigMap>,
+}
+
 /// What every reconciliation shares.
 pub struct Context {
     pub client: Client,
@@ -73,6 +90,8 @@ pub struct Context {
     pub config: Config,
     /// Every Webhook the controller sees, for conflict checks.
     pub webhooks: Store<Webhook>,
+    /// The pools, their pods and their reports, as the controller's watches see them.
+    pub pools: PoolView,
     /// Consecutive failures per Webhook, for backoff.
     failures: Mutex<HashMap<ObjectRef<Webhook>, u32>>,
 }
@@ -135,16 +154,17 @@ async fn run_scope(
         instance: config.instance.clone(),
     };
     let pools = {
-        let ctx = Arc::new(PoolContext {
-            client: client.clone(),
-            defaults: config.receiver.clone(),
-            webhooks: store.clone(),
-        });
+        let (members, changes) = pool_controller::webhook_store(webhooks.clone());
+        let ctx = Arc::new(PoolContext::new(
+            client.clone(),
+            config.receiver.clone(),
+            members,
+        ));
         let scope = (client.clone(), ns.clone());
         pool_controller::run(
             ctx,
             scoped(&client, ns.as_deref()),
-            webhooks.clone(),
+            changes,
             move || {
                 let (client, ns) = &scope;
                 (
@@ -156,14 +176,40 @@ async fn run_scope(
             shutdown.clone(),
         )
     };
+    let (pools_seen, pools_writer) = reflector::store();
+    let (pods_seen, pods_writer) = reflector::store();
+    let (reports_seen, reports_writer) = reflector::store();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         metrics,
         config,
         webhooks: store.clone(),
+        pools: PoolView {
+            pools: pools_seen,
+            pods: pods_seen,
+            reports: reports_seen,
+        },
         failures: Mutex::new(HashMap::new()),
     });
+    let reports = reflector(
+        reports_writer,
+        watcher(
+            scoped::<ConfigMap>(&client, ns.as_deref()),
+            watcher::Config::default().labels(&format!("{}=pool-served", names::ROLE_LABEL)),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let pool_pods = reflector(
+        pods_writer,
+        watcher(
+            scoped::<Pod>(&client, ns.as_deref()),
+            watcher::Config::default().labels(names::POOL_LABEL),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
     let pool_members = {
         let store = store.clone();
         move |namespace: Option<String>, pool: Option<&String>| -> Vec<ObjectRef<Webhook>> {
@@ -223,31 +269,30 @@ async fn run_scope(
         )
         // A pooled Webhook is Ready once its pool's pods report they serve it: their reports
         // and their readiness are watched.
-        .watches(
-            scoped::<ConfigMap>(&client, ns.as_deref()),
-            watcher::Config::default().labels(&format!("{}=pool-served", names::ROLE_LABEL)),
-            move |cm: ConfigMap| {
-                members_of_report(cm.namespace(), cm.labels().get(names::POOL_LABEL))
-            },
-        )
+        .watches_stream(reports, move |cm: ConfigMap| {
+            members_of_report(cm.namespace(), cm.labels().get(names::POOL_LABEL))
+        })
         // A pool named before it existed.
         .watches_stream(
-            triggers::pools(scoped(&client, ns.as_deref())),
+            triggers::pools(scoped(&client, ns.as_deref()), pools_writer),
             move |pool: ReceiverPool| {
                 members_of_pool(pool.namespace(), pool.metadata.name.as_ref())
             },
         )
-        .watches(
-            scoped::<Pod>(&client, ns.as_deref()),
-            watcher::Config::default().labels(names::POOL_LABEL),
-            move |pod: Pod| pool_members(pod.namespace(), pod.labels().get(names::POOL_LABEL)),
-        )
+        .watches_stream(pool_pods, move |pod: Pod| {
+            pool_members(pod.namespace(), pod.labels().get(names::POOL_LABEL))
+        })
         // A Webhook's conflicts depend on its neighbours: when one changes or goes away,
         // the others of the same sender in its namespace are looked at again.
         .watches(
             webhooks,
             watcher::Config::default(),
             move |changed: Webhook| neighbours(&store, &changed),
+        )
+        .with_config(
+            controller::Config::default()
+                .concurrency(RECONCILES_AT_ONCE)
+                .debounce(DEBOUNCE),
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -741,8 +786,11 @@ async fn pool_readiness(
     namespace: &str,
     pool: &str,
 ) -> Result<Readiness> {
+    let view = &ctx.pools;
+    let key = ObjectRef::<ReceiverPool>::new(pool).within(namespace);
+    // The API server is asked only when the store does not know the pool (yet).
     let pools: Api<ReceiverPool> = Api::namespaced(ctx.client.clone(), namespace);
-    if pools.get_opt(pool).await?.is_none() {
+    if view.pools.get(&key).is_none() && pools.get_opt(pool).await?.is_none() {
         if pool != DEFAULT_POOL {
             return Ok(Readiness::new(
                 Reason::PoolNotFound,
@@ -763,15 +811,22 @@ async fn pool_readiness(
             Err(e) => return Err(e.into()),
         }
     }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = names::pool_selector_labels(pool)
+    // Until both are listed, what they hold says nothing.
+    if view.pods.wait_until_ready().await.is_err() || view.reports.wait_until_ready().await.is_err()
+    {
+        return Err(Error::Render("the pool watches stopped".into()));
+    }
+    let selector = names::pool_selector_labels(pool);
+    let pods: Vec<Pod> = view
+        .pods
+        .state()
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pods = pods.list(&ListParams::default().labels(&selector)).await?;
-    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    let reports = maps.get_opt(&names::pool_served(pool)).await?;
+        .filter(|p| p.namespace().as_deref() == Some(namespace))
+        .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
+        .map(|p| p.as_ref().clone())
+        .collect();
+    let report_key = ObjectRef::<ConfigMap>::new(&names::pool_served(pool)).within(namespace);
+    let reports = view.reports.get(&report_key);
     let name = webhook.name_any();
     let wanted = Wanted {
         name: &name,
@@ -781,8 +836,8 @@ async fn pool_readiness(
     Ok(served::pool_readiness(
         pool,
         &wanted,
-        &pods.items,
-        reports.as_ref(),
+        &pods,
+        reports.as_deref(),
     ))
 }
 
@@ -1147,6 +1202,11 @@ mod tests {
                 instance: None,
             },
             webhooks,
+            pools: PoolView {
+                pools: reflector::store().0,
+                pods: reflector::store().0,
+                reports: reflector::store().0,
+            },
             failures: Mutex::new(HashMap::new()),
         };
         (Arc::new(ctx), handle, writer)

@@ -14,9 +14,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
@@ -37,15 +37,44 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub struct PoolContext {
     pub client: Client,
     pub defaults: ReceiverDefaults,
-    /// Every Webhook the Webhook controller sees: the pool's members are among them.
-    pub webhooks: Store<Webhook>,
+    /// Every Webhook of the scope, from this controller's own watch of them: a change that
+    /// triggers a pool's reconcile is in this store before the reconcile runs (the Webhook
+    /// controller's store, fed by another watch, can be behind, and a pool rendered from
+    /// it would miss the Webhook that triggered it).
+    webhooks: Store<Webhook>,
+}
+
+impl PoolContext {
+    pub fn new(client: Client, defaults: ReceiverDefaults, webhooks: Store<Webhook>) -> Self {
+        PoolContext {
+            client,
+            defaults,
+            webhooks,
+        }
+    }
+}
+
+/// A store of the Webhooks `api` sees, and the stream that fills it (to be run as the pool
+/// controller's Webhook trigger, which updates the store before it passes a change on).
+pub fn webhook_store(
+    api: Api<Webhook>,
+) -> (
+    Store<Webhook>,
+    impl futures::Stream<Item = Result<Webhook, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    (reader, stream)
 }
 
 /// Runs the pool controller of one scope (a namespace, or all) until `shutdown`.
+/// `webhooks` is the stream that fills `ctx`'s Webhook store ([`webhook_store`]).
 pub async fn run(
     ctx: Arc<PoolContext>,
     pools: Api<ReceiverPool>,
-    webhooks: Api<Webhook>,
+    webhooks: impl futures::Stream<Item = Result<Webhook, watcher::Error>> + Send + 'static,
     scoped: impl Fn() -> (Api<Deployment>, Api<ConfigMap>, Api<Role>),
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -65,7 +94,7 @@ pub async fn run(
         .owns(roles, owned("pool"))
         // A Webhook that joins, changes or leaves: the pools of its namespace (it may have
         // left one for another, and the watch sees only where it is now).
-        .watches(webhooks, watcher::Config::default(), move |w: Webhook| {
+        .watches_stream(webhooks, move |w: Webhook| {
             let ns = w.namespace();
             let mut pools: Vec<ObjectRef<ReceiverPool>> = pool_store
                 .state()
@@ -78,6 +107,11 @@ pub async fn run(
             }
             pools
         })
+        .with_config(
+            controller::Config::default()
+                .concurrency(4)
+                .debounce(Duration::from_millis(250)),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

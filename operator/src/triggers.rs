@@ -52,11 +52,13 @@ pub fn routes(
 /// [`routes`]: an operator upgraded with Helm, which does not install a chart's new CRDs on
 /// upgrade, has no ReceiverPool kind until `crds/` is applied, and the Webhook controller
 /// must not stall its other watches meanwhile.
+/// What is seen goes into `store` first.
 pub fn pools(
     api: Api<hookwarden_api::pool::ReceiverPool>,
+    store: kube::runtime::reflector::store::Writer<hookwarden_api::pool::ReceiverPool>,
 ) -> impl Stream<Item = Result<hookwarden_api::pool::ReceiverPool, watcher::Error>> + Send + 'static
 {
-    watcher(api, watcher::Config::default())
+    kube::runtime::reflector(store, watcher(api, watcher::Config::default()))
         .default_backoff()
         .touched_objects()
         .filter_map(|touched| {
