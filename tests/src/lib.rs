@@ -428,17 +428,23 @@ pub async fn ready_receiver(
     ))
     .await;
     ns.webhook_ready(name, "True", "ReceiverAvailable").await;
-    let secret: Secret = ns
-        .api()
-        .get(&format!("{name}-signing-secret"))
-        .await
-        .unwrap();
-    let value = &secret.data.unwrap()["secret"].0;
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), value).unwrap();
+    let file = generated_secret_file(ns, name).await;
     let svc: Service = ns.api().get(&format!("{name}-receiver")).await.unwrap();
     let ip = svc.spec.unwrap().cluster_ip.unwrap();
     (format!("http://{ip}/{name}"), file)
+}
+
+/// The secret the operator generated for `webhook`, in a file for `hookwarden-receiver
+/// send`.
+pub async fn generated_secret_file(ns: &TestNamespace, webhook: &str) -> tempfile::NamedTempFile {
+    let secret: Secret = ns
+        .api()
+        .get(&format!("{webhook}-signing-secret"))
+        .await
+        .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &secret.data.unwrap()["secret"].0).unwrap();
+    file
 }
 
 /// The first delivery after a pod turns Ready can meet a Service rule not yet in place.

@@ -60,18 +60,6 @@ async fn create_referenced_secrets(
     Some(file)
 }
 
-/// The generated secret of a Webhook without `secretRef`, as a file.
-async fn generated_secret(ns: &TestNamespace, webhook: &str) -> tempfile::NamedTempFile {
-    let secret: Secret = ns
-        .api()
-        .get(&format!("{webhook}-signing-secret"))
-        .await
-        .unwrap();
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &secret.data.unwrap()["secret"].0).unwrap();
-    file
-}
-
 /// The Webhook's `status.url` (its Service: its own, or its pool's), on the Service's
 /// ClusterIP, which the tests reach from outside the cluster's DNS.
 async fn service_url(ns: &TestNamespace, webhook: &Webhook) -> String {
@@ -104,7 +92,7 @@ async fn apply_example(ns: &TestNamespace, text: &str) -> Vec<(Webhook, tempfile
         ns.webhook_ready(&name, "True", "ReceiverAvailable").await;
         let secret = match secret {
             Some(file) => file,
-            None => generated_secret(ns, &name).await,
+            None => generated_secret_file(ns, &name).await,
         };
         out.push((w, secret));
     }

@@ -25,18 +25,6 @@ fn pooled_at(name: &str, path: &str, provider: &str, extra: &str) -> String {
     )
 }
 
-/// The generated signing secret of `webhook`, in a file for `hookwarden-receiver send`.
-async fn secret_file(ns: &TestNamespace, webhook: &str) -> tempfile::NamedTempFile {
-    let secret: Secret = ns
-        .api()
-        .get(&format!("{webhook}-signing-secret"))
-        .await
-        .unwrap();
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &secret.data.unwrap()["secret"].0).unwrap();
-    file
-}
-
 /// (name, uid, restarts) of the pool's pods.
 async fn pool_pods(ns: &TestNamespace) -> Vec<(String, String, i32)> {
     let pods: kube::Api<Pod> = ns.api();
@@ -127,9 +115,9 @@ async fn a_namespaces_webhooks_share_one_pool_that_follows_their_changes_without
 
     // Each Webhook on its path, verified with its own secret only.
     let base = pool_url(&ns).await;
-    let opal = secret_file(&ns, "opal").await;
-    let membrane = secret_file(&ns, "membrane").await;
-    let github = secret_file(&ns, "github").await;
+    let opal = generated_secret_file(&ns, "opal").await;
+    let membrane = generated_secret_file(&ns, "membrane").await;
+    let github = generated_secret_file(&ns, "github").await;
     let out = send_eventually(&format!("{base}/opal"), "opal", opal.path(), OPAL, &[]);
     assert!(out.starts_with("200"), "{out}");
     let out = send_eventually(
@@ -184,7 +172,7 @@ async fn a_namespaces_webhooks_share_one_pool_that_follows_their_changes_without
         "a Webhook added to a running pool was Ready (served) {:?} after it was applied",
         added.elapsed()
     );
-    let slack = secret_file(&ns, "slack").await;
+    let slack = generated_secret_file(&ns, "slack").await;
     let (ok, out) = send(
         &format!("{base}/slack"),
         "slack",
@@ -283,7 +271,7 @@ async fn two_webhooks_of_a_pool_on_one_path_the_newer_waits_and_a_named_pool_mus
         "{message}"
     );
     let base = pool_url(&ns).await;
-    let first = secret_file(&ns, "first").await;
+    let first = generated_secret_file(&ns, "first").await;
     let out = send_eventually(
         &format!("{base}/hooks"),
         "github",
@@ -300,7 +288,7 @@ async fn two_webhooks_of_a_pool_on_one_path_the_newer_waits_and_a_named_pool_mus
     ns.delete::<hookwarden_api::webhook::Webhook>("first").await;
     ns.webhook_ready("second", "True", "ReceiverAvailable")
         .await;
-    let second = secret_file(&ns, "second").await;
+    let second = generated_secret_file(&ns, "second").await;
     answered(
         &format!("{base}/hooks"),
         "gitlab",
