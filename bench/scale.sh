@@ -34,8 +34,8 @@ trap cleanup EXIT
 tests/cluster/cluster.sh up
 PROFILE=release tests/install.sh >/dev/null
 
-webhook() { # NAME: a GitHub Webhook in the default pool, recording Events
-  printf -- '---\napiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: %s}\nspec: {path: /%s, provider: github, pool: default}\n' "$1" "$1"
+webhook() { # NAME: a GitHub Webhook with default settings (the default pool), recording Events
+  printf -- '---\napiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: %s}\nspec: {path: /%s, provider: github}\n' "$1" "$1"
 }
 for i in $(seq 0 $((NAMESPACES - 1))); do
   ns=$PREFIX-$i
@@ -57,6 +57,19 @@ ready_count() {
     echo 0
 }
 
+# The API server's requests by verb and resource (its own counter), to say where the time
+# goes: the difference over the run is printed at the end.
+requests() {
+  kubectl get --raw /metrics |
+    awk '/^apiserver_request_total\{/ {
+      verb = $0; sub(/.*verb="/, "", verb); sub(/".*/, "", verb)
+      res = $0; sub(/.*resource="/, "", res); sub(/".*/, "", res)
+      sub_ = ""; if ($0 ~ /subresource="[a-z]/) { sub_ = $0; sub(/.*subresource="/, "", sub_); sub(/".*/, "", sub_); sub_ = "/" sub_ }
+      n[verb " " res sub_] += $NF
+    } END { for (k in n) print k, n[k] }' | sort
+}
+requests >"$WORK/requests.before"
+
 echo "bench-scale: $(date -u +%Y-%m-%d), $(nproc) cores, $NAMESPACES namespaces x $PER_NAMESPACE Webhooks; operator, API server, etcd and the pools share the machine"
 start=$(date +%s.%N)
 for i in $(seq 0 $((NAMESPACES - 1))); do
@@ -69,6 +82,11 @@ while :; do
   ready=$(ready_count)
   now=$(date +%s.%N)
   [ "$ready" -ge "$TOTAL" ] && break
+  tick=$(awk "BEGIN {printf \"%d\", $now - $start}")
+  if [ $((tick / 10)) -gt "${last_tick:-0}" ]; then
+    last_tick=$((tick / 10))
+    echo "  ${tick} s: $ready/$TOTAL Ready"
+  fi
   if awk "BEGIN {exit !($now - $start > $TIMEOUT)}"; then
     echo "bench-scale: only $ready/$TOTAL Webhooks Ready after ${TIMEOUT}s" >&2
     exit 1
@@ -78,6 +96,12 @@ done
 elapsed() { awk "BEGIN {printf \"%.1f\", $2 - $1}"; }
 echo "  applied: $TOTAL Webhooks in $(elapsed "$start" "$applied") s (kubectl)"
 echo "  all Ready: $(elapsed "$start" "$now") s after the first apply (target < 60 s)"
+requests >"$WORK/requests.after"
+echo "  API requests until all Ready, by verb and resource (the 12 most):"
+awk 'NR == FNR {before[$1 " " $2] = $3; next}
+     {d = $3 - before[$1 " " $2]; if (d > 0) printf "%d %s %s\n", d, $1, $2}' \
+  "$WORK/requests.before" "$WORK/requests.after" | sort -rn | head -12 |
+  awk '{printf "    %8d %s %s\n", $1, $2, $3}'
 
 max_pods=0
 for i in $(seq 0 $((NAMESPACES - 1))); do

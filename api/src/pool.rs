@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::webhook::ReceiverSettings;
+use crate::webhook::{ReceiverSettings, WebhookSpec};
 
 /// The name of the pool a Webhook joins when it names none.
 pub const DEFAULT_POOL: &str = "default";
@@ -64,4 +64,37 @@ pub struct ReceiverPoolStatus {
     /// The in-cluster base URL of the pool's Service; a Webhook is served on its path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+}
+
+impl WebhookSpec {
+    /// The ReceiverPool that serves this Webhook: `pool`, or the namespace's
+    /// [`DEFAULT_POOL`] when the spec asks for no placement
+    /// (none of `pool`, `receiver`, `sidecar`); `None` for a receiver of its own or a
+    /// sidecar.
+    pub fn pool_name(&self) -> Option<&str> {
+        match (&self.pool, &self.receiver, &self.sidecar) {
+            (Some(pool), _, _) => Some(pool),
+            (None, None, None) => Some(DEFAULT_POOL),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_that_asks_for_no_placement_is_served_by_the_default_pool() {
+        let mut spec = WebhookSpec::default();
+        assert_eq!(spec.pool_name(), Some(DEFAULT_POOL));
+        spec.pool = Some("edge".into());
+        assert_eq!(spec.pool_name(), Some("edge"));
+        spec.pool = None;
+        spec.receiver = Some(ReceiverSettings::default());
+        assert_eq!(spec.pool_name(), None, "a receiver of its own");
+        spec.receiver = None;
+        spec.sidecar = Some(serde_json::from_str(r#"{"deployment": "app"}"#).unwrap());
+        assert_eq!(spec.pool_name(), None, "a sidecar");
+    }
 }

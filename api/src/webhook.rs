@@ -70,13 +70,15 @@ pub struct WebhookSpec {
     pub sinks: Option<Sinks>,
 
     /// Settings of a receiver of this Webhook's own: pods that serve this Webhook alone
-    /// (for isolation). Use this, `pool` or `sidecar`, not two of them.
+    /// (for isolation; `receiver: {}` for the defaults). Use this, `pool` or `sidecar`,
+    /// not two of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receiver: Option<ReceiverSettings>,
 
     /// The `ReceiverPool` of this namespace whose pods serve this Webhook, on its path,
     /// beside the pool's other Webhooks. Changes to this Webhook reach the pool's pods
-    /// without a restart. Use this, `receiver` or `sidecar`, not two of them.
+    /// without a restart. Use this, `receiver` or `sidecar`, not two of them. Default,
+    /// when none of the three is given: `default`, created on demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 58))]
     pub pool: Option<String>,

@@ -890,6 +890,7 @@ mod tests {
                 }),
                 forward: None,
             }),
+            receiver: Some(ReceiverSettings::default()),
             ..WebhookSpec::default()
         }
     }

@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -35,7 +34,8 @@ use crate::names;
 use crate::pool_controller::{self, PoolContext};
 use crate::route::{self, RouteState};
 use crate::secret;
-use crate::served::{self, Wanted};
+use crate::seen::{self, Seen};
+use crate::served::{self, Reports, Wanted};
 use crate::status::{self, Readiness, Reason, SinkUsage};
 use crate::triggers;
 use crate::validate::{SecretSource, ValidSpec, validate};
@@ -76,6 +76,7 @@ pub struct Config {
 /// What the Webhook controller knows of receiver pools, from the watches that also trigger
 /// its reconciles (each change is in these stores before the reconcile it causes): read
 /// here rather than from the API server on every reconcile of every pooled Webhook.
+#[derive(Clone)]
 pub struct PoolView {
     pub pools: Store<ReceiverPool>,
     pub pods: Store<Pod>,
@@ -92,8 +93,80 @@ pub struct Context {
     pub webhooks: Store<Webhook>,
     /// The pools, their pods and their reports, as the controller's watches see them.
     pub pools: PoolView,
+    /// The children the operator manages, as the controller's watches see them.
+    pub seen: Seen,
     /// Consecutive failures per Webhook, for backoff.
     failures: Mutex<HashMap<ObjectRef<Webhook>, u32>>,
+}
+
+impl PoolView {
+    /// The pods of `pool` in `namespace`, as watched.
+    fn pods_of(&self, namespace: &str, pool: &str) -> Vec<Pod> {
+        let selector = names::pool_selector_labels(pool);
+        self.pods
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
+            .map(|p| p.as_ref().clone())
+            .collect()
+    }
+
+    /// What the pods of `pool` in `namespace` report they serve, as watched.
+    fn reports_of(&self, namespace: &str, pool: &str) -> Reports {
+        let key = ObjectRef::<ConfigMap>::new(&names::pool_served(pool)).within(namespace);
+        Reports::read(self.reports.get(&key).as_deref())
+    }
+}
+
+/// The Webhooks of `pool` (`spec.pool`, or the default pool) in `namespace`.
+fn pool_members(
+    webhooks: &Store<Webhook>,
+    namespace: Option<String>,
+    pool: Option<&String>,
+) -> Vec<Arc<Webhook>> {
+    let (Some(ns), Some(pool)) = (namespace, pool) else {
+        return vec![];
+    };
+    webhooks
+        .state()
+        .into_iter()
+        .filter(|w| w.namespace().as_ref() == Some(&ns))
+        .filter(|w| w.spec.pool_name() == Some(pool.as_str()))
+        .collect()
+}
+
+/// The Webhooks of `pool` whose readiness the pool's pods and reports, as they are now,
+/// change: a report or a pod concerns every Webhook of the pool, and reconciling all of
+/// them for each would cost a pool of a hundred a hundred reconciles per report.
+fn pool_news(
+    webhooks: &Store<Webhook>,
+    view: &PoolView,
+    namespace: Option<String>,
+    pool: Option<&String>,
+) -> Vec<ObjectRef<Webhook>> {
+    let (Some(ns), Some(pool)) = (namespace.clone(), pool) else {
+        return vec![];
+    };
+    let members = pool_members(webhooks, namespace, Some(pool));
+    if members.is_empty() {
+        return vec![];
+    }
+    let pods = view.pods_of(&ns, pool);
+    let reports = view.reports_of(&ns, pool);
+    members
+        .iter()
+        .filter(|w| {
+            let name = w.name_any();
+            let wanted = Wanted {
+                name: &name,
+                uid: w.metadata.uid.as_deref().unwrap_or_default(),
+                generation: w.metadata.generation.unwrap_or_default(),
+            };
+            served::is_news(w, &served::pool_readiness(pool, &wanted, &pods, &reports))
+        })
+        .map(|w| ObjectRef::from_obj(w.as_ref()))
+        .collect()
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -179,6 +252,7 @@ async fn run_scope(
     let (pools_seen, pools_writer) = reflector::store();
     let (pods_seen, pods_writer) = reflector::store();
     let (reports_seen, reports_writer) = reflector::store();
+    let (children_seen, writers) = Seen::new(route::http_route_resource());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
@@ -190,6 +264,7 @@ async fn run_scope(
             pods: pods_seen,
             reports: reports_seen,
         },
+        seen: children_seen,
         failures: Mutex::new(HashMap::new()),
     });
     let reports = reflector(
@@ -210,50 +285,47 @@ async fn run_scope(
     )
     .default_backoff()
     .touched_objects();
-    let pool_members = {
+    let members_of_pool = {
         let store = store.clone();
         move |namespace: Option<String>, pool: Option<&String>| -> Vec<ObjectRef<Webhook>> {
-            let (Some(ns), Some(pool)) = (namespace, pool) else {
-                return vec![];
-            };
-            store
-                .state()
+            pool_members(&store, namespace, pool)
                 .iter()
-                .filter(|w| w.namespace().as_ref() == Some(&ns))
-                .filter(|w| w.spec.pool.as_ref() == Some(pool))
                 .map(|w| ObjectRef::from_obj(w.as_ref()))
                 .collect()
         }
     };
-    let members_of_report = pool_members.clone();
-    let members_of_pool = pool_members.clone();
+    let news = {
+        let (store, view) = (store.clone(), ctx.pools.clone());
+        move |namespace: Option<String>, pool: Option<&String>| {
+            pool_news(&store, &view, namespace, pool)
+        }
+    };
+    let news_of_report = news.clone();
     info!(
         namespace = ns.as_deref().unwrap_or("<all>"),
         "controller starting"
     );
+    let scope = ns.as_deref();
     let webhooks_done = controller
-        .owns(
-            scoped::<Deployment>(&client, ns.as_deref()),
-            managed.clone(),
-        )
-        .owns(scoped::<Service>(&client, ns.as_deref()), managed.clone())
+        .owns_stream(seen::owned(&client, scope, &managed, writers.deployments))
+        .owns_stream(seen::owned(&client, scope, &managed, writers.services))
         // Not on every write a receiver makes to a sink's data: see `triggers`.
         .owns_stream(triggers::config_maps(
-            scoped::<ConfigMap>(&client, ns.as_deref()),
+            scoped::<ConfigMap>(&client, scope),
             managed.clone(),
+            writers.config_maps,
         ))
-        .owns(
-            scoped::<ServiceAccount>(&client, ns.as_deref()),
-            managed.clone(),
-        )
-        .owns(scoped::<Role>(&client, ns.as_deref()), managed.clone())
-        .owns(
-            scoped::<RoleBinding>(&client, ns.as_deref()),
-            managed.clone(),
-        )
-        .owns(scoped::<Ingress>(&client, ns.as_deref()), managed.clone())
+        .owns_stream(seen::owned(
+            &client,
+            scope,
+            &managed,
+            writers.service_accounts,
+        ))
+        .owns_stream(seen::owned(&client, scope, &managed, writers.roles))
+        .owns_stream(seen::owned(&client, scope, &managed, writers.role_bindings))
+        .owns_stream(seen::owned(&client, scope, &managed, writers.ingresses))
         .owns_stream_with(
-            triggers::routes(&client, ns.as_deref(), managed),
+            triggers::routes(&client, scope, managed.clone(), writers.routes),
             route::http_route_resource(),
         )
         // Pods that opted in to a Webhook's sidecar receiver: its status counts them.
@@ -270,7 +342,7 @@ async fn run_scope(
         // A pooled Webhook is Ready once its pool's pods report they serve it: their reports
         // and their readiness are watched.
         .watches_stream(reports, move |cm: ConfigMap| {
-            members_of_report(cm.namespace(), cm.labels().get(names::POOL_LABEL))
+            news_of_report(cm.namespace(), cm.labels().get(names::POOL_LABEL))
         })
         // A pool named before it existed.
         .watches_stream(
@@ -280,7 +352,7 @@ async fn run_scope(
             },
         )
         .watches_stream(pool_pods, move |pod: Pod| {
-            pool_members(pod.namespace(), pod.labels().get(names::POOL_LABEL))
+            news(pod.namespace(), pod.labels().get(names::POOL_LABEL))
         })
         // A Webhook's conflicts depend on its neighbours: when one changes or goes away,
         // the others of the same sender in its namespace are looked at again.
@@ -351,7 +423,7 @@ fn neighbours(store: &Store<Webhook>, changed: &Webhook) -> Vec<ObjectRef<Webhoo
         .filter(|w| w.metadata.uid != changed.metadata.uid)
         .filter(|w| {
             w.spec.provider == changed.spec.provider
-                || w.spec.pool.is_some() && w.spec.pool == changed.spec.pool
+                || w.spec.pool_name().is_some() && w.spec.pool_name() == changed.spec.pool_name()
                 || w.spec.ingress.is_some() && changed.spec.ingress.is_some()
         })
         .map(|w| ObjectRef::from_obj(w.as_ref()))
@@ -655,7 +727,9 @@ async fn reconcile_route(
     let (Some(route), Some(set)) = (route, spec.gateway.as_ref()) else {
         // (without the HTTPRoute kind in this cluster, there is nothing to delete)
         let name = names::receiver(&webhook.name_any());
-        if delete_controlled(&api, webhook, &name).await? {
+        if seen::has_route(&ctx.seen.routes, namespace, &name)
+            && delete_controlled(&api, webhook, &name).await?
+        {
             info!("deleted the HTTPRoute: spec.gateway is gone");
         }
         return Ok((RouteState::NoRoute, None));
@@ -708,7 +782,9 @@ async fn retire_own_receiver(
     let name = webhook.name_any();
     let receiver = names::receiver(&name);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
-    if let Some(service) = services.get_opt(&receiver).await?
+    let had_service = seen::has(&ctx.seen.services, namespace, &receiver);
+    if had_service
+        && let Some(service) = services.get_opt(&receiver).await?
         && children::controlled_by(&service.metadata, webhook)
     {
         let switched = children::switched_service(webhook, pool)?;
@@ -741,7 +817,7 @@ async fn retire_own_receiver(
     }
     remove_own_receiver(ctx, webhook, namespace).await?;
     let config = names::receiver_config(&name);
-    delete_owned::<ConfigMap>(ctx, webhook, namespace, &config).await?;
+    delete_owned(ctx, &ctx.seen.config_maps, webhook, namespace, &config).await?;
     Ok(true)
 }
 
@@ -816,29 +892,15 @@ async fn pool_readiness(
     {
         return Err(Error::Render("the pool watches stopped".into()));
     }
-    let selector = names::pool_selector_labels(pool);
-    let pods: Vec<Pod> = view
-        .pods
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace))
-        .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
-        .map(|p| p.as_ref().clone())
-        .collect();
-    let report_key = ObjectRef::<ConfigMap>::new(&names::pool_served(pool)).within(namespace);
-    let reports = view.reports.get(&report_key);
+    let pods = view.pods_of(namespace, pool);
+    let reports = view.reports_of(namespace, pool);
     let name = webhook.name_any();
     let wanted = Wanted {
         name: &name,
         uid: webhook.metadata.uid.as_deref().unwrap_or_default(),
         generation: webhook.metadata.generation.unwrap_or_default(),
     };
-    Ok(served::pool_readiness(
-        pool,
-        &wanted,
-        &pods,
-        reports.as_deref(),
-    ))
+    Ok(served::pool_readiness(pool, &wanted, &pods, &reports))
 }
 
 /// Takes what the Webhook named `webhook` added out of `deployment` (nothing when the
@@ -874,14 +936,18 @@ async fn remove_sidecar_of(
 /// runs as a sidecar), where this Webhook controls them.
 async fn remove_own_receiver(ctx: &Context, webhook: &Webhook, namespace: &str) -> Result<()> {
     let name = names::receiver(&webhook.name_any());
-    delete_owned::<Deployment>(ctx, webhook, namespace, &name).await?;
-    delete_owned::<RoleBinding>(ctx, webhook, namespace, &name).await?;
-    delete_owned::<Role>(ctx, webhook, namespace, &name).await?;
-    delete_owned::<ServiceAccount>(ctx, webhook, namespace, &name).await
+    let seen = &ctx.seen;
+    delete_owned(ctx, &seen.deployments, webhook, namespace, &name).await?;
+    delete_owned(ctx, &seen.role_bindings, webhook, namespace, &name).await?;
+    delete_owned(ctx, &seen.roles, webhook, namespace, &name).await?;
+    delete_owned(ctx, &seen.service_accounts, webhook, namespace, &name).await
 }
 
+/// Deletes `name` if `webhook` controls it; asks the API server only when the watch of its
+/// kind has seen it (see [`seen`]).
 async fn delete_owned<K>(
     ctx: &Context,
+    seen: &Store<PartialObjectMeta<K>>,
     webhook: &Webhook,
     namespace: &str,
     name: &str,
@@ -892,6 +958,9 @@ where
         + Clone
         + Debug,
 {
+    if !seen::has(seen, namespace, name) {
+        return Ok(());
+    }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     delete_controlled(&api, webhook, name).await.map(|_| ())
 }
@@ -1036,14 +1105,16 @@ async fn remove_stale_sinks(
     spec: &ValidSpec,
 ) -> Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!(
-        "{}={},{}=sink",
-        names::WEBHOOK_LABEL,
-        webhook.name_any(),
-        names::ROLE_LABEL
-    );
+    let name = webhook.name_any();
     let wanted = spec.config_map.as_ref().map(|c| c.name.as_str());
-    for cm in api.list(&ListParams::default().labels(&selector)).await? {
+    // (from the watch of managed ConfigMaps: see `seen`)
+    let sinks = ctx.seen.config_maps.state().into_iter().filter(|cm| {
+        let labels = cm.labels();
+        cm.namespace().as_deref() == Some(namespace)
+            && labels.get(names::WEBHOOK_LABEL) == Some(&name)
+            && labels.get(names::ROLE_LABEL).map(String::as_str) == Some("sink")
+    });
+    for cm in sinks {
         let cm_name = cm.name_any();
         if children::controlled_by(&cm.metadata, webhook) && Some(cm_name.as_str()) != wanted {
             info!(configmap = %cm_name, "deleting sink ConfigMap no longer in spec");
@@ -1060,7 +1131,7 @@ async fn remove_stale_sinks(
 /// Deletes the Ingress this Webhook owns once `spec.ingress` is gone.
 async fn remove_stale_ingress(ctx: &Context, webhook: &Webhook, namespace: &str) -> Result<()> {
     let name = names::receiver(&webhook.name_any());
-    delete_owned::<Ingress>(ctx, webhook, namespace, &name).await
+    delete_owned(ctx, &ctx.seen.ingresses, webhook, namespace, &name).await
 }
 
 /// Writes the status through the status subresource when it changed, and publishes an
@@ -1181,6 +1252,15 @@ mod tests {
     type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
     fn context() -> (Arc<Context>, Handle, reflector::store::Writer<Webhook>) {
+        context_seeing(|_| {})
+    }
+
+    /// A context whose watches of the children have seen what `fill` puts in.
+    fn context_seeing(
+        fill: impl FnOnce(&mut seen::Writers),
+    ) -> (Arc<Context>, Handle, reflector::store::Writer<Webhook>) {
+        let (seen, mut writers) = Seen::new(route::http_route_resource());
+        fill(&mut writers);
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let (webhooks, writer) = reflector::store();
@@ -1207,6 +1287,7 @@ mod tests {
                 pods: reflector::store().0,
                 reports: reflector::store().0,
             },
+            seen,
             failures: Mutex::new(HashMap::new()),
         };
         (Arc::new(ctx), handle, writer)
@@ -1434,7 +1515,7 @@ mod tests {
         let (ctx, handle, _) = context();
         let w = webhook(
             "gh",
-            json!({"path": "/gh", "provider": "github"}),
+            json!({"path": "/gh", "provider": "github", "receiver": {}}),
             "2026-01-01T00:00:00Z",
         );
         let server = tokio::spawn(empty_cluster(handle, w.clone()));
@@ -1446,14 +1527,11 @@ mod tests {
             format!("GET /api/v1{ns}/secrets/gh-signing-secret"),
             format!("POST /api/v1{ns}/secrets"),
             format!("PATCH /api/v1{ns}/configmaps/gh-receiver-config"),
-            format!("GET /api/v1{ns}/configmaps"),
             format!("PATCH /api/v1{ns}/serviceaccounts/gh-receiver"),
             format!("PATCH /apis/rbac.authorization.k8s.io/v1{ns}/roles/gh-receiver"),
             format!("PATCH /apis/rbac.authorization.k8s.io/v1{ns}/rolebindings/gh-receiver"),
             format!("PATCH /api/v1{ns}/services/gh-receiver"),
             format!("PATCH /apis/apps/v1{ns}/deployments/gh-receiver"),
-            format!("GET /apis/networking.k8s.io/v1{ns}/ingresses/gh-receiver"),
-            format!("GET /apis/gateway.networking.k8s.io/v1{ns}/httproutes/gh-receiver"),
             format!("PATCH /apis/hookwarden.io/v1alpha1{ns}/webhooks/gh/status"),
             format!("POST /apis/events.k8s.io/v1{ns}/events"),
         ];
@@ -1467,6 +1545,39 @@ mod tests {
             "http://gh-receiver.team.svc/gh"
         );
         assert_eq!(action, Action::requeue(RESYNC));
+    }
+
+    #[tokio::test]
+    async fn a_child_the_watches_have_seen_is_looked_at_and_only_that_one() {
+        use kube::core::PartialObjectMetaExt;
+        use kube::runtime::watcher;
+        let (ctx, handle, _) = context_seeing(|w| {
+            let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("gh-receiver".into()),
+                namespace: Some("team".into()),
+                ..Default::default()
+            };
+            w.ingresses
+                .apply_watcher_event(&watcher::Event::Apply(meta.into_response_partial()));
+        });
+        let w = webhook(
+            "gh",
+            json!({"path": "/gh", "provider": "github", "receiver": {}}),
+            "2026-01-01T00:00:00Z",
+        );
+        let server = tokio::spawn(empty_cluster(handle, w.clone()));
+        reconcile_inner(&w, &ctx).await.unwrap();
+        drop(ctx);
+        let (seen, _) = server.await.unwrap();
+        let ns = "/namespaces/team";
+        let looked_at: Vec<&String> = seen.iter().filter(|r| r.starts_with("GET")).collect();
+        assert_eq!(
+            looked_at,
+            [
+                &format!("GET /api/v1{ns}/secrets/gh-signing-secret"),
+                &format!("GET /apis/networking.k8s.io/v1{ns}/ingresses/gh-receiver"),
+            ]
+        );
     }
 
     fn server_error() -> Value {

@@ -1,7 +1,7 @@
 //! hookwarden's operator: runs and maintains a receiver for each `Webhook`.
 //!
 //! Pure modules (`crd`, `validate`, `conflict`, `children`, `pool_children`, `served`,
-//! `status`, `names`, `secret`, `route`, `inject`, `certs`) decide; `controller`,
+//! `status`, `names`, `secret`, `route`, `inject`, `certs`) decide; `controller`, `seen`,
 //! `pool_controller`, `admission` and `leader` talk to the API server; `metrics` serves
 //! health and Prometheus endpoints.
 
@@ -23,6 +23,7 @@ pub mod reference;
 pub mod route;
 pub mod rules;
 pub mod secret;
+pub mod seen;
 pub mod served;
 pub mod status;
 pub mod triggers;

@@ -102,7 +102,7 @@ pub async fn run(
                 .filter(|p| p.namespace() == ns)
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect();
-            if let (Some(pool), Some(ns)) = (w.spec.pool.as_ref(), ns.as_ref()) {
+            if let (Some(pool), Some(ns)) = (w.spec.pool_name(), ns.as_ref()) {
                 pools.push(ObjectRef::new(pool).within(ns));
             }
             pools
@@ -151,7 +151,7 @@ async fn reconcile(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Act
         .iter()
         .map(|w| w.as_ref())
         .filter(|w| w.namespace().as_deref() == Some(&namespace))
-        .filter(|w| w.spec.pool.as_deref() == Some(name.as_str()))
+        .filter(|w| w.spec.pool_name() == Some(name.as_str()))
         .filter(|w| w.metadata.deletion_timestamp.is_none())
         .filter_map(|w| {
             let spec = validate(&w.name_any(), &w.spec).ok()?;

@@ -7,7 +7,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject};
-use kube::core::PartialObjectMeta;
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
+use kube::runtime::reflector::reflector;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::debug;
@@ -23,18 +25,20 @@ use crate::status;
 /// of its watches after an error from any one of them (one back-off over them all), so
 /// passing these on would hold back every Webhook's changes for as long as the Gateway API
 /// is missing, up to 30 s each.
+/// What is seen goes into `store` first (metadata only: the owner references are all a
+/// trigger needs, and whether a route exists all a reconcile asks).
 pub fn routes(
     client: &Client,
     namespace: Option<&str>,
     managed: watcher::Config,
+    store: Writer<PartialObjectMeta<DynamicObject>>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<DynamicObject>, watcher::Error>> + Send + 'static {
-    // metadata only: the owner references are all a trigger needs
     let resource = route::http_route_resource();
     let routes: Api<PartialObjectMeta<DynamicObject>> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    watcher(routes, managed)
+    reflector(store, watcher(routes, managed))
         .default_backoff()
         .touched_objects()
         .filter_map(|touched| {
@@ -76,15 +80,21 @@ pub fn pools(
 /// changed (see [`config_map_state`]) or when one is deleted (so it is made again). A
 /// receiver writes its sink ConfigMap on every delivery it records; reconciling the
 /// Webhook for each of those writes made the operator busy in proportion to the traffic.
+/// Every change goes into `store` first, metadata only (a sink's data is the receiver's,
+/// and can be a MiB).
 pub fn config_maps(
     api: Api<ConfigMap>,
     managed: watcher::Config,
+    mut store: Writer<PartialObjectMeta<ConfigMap>>,
 ) -> impl Stream<Item = Result<ConfigMap, watcher::Error>> + Send + 'static {
     // What was last passed on of each ConfigMap, by uid (a ConfigMap made again is new).
     let mut seen: HashMap<String, u64> = HashMap::new();
     watcher(api, managed)
         .default_backoff()
         .filter_map(move |event| {
+            if let Ok(event) = &event {
+                store.apply_watcher_event(&metadata_only(event));
+            }
             let passed = match event {
                 Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
                     let state = config_map_state(&cm);
@@ -100,6 +110,20 @@ pub fn config_maps(
             };
             futures::future::ready(passed)
         })
+}
+
+/// `event` with each ConfigMap reduced to its metadata.
+fn metadata_only(
+    event: &watcher::Event<ConfigMap>,
+) -> watcher::Event<PartialObjectMeta<ConfigMap>> {
+    let meta = |cm: &ConfigMap| cm.metadata.clone().into_response_partial::<ConfigMap>();
+    match event {
+        watcher::Event::Apply(cm) => watcher::Event::Apply(meta(cm)),
+        watcher::Event::Delete(cm) => watcher::Event::Delete(meta(cm)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(cm) => watcher::Event::InitApply(meta(cm)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
 }
 
 /// What a reconcile reads of a ConfigMap it manages, hashed: its metadata (labels,

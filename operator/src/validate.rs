@@ -80,7 +80,8 @@ pub struct ValidSpec {
     pub gateway: Option<WebhookGateway>,
     /// `spec.sidecar`, checked, with its defaults.
     pub sidecar: Option<ValidSidecar>,
-    /// `spec.pool`: the ReceiverPool that serves this Webhook, when it is pooled.
+    /// The ReceiverPool that serves this Webhook, when it is pooled: `spec.pool`, or the
+    /// namespace's `default` pool when the spec asks for no placement.
     pub pool: Option<String>,
 }
 
@@ -317,8 +318,9 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
                 .push("spec.ingress and spec.gateway both expose the receiver; keep one".into());
         }
     }
-    let pool = spec.pool.clone();
-    if let Some(pool) = &pool {
+    // A Webhook that asks for no placement is served by its namespace's default pool.
+    let pool = spec.pool_name().map(str::to_string);
+    if let Some(pool) = &spec.pool {
         if let Err(p) = names::check_pool_name("spec.pool", pool) {
             problems.push(p);
         }

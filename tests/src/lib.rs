@@ -429,9 +429,21 @@ pub async fn ready_receiver(
     .await;
     ns.webhook_ready(name, "True", "ReceiverAvailable").await;
     let file = generated_secret_file(ns, name).await;
-    let svc: Service = ns.api().get(&format!("{name}-receiver")).await.unwrap();
-    let ip = svc.spec.unwrap().cluster_ip.unwrap();
-    (format!("http://{ip}/{name}"), file)
+    (service_url(ns, name).await, file)
+}
+
+/// The Webhook's `status.url` with the Service's ClusterIP in place of its DNS name (the
+/// tests run on the host, outside the cluster's DNS).
+pub async fn service_url(ns: &TestNamespace, webhook: &str) -> String {
+    let w: Webhook = ns.api().get(webhook).await.unwrap();
+    let url = w.status.and_then(|s| s.url).expect("status.url");
+    let (host, path) = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+        .expect("http://<service>.<namespace>.svc/<path>");
+    let service = host.split('.').next().unwrap_or(host);
+    let svc: Service = ns.api().get(service).await.unwrap();
+    format!("http://{}/{path}", svc.spec.unwrap().cluster_ip.unwrap())
 }
 
 /// The secret the operator generated for `webhook`, in a file for `hookwarden-receiver
@@ -468,14 +480,17 @@ pub fn send_eventually(
     panic!("receiver at {url} never answered");
 }
 
-/// (pod uid, container restart count) of a Webhook's receiver pods.
+/// (pod uid, container restart count) of the pods that serve `webhook`: its own receiver's,
+/// or its pool's. Never empty: a Webhook that is served has pods.
 pub async fn receiver_pods(ns: &TestNamespace, webhook: &str) -> Vec<(String, i32)> {
+    let w: Webhook = ns.api().get(webhook).await.unwrap();
+    let selector = match w.spec.pool_name() {
+        Some(pool) => format!("hookwarden.io/pool={pool}"),
+        None => format!("app.kubernetes.io/instance={webhook}"),
+    };
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = ns.api();
     let mut v: Vec<(String, i32)> = pods
-        .list(
-            &kube::api::ListParams::default()
-                .labels(&format!("app.kubernetes.io/instance={webhook}")),
-        )
+        .list(&kube::api::ListParams::default().labels(&selector))
         .await
         .unwrap()
         .items
@@ -490,6 +505,7 @@ pub async fn receiver_pods(ns: &TestNamespace, webhook: &str) -> Vec<(String, i3
         })
         .collect();
     v.sort();
+    assert!(!v.is_empty(), "no pod ({selector}) serves {webhook}");
     v
 }
 

@@ -110,10 +110,8 @@ async fn a_pod_delivers_to_status_url_by_name() {
     let (_, _secret) = ready_receiver(&ns, "membrane", "membrane", "").await;
     let webhook: hookwarden_operator::crd::Webhook = ns.api().get("membrane").await.unwrap();
     let url = webhook.status.unwrap().url.unwrap();
-    assert_eq!(
-        url,
-        format!("http://membrane-receiver.{}.svc/membrane", ns.name)
-    );
+    // Served by the namespace's default pool: its Service.
+    assert_eq!(url, format!("http://default-pool.{}.svc/membrane", ns.name));
     let body: ConfigMap = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "body"},
         "data": {"body.json": MEMBRANE[2]}
@@ -318,7 +316,7 @@ async fn secrets_rotate_without_a_restart() {
     ns.apply_webhook(
         "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: rot}\n\
          spec: {path: /rot, provider: membrane, secretRef: {name: current, key: secret},\n\
-         additionalSecretRefs: [{name: next, key: secret}]}\n",
+         additionalSecretRefs: [{name: next, key: secret}], receiver: {}}\n",
     )
     .await;
     ns.webhook_ready("rot", "True", "ReceiverAvailable").await;
@@ -1170,8 +1168,7 @@ async fn standard_webhooks_v1a_deliveries_verify_with_only_the_public_key() {
     )
     .await;
     ns.webhook_ready("sw", "True", "ReceiverAvailable").await;
-    let svc: Service = ns.api().get("sw-receiver").await.unwrap();
-    let url = format!("http://{}/sw", svc.spec.unwrap().cluster_ip.unwrap());
+    let url = service_url(&ns, "sw").await;
     let body = r#"{"type":"invoice.paid","data":{"id":"in_1"}}"#;
     let out = send_eventually(
         &url,

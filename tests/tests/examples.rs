@@ -60,24 +60,6 @@ async fn create_referenced_secrets(
     Some(file)
 }
 
-/// The Webhook's `status.url` (its Service: its own, or its pool's), on the Service's
-/// ClusterIP, which the tests reach from outside the cluster's DNS.
-async fn service_url(ns: &TestNamespace, webhook: &Webhook) -> String {
-    let name = webhook.metadata.name.clone().unwrap();
-    let now: Webhook = ns.api().get(&name).await.unwrap();
-    let url = now.status.and_then(|s| s.url).unwrap();
-    let service = url
-        .strip_prefix("http://")
-        .and_then(|rest| rest.split('.').next())
-        .unwrap();
-    let svc: Service = ns.api().get(service).await.unwrap();
-    format!(
-        "http://{}{}",
-        svc.spec.unwrap().cluster_ip.unwrap(),
-        webhook.spec.path
-    )
-}
-
 /// Applies the example, waits until each Webhook is Ready; returns the Webhooks with a
 /// file holding each one's signing secret.
 async fn apply_example(ns: &TestNamespace, text: &str) -> Vec<(Webhook, tempfile::NamedTempFile)> {
@@ -104,7 +86,7 @@ async fn apply_example(ns: &TestNamespace, text: &str) -> Vec<(Webhook, tempfile
 async fn opal_example_records_state(ns: &TestNamespace, text: &str) {
     let applied = apply_example(ns, text).await;
     let (webhook, secret) = &applied[0];
-    let url = service_url(ns, webhook).await;
+    let url = service_url(ns, webhook.metadata.name.as_deref().unwrap()).await;
     let body = r#"{"event_ts":1700000000,"organization_id":"org","events":[{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"CUSTOM","user_id":"user@example.com","resource_id":"r1","access_level":"admin"}]}"#;
     let out = send_eventually(&url, "opal", secret.path(), body, &[]);
     assert_eq!(out, r#"200 {"events":1,"status":"recorded"}"#);
@@ -164,7 +146,7 @@ async fn membrane_example_records_state() {
     let (_, text) = example("membrane.yaml");
     let applied = apply_example(&ns, &text).await;
     let (webhook, secret) = &applied[0];
-    let url = service_url(&ns, webhook).await;
+    let url = service_url(&ns, webhook.metadata.name.as_deref().unwrap()).await;
     let body = r#"{"type":"org-created","name":"Acme","workspaceName":"Main","orgId":"org9","org":{"id":"org9","name":"Acme","domains":["acme.test"],"trialEndDate":"2026-12-31"},"user":{"name":"Ada","email":"ada@acme.test"}}"#;
     let out = send_eventually(&url, "membrane", secret.path(), body, &[]);
     assert_eq!(out, r#"200 {"events":1,"status":"recorded"}"#);
@@ -178,7 +160,7 @@ async fn github_example_records_the_latest_payload() {
     let (_, text) = example("github.yaml");
     let applied = apply_example(&ns, &text).await;
     let (webhook, secret) = &applied[0];
-    let url = service_url(&ns, webhook).await;
+    let url = service_url(&ns, webhook.metadata.name.as_deref().unwrap()).await;
     let body = r#"{"ref":"refs/heads/main","after":"abc123"}"#;
     let out = send_eventually(
         &url,
@@ -210,7 +192,7 @@ async fn generic_hmac_example_verifies_its_layout() {
     let (_, text) = example("generic-hmac.yaml");
     let applied = apply_example(&ns, &text).await;
     let (webhook, secret) = &applied[0];
-    let url = service_url(&ns, webhook).await;
+    let url = service_url(&ns, webhook.metadata.name.as_deref().unwrap()).await;
     // The layout file the example's comment describes: its genericHmac block.
     let layout = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
@@ -237,7 +219,7 @@ async fn forward_example_hands_verified_deliveries_to_the_application() {
     let svc: Service = ns.api().get("billing").await.unwrap();
     let ip = svc.spec.unwrap().cluster_ip.unwrap();
     let (webhook, secret) = &applied[0];
-    let url = service_url(&ns, webhook).await;
+    let url = service_url(&ns, webhook.metadata.name.as_deref().unwrap()).await;
 
     let body = r#"{"id":"evt_42","type":"invoice.paid","data":{"object":{"id":"in_42"}}}"#;
     let out = eventually(
@@ -309,7 +291,7 @@ async fn sidecar_example_runs_in_the_application_pod() {
         assert_eq!(sidecars, [("hookwarden-shopify", Some("Always"))]);
     }
 
-    let url = service_url(&ns, webhook).await;
+    let url = service_url(&ns, webhook.metadata.name.as_deref().unwrap()).await;
     let body = r#"{"id":820982911946154508,"email":"jon@example.com"}"#;
     let out = send_eventually(
         &url,

@@ -48,6 +48,7 @@ spec:
   provider: opal
   sinks:
     configMap: {name: opal-access}
+  receiver: {}
 "#,
     )
     .await;
@@ -198,7 +199,7 @@ async fn generated_secret_is_never_regenerated_nor_shown_and_config_changes_roll
     let yaml = |types: &str| {
         format!(
             "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: membrane}}\n\
-             spec: {{path: /membrane, provider: membrane, eventTypes: {types}}}\n"
+             spec: {{path: /membrane, provider: membrane, eventTypes: {types}, receiver: {{}}}}\n"
         )
     };
     ns.apply_webhook(&yaml("[]")).await;
@@ -323,7 +324,7 @@ async fn drift_is_corrected() {
     let ns = TestNamespace::new("drift").await;
     ns.apply_webhook(
         "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: gh}\n\
-         spec: {path: /github, provider: github}\n",
+         spec: {path: /github, provider: github, receiver: {}}\n",
     )
     .await;
     ns.webhook_ready("gh", "True", "ReceiverAvailable").await;
@@ -382,7 +383,7 @@ async fn deleting_the_webhook_removes_its_children() {
     let ns = TestNamespace::new("delete").await;
     ns.apply_webhook(
         "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: gone}\n\
-         spec: {path: /gone, provider: opal, sinks: {configMap: {name: gone-state}}}\n",
+         spec: {path: /gone, provider: opal, sinks: {configMap: {name: gone-state}}, receiver: {}}\n",
     )
     .await;
     ns.webhook_ready("gone", "True", "ReceiverAvailable").await;
@@ -415,7 +416,7 @@ async fn missing_secret_is_reported_and_recovers_without_user_action() {
     let applied = ns
         .apply_webhook(
             "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: mb}\n\
-             spec: {path: /membrane, provider: membrane, secretRef: {name: mb-creds, key: token}}\n",
+             spec: {path: /membrane, provider: membrane, secretRef: {name: mb-creds, key: token}, receiver: {}}\n",
         )
         .await;
     let w = ns.webhook_ready("mb", "False", "SecretNotFound").await;
@@ -603,7 +604,13 @@ async fn conflicts_leave_the_older_webhook_working() {
         message.contains("\"first\"") && message.contains("one webhook per organization"),
         "{message}"
     );
-    assert!(get::<Deployment>(&ns, "second-receiver").await.is_none());
+    // Both are served by the namespace's default pool, which serves the older one only.
+    let config: ConfigMap = get(&ns, "default-pool-config").await.unwrap();
+    let served =
+        hookwarden_api::pool_config::PoolConfig::from_yaml(&config.data.unwrap()["pool.yaml"])
+            .unwrap();
+    let names: Vec<&str> = served.webhooks.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["first"], "the pool serves the older Webhook alone");
     let first: Webhook = ns.api::<Webhook>().get("first").await.unwrap();
     assert_eq!(
         first.ready_condition().unwrap().status,
@@ -643,7 +650,7 @@ async fn receiver_and_operator_hold_only_what_they_need() {
     let ns = TestNamespace::new("rbac").await;
     ns.apply_webhook(
         "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: opal}\n\
-         spec: {path: /opal, provider: opal, sinks: {configMap: {name: opal-access}}}\n",
+         spec: {path: /opal, provider: opal, sinks: {configMap: {name: opal-access}}, receiver: {}}\n",
     )
     .await;
     ns.webhook_ready("opal", "True", "ReceiverAvailable").await;
@@ -877,7 +884,8 @@ async fn ingress_follows_the_spec_and_status_shows_the_external_url() {
     let path = &rule.http.as_ref().unwrap().paths[0];
     assert_eq!(path.path.as_deref(), Some("/opal"));
     assert_eq!(path.path_type, "Exact");
-    assert_eq!(path.backend.service.as_ref().unwrap().name, "opal-receiver");
+    // The Webhook is served by its namespace's default pool: the Ingress leads there.
+    assert_eq!(path.backend.service.as_ref().unwrap().name, "default-pool");
     assert_eq!(
         external_url(&ns).await.as_deref(),
         Some("https://hooks.example.com/opal")
@@ -1152,7 +1160,7 @@ async fn gateway_route_follows_the_spec_and_reports_its_acceptance() {
         spec["rules"][0]["matches"][0]["path"],
         serde_json::json!({"type": "Exact", "value": "/opal"})
     );
-    assert_eq!(spec["rules"][0]["backendRefs"][0]["name"], "opal-receiver");
+    assert_eq!(spec["rules"][0]["backendRefs"][0]["name"], "default-pool");
     assert_eq!(spec["rules"][0]["backendRefs"][0]["port"], 80);
     // No controller has looked at it; the Gateway's listener is HTTPS.
     // (the operator reads the Gateway again while the route is pending)

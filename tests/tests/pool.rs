@@ -339,7 +339,7 @@ async fn a_webhook_with_a_receiver_of_its_own_moves_into_the_pool_without_a_fail
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let ns = TestNamespace::new("pool-move").await;
-    let (url, secret) = ready_receiver(&ns, "moving", "github", "").await;
+    let (url, secret) = ready_receiver(&ns, "moving", "github", ", receiver: {}").await;
     let old_uid = |d: Option<Deployment>| d.and_then(|d| d.metadata.uid);
     assert!(old_uid(get::<Deployment>(&ns, "moving-receiver").await).is_some());
 
@@ -365,7 +365,13 @@ async fn a_webhook_with_a_receiver_of_its_own_moves_into_the_pool_without_a_fail
         })
     };
     std::thread::sleep(Duration::from_secs(2));
-    ns.apply_webhook(&pooled("moving", "github", "")).await;
+    // Its spec as the previous release's Webhooks are: no placement, so the default pool
+    // (an upgrade moves such Webhooks the same way).
+    ns.apply_webhook(
+        "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: moving}\n\
+         spec: {path: /moving, provider: github}\n",
+    )
+    .await;
     let w = ns
         .webhook_ready("moving", "True", "ReceiverAvailable")
         .await;

@@ -132,14 +132,14 @@ async fn invalid_specs_stored_before_the_rules_are_explained_and_cause_no_churn(
 
     // A working Webhook, stored while the rules are off, to be made invalid below.
     let good = "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: good}\n\
-                spec: {path: /good, provider: github}\n";
+                spec: {path: /good, provider: github, receiver: {}}\n";
     ns.apply_webhook(good).await;
     ns.webhook_ready("good", "True", "ReceiverAvailable").await;
 
     // A bad path: explained, nothing created.
     ns.apply_webhook(
         "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {name: badpath}\n\
-         spec: {path: opal, provider: opal}\n",
+         spec: {path: opal, provider: opal, receiver: {}}\n",
     )
     .await;
     let w = ns.webhook_ready("badpath", "False", "InvalidSpec").await;
