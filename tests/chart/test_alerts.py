@@ -51,6 +51,8 @@ METRICS = {
     "hookwarden_operator_sink_limit_bytes",
     "hookwarden_receiver_deliveries_total",
     "hookwarden_receiver_delivery_duration_seconds",
+    "hookwarden_receiver_in_flight",
+    "hookwarden_receiver_webhooks",
 }
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 
@@ -393,9 +395,11 @@ class Dashboard(Promtool):
 
     def test_webhook_panels_follow_the_namespace_and_webhook_variables(self) -> None:
         # Receiver series by their target's namespace; the operator's per-Webhook series
-        # (their namespace is the operator's) by the first part of the webhook label.
+        # (their namespace is the operator's) by the first part of the webhook label; a
+        # pool's own gauges (no webhook label) by namespace only.
         want = {"hookwarden_receiver": {'namespace=~"$namespace"', 'webhook=~"$webhook"'},
                 "hookwarden_operator": {'webhook=~"($namespace)/.*"', 'webhook=~"$webhook"'}}
+        per_pool = {"hookwarden_receiver_in_flight", "hookwarden_receiver_webhooks"}
         per_webhook = ("hookwarden_receiver_", "hookwarden_operator_webhook_ready",
                        "hookwarden_operator_sink_")
         checked = 0
@@ -405,11 +409,13 @@ class Dashboard(Promtool):
                     if not name.startswith(per_webhook):
                         continue
                     found = {m.strip() for m in matchers.split(",")}
-                    self.assertLessEqual(want[name[:19]], found, f"{p['title']}: {name}")
+                    wanted = ({'namespace=~"$namespace"'} if name in per_pool
+                              else want[name[:19]])
+                    self.assertLessEqual(wanted, found, f"{p['title']}: {name}")
                     checked += 1
                 bare = re.findall(r"\b(hookwarden_\w+)\b(?!\{)", t["expr"])
                 self.assertFalse([n for n in bare if n.startswith(per_webhook)], p["title"])
-        self.assertGreaterEqual(checked, 11)
+        self.assertGreaterEqual(checked, 13)
 
     def test_queries_use_hookwarden_metrics_and_show_every_one(self) -> None:
         used: set[str] = set()

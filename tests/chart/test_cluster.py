@@ -238,9 +238,12 @@ class Lifecycle(unittest.TestCase):
         self.assertIsNotNone(get_json("crd", "webhooks.hookwarden.io"))
         for name in ["first", "second"]:
             self.assertIsNotNone(get_json("webhook", "-n", self.ns, name))
-            receiver = get_json("deployment", "-n", self.ns, f"{name}-receiver")
-            self.assertIsNotNone(receiver)
-            self.assertEqual(receiver["status"].get("availableReplicas"), 1)
+        # (both served by the namespace's default pool, which stays with its pods)
+        self.assertIsNotNone(get_json("receiverpool", "-n", self.ns, "default"))
+        pool = get_json("deployment", "-n", self.ns, "default-pool")
+        self.assertIsNotNone(pool)
+        self.assertEqual(pool["status"].get("availableReplicas"), pool["spec"]["replicas"])
+        self.assertGreaterEqual(pool["spec"]["replicas"], 1)
         eventually("operator pods gone", lambda: not operator_pods())
 
         # A reinstall takes the Webhooks over again: a spec change is reconciled.
