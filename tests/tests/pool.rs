@@ -410,3 +410,199 @@ async fn a_webhook_with_a_receiver_of_its_own_moves_into_the_pool_without_a_fail
     assert_eq!(selector["app.kubernetes.io/instance"], "default.pool");
     eprintln!("{} deliveries through the move, none failed", answers.len());
 }
+
+/// A Membrane delivery of another type than [`MEMBRANE`]'s (one Webhook per type).
+const INVITED: &str = r#"{"type":"user-invited-to-org","invitationUrl":"https://console.example.com/i/1","issuer":{"name":"Admin","email":"admin@company.com"},"user":{"email":"new@company.com"},"org":{"id":"org456","name":"O","trialEndDate":"2025-05-16"}}"#;
+
+/// The headers of a Membrane delivery of `body` signed with the secret in `file`.
+fn membrane_signed(file: &std::path::Path, body: &str) -> Vec<(String, String)> {
+    use hookwarden_api::config::Provider;
+    use hookwarden_receiver::signature::{Scheme, sign};
+    let secret = std::fs::read(file).unwrap();
+    let scheme = Scheme::new(Provider::Membrane);
+    let mut headers = sign(&scheme, &secret, body.as_bytes(), 0, "", &[]);
+    headers.push(("content-type".into(), "application/json".into()));
+    headers
+}
+
+/// The node's InternalIP: where pods reach a listener of the test on the host.
+async fn node_ip(ns: &TestNamespace) -> String {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(ns.client.clone());
+    let node = nodes.list(&ListParams::default()).await.unwrap().items;
+    node[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+        .map(|a| a.address.clone())
+        .expect("the node's InternalIP")
+}
+
+/// One Webhook of a pool in trouble, its forward target holding every delivery until the
+/// Webhook's timeout and a flood of forged deliveries on its path, does not hold up another
+/// Webhook of the same pool: each of the other's deliveries is answered 2xx while the stuck
+/// ones still wait, and recorded exactly once.
+#[tokio::test]
+async fn one_webhook_flooded_and_stuck_does_not_hold_up_another_of_the_pool() {
+    use hookwarden_receiver::client::post;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let ns = TestNamespace::new("pool-iso").await;
+    // A forward target that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = Arc::new(AtomicUsize::new(0));
+    let holder = {
+        let held = held.clone();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+                held.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let target = format!("http://{}:{port}/hooks", node_ip(&ns).await);
+    ns.apply_webhook(&pooled(
+        "noisy",
+        "membrane",
+        &format!(
+            ", eventTypes: [user-invited-to-org], \
+             sinks: {{events: false, forward: {{url: '{target}'}}}}, \
+             limits: {{requestTimeoutSeconds: 20}}"
+        ),
+    ))
+    .await;
+    ns.apply_webhook(&pooled(
+        "quiet",
+        "membrane",
+        ", eventTypes: [org-created], sinks: {events: false, configMap: {name: orgs}}",
+    ))
+    .await;
+    for name in ["noisy", "quiet"] {
+        ns.webhook_ready(name, "True", "ReceiverAvailable").await;
+    }
+    let base = pool_url(&ns).await;
+    let (noisy_url, quiet_url) = (format!("{base}/noisy"), format!("{base}/quiet"));
+    let noisy = generated_secret_file(&ns, "noisy").await;
+    let quiet = generated_secret_file(&ns, "quiet").await;
+    // The pool answers on both paths before the trouble starts.
+    send_eventually(&quiet_url, "membrane", quiet.path(), MEMBRANE, &[]);
+
+    // Trouble on `noisy`: valid deliveries its forward target holds...
+    let stuck: Vec<_> = (0..8)
+        .map(|i| {
+            let body = INVITED.replace("org456", &format!("stuck{i}"));
+            let headers = membrane_signed(noisy.path(), &body);
+            let url = noisy_url.clone();
+            tokio::spawn(async move { post(&url, &headers, body.into_bytes()).await })
+        })
+        .collect();
+    eventually(
+        "the forward target holds noisy's deliveries",
+        Duration::from_secs(30),
+        || {
+            let n = held.load(Ordering::SeqCst);
+            async move { if n >= 1 { Ok(()) } else { Err(n) } }
+        },
+    )
+    .await;
+    // ...and a flood of forged ones.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..8)
+        .map(|i| {
+            let (url, stop) = (noisy_url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let body = INVITED.replace("org456", &format!("forged{i}-{n}"));
+                    let headers = vec![
+                        ("x-signature".to_string(), "00".repeat(32)),
+                        ("content-type".to_string(), "application/json".to_string()),
+                    ];
+                    answers.push(
+                        post(&url, &headers, body.into_bytes())
+                            .await
+                            .map(|a| a.status),
+                    );
+                    n += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+
+    // `quiet` meanwhile: every delivery answered 2xx while noisy's still wait.
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let sent: Vec<String> = (0..30).map(|i| format!("quiet{i}")).collect();
+    for chunk in sent.chunks(6) {
+        let answers: Vec<_> = chunk
+            .iter()
+            .map(|org| {
+                let body = MEMBRANE.replace("org456", org);
+                let headers = membrane_signed(quiet.path(), &body);
+                let url = quiet_url.clone();
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    (post(&url, &headers, body.into_bytes()).await, t.elapsed())
+                })
+            })
+            .collect();
+        for a in answers {
+            let (answer, took) = a.await.unwrap();
+            let answer = answer.expect("quiet answered");
+            assert!(
+                (200..300).contains(&answer.status),
+                "a delivery to quiet refused during noisy's trouble: {answer:?}"
+            );
+            slowest = slowest.max(took);
+        }
+    }
+    let all_quiet = started.elapsed();
+    let waiting = stuck.iter().filter(|s| !s.is_finished()).count();
+    assert!(
+        waiting > 0,
+        "noisy's stuck deliveries were answered before quiet's: the test proves nothing"
+    );
+    eprintln!(
+        "30 deliveries to quiet answered in {all_quiet:?} (slowest {slowest:?}) while {waiting} \
+         of noisy's were held by its forward target ({} connections) and a flood hit its path",
+        held.load(Ordering::SeqCst)
+    );
+    stop.store(true, Ordering::SeqCst);
+    let mut forged = 0;
+    for f in flood {
+        for answer in f.await.unwrap() {
+            let status = answer.expect("a forged delivery answered");
+            assert_eq!(status, 401, "a forged delivery");
+            forged += 1;
+        }
+    }
+    assert!(forged > 0);
+    eprintln!("{forged} forged deliveries to noisy, each answered 401");
+    for s in stuck {
+        let answer = s.await.unwrap().expect("noisy answered in the end");
+        assert!(
+            !(200..300).contains(&answer.status),
+            "acknowledged though its forward target never answered: {answer:?}"
+        );
+    }
+    holder.abort();
+
+    // Every delivery acknowledged to quiet is recorded, once.
+    let state = config_map_json(&ns, "orgs", "membrane.json").await;
+    let mut orgs: Vec<String> = state["organizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["orgId"].as_str().unwrap().to_string())
+        .filter(|o| o.starts_with("quiet"))
+        .collect();
+    orgs.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(orgs, expected);
+}
