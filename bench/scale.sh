@@ -61,11 +61,14 @@ ready_count() {
 # goes: the difference over the run is printed at the end.
 requests() {
   kubectl get --raw /metrics |
-    awk '/^apiserver_request_total\{/ {
-      verb = $0; sub(/.*verb="/, "", verb); sub(/".*/, "", verb)
-      res = $0; sub(/.*resource="/, "", res); sub(/".*/, "", res)
-      sub_ = ""; if ($0 ~ /subresource="[a-z]/) { sub_ = $0; sub(/.*subresource="/, "", sub_); sub(/".*/, "", sub_); sub_ = "/" sub_ }
-      n[verb " " res sub_] += $NF
+    awk 'function label(name,   v) {
+           if (!match($0, "[{,]" name "=\"[^\"]*\"")) return ""
+           v = substr($0, RSTART + length(name) + 3, RLENGTH - length(name) - 4)
+           return v
+         }
+         /^apiserver_request_total\{/ {
+      sub_ = label("subresource"); if (sub_ != "") sub_ = "/" sub_
+      n[label("verb") " " label("resource") sub_] += $NF
     } END { for (k in n) print k, n[k] }' | sort
 }
 requests >"$WORK/requests.before"
