@@ -34,7 +34,7 @@ use axum::body::Bytes;
 use axum::routing::post;
 use futures::future::BoxFuture;
 use hookwarden_receiver::config::{Limits, Provider, ReceiverConfig, SinksConfig, WebhookIdentity};
-use hookwarden_receiver::delivery::{Delivery, RecordError, Sink};
+use hookwarden_receiver::delivery::{Delivery, RecordError, Recorded, Sink};
 use hookwarden_receiver::secrets::read_secret_file;
 use hookwarden_receiver::server::{AppState, app, metrics_app, serve_on, shutdown_signal};
 use hookwarden_receiver::signature::{Scheme, sign};
@@ -49,9 +49,9 @@ impl Sink for CountingSink {
         &'a self,
         _: &'a Delivery,
         _: tokio::time::Instant,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
+    ) -> BoxFuture<'a, Result<Recorded, RecordError>> {
         self.0.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(Recorded::Now) })
     }
 }
 

@@ -46,6 +46,27 @@ impl RecordError {
     }
 }
 
+/// What a sink found when it recorded a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written now.
+    Now,
+    /// Found recorded already, so nothing was written: a replay that another replica
+    /// recorded, or a retry whose earlier write went through unconfirmed.
+    Before,
+}
+
+impl Recorded {
+    /// Of a delivery recorded in several places (sinks, or the events of one delivery):
+    /// `Before` only when it was recorded before everywhere.
+    pub fn and(self, other: Recorded) -> Recorded {
+        match (self, other) {
+            (Recorded::Before, Recorded::Before) => Recorded::Before,
+            _ => Recorded::Now,
+        }
+    }
+}
+
 /// Records deliveries somewhere (the sinks in `sink`).
 pub trait Sink: Send + Sync {
     /// Records `delivery`, giving up at `deadline`.
@@ -53,5 +74,5 @@ pub trait Sink: Send + Sync {
         &'a self,
         delivery: &'a Delivery,
         deadline: Instant,
-    ) -> BoxFuture<'a, Result<(), RecordError>>;
+    ) -> BoxFuture<'a, Result<Recorded, RecordError>>;
 }

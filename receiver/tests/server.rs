@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use futures::future::BoxFuture;
 use hookwarden_receiver::config::{Limits, Provider, ReceiverConfig, SinksConfig, WebhookIdentity};
-use hookwarden_receiver::delivery::{Delivery, RecordError, Sink};
+use hookwarden_receiver::delivery::{self, Delivery, RecordError, Sink};
 use hookwarden_receiver::server::{AppState, app};
 use hookwarden_receiver::signature::{Scheme, sign};
 use hookwarden_receiver::sink::Sinks;
@@ -31,13 +31,18 @@ impl Sink for FakeSink {
         &'a self,
         d: &'a Delivery,
         _: tokio::time::Instant,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
+    ) -> BoxFuture<'a, Result<delivery::Recorded, RecordError>> {
         Box::pin(async move {
             if *self.0.fail.lock().unwrap() {
                 return Err(RecordError::Unavailable("API server down".into()));
             }
-            self.0.deliveries.lock().unwrap().push(d.clone());
-            Ok(())
+            // Idempotent, as the real sinks are: a delivery it holds is not written again.
+            let mut deliveries = self.0.deliveries.lock().unwrap();
+            if deliveries.iter().any(|r| r.key == d.key) {
+                return Ok(delivery::Recorded::Before);
+            }
+            deliveries.push(d.clone());
+            Ok(delivery::Recorded::Now)
         })
     }
 }
@@ -113,6 +118,33 @@ async fn send(h: &Harness, req: Request<Body>) -> (StatusCode, axum::http::Heade
         .await
         .unwrap();
     (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn a_replay_that_another_replica_recorded_is_answered_as_a_duplicate() {
+    // Two replicas: each its own replay cache, one sink store between them.
+    let a = harness(Provider::Opal, &[]);
+    let mut b = harness(Provider::Opal, &[]);
+    b.state.sinks = Arc::new(Sinks::new(vec![Arc::new(FakeSink(a.recorded.clone()))]));
+    let (status, _, body) = send(&a, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"events":2,"status":"recorded"}"#)
+    );
+    let (status, _, body) = send(&b, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"status":"duplicate"}"#)
+    );
+    assert_eq!(a.recorded.deliveries.lock().unwrap().len(), 1);
+    assert!(b.recorded.deliveries.lock().unwrap().is_empty());
+    // And the replica remembers it: the next replay does not reach the sink at all.
+    *a.recorded.fail.lock().unwrap() = true;
+    let (status, _, body) = send(&b, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"status":"duplicate"}"#)
+    );
 }
 
 #[tokio::test]
@@ -329,10 +361,10 @@ impl Sink for SlowSink {
         &'a self,
         _: &'a Delivery,
         _: tokio::time::Instant,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
+    ) -> BoxFuture<'a, Result<delivery::Recorded, RecordError>> {
         Box::pin(async move {
             tokio::time::sleep(self.0).await;
-            Ok(())
+            Ok(delivery::Recorded::Now)
         })
     }
 }

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::outcome::{Outcome, log};
 use super::state::AppState;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Recorded};
 use crate::payload;
 use crate::replay::Key;
 use crate::secrets::SecretState;
@@ -132,12 +132,18 @@ async fn handle(
     // The sender's clock started when the delivery arrived.
     let deadline = arrived + state.config.limits.record_budget();
     match state.sinks.record(&delivery, deadline).await {
-        Ok(()) => {
+        Ok(Recorded::Now) => {
             state.replay.remember(key, now);
             Outcome::Recorded {
                 events: n,
                 trace_id: delivery.trace.map(|t| t.trace_id),
             }
+        }
+        // Another replica recorded it (a replay that reached the other pod), or an earlier
+        // attempt of this one went through unconfirmed: nothing new was written.
+        Ok(Recorded::Before) => {
+            state.replay.remember(key, now);
+            Outcome::Duplicate
         }
         Err(e) => Outcome::NotRecorded(e),
     }

@@ -12,7 +12,6 @@
 //! write, not a read and a write; when another replica wrote meanwhile, the write is
 //! refused (409) and the batch is applied again at once to a fresh read.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -23,7 +22,7 @@ use tokio::time::Instant;
 
 use super::retry::{Failure, retry_until};
 use crate::config::ConfigMapMode;
-use crate::delivery::{Delivery, RecordError, Sink};
+use crate::delivery::{Delivery, RecordError, Recorded, Sink};
 use crate::view;
 
 /// Deliveries waiting for the writer; more are refused at once (the sender retries).
@@ -39,7 +38,7 @@ const BATCH: usize = 256;
 struct Job {
     delivery: Delivery,
     deadline: Instant,
-    done: oneshot::Sender<Result<(), RecordError>>,
+    done: oneshot::Sender<Result<Recorded, RecordError>>,
 }
 
 pub struct ConfigMapSink {
@@ -66,7 +65,7 @@ impl Sink for ConfigMapSink {
         &'a self,
         delivery: &'a Delivery,
         deadline: Instant,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
+    ) -> BoxFuture<'a, Result<Recorded, RecordError>> {
         Box::pin(async move {
             let (done, answer) = oneshot::channel();
             let job = Job {
@@ -117,29 +116,37 @@ impl Writer {
                 .min()
                 .unwrap_or_else(Instant::now);
             let deliveries: Vec<&Delivery> = batch.iter().map(|j| &j.delivery).collect();
-            let refused = std::sync::Mutex::new(BTreeMap::new());
-            let written = retry_until(deadline, || self.attempt(&deliveries, &refused)).await;
-            let mut refused = refused.into_inner().unwrap_or_else(|p| p.into_inner());
-            for (i, job) in batch.into_iter().enumerate() {
-                let result = match (&written, refused.remove(&i)) {
-                    (_, Some(e)) => Err(e),
-                    (Ok(()), None) => Ok(()),
-                    (Err(e), None) => Err(e.clone()),
+            let found = std::sync::Mutex::new(Vec::new());
+            let written = retry_until(deadline, || self.attempt(&deliveries, &found)).await;
+            let mut found = found
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .into_iter();
+            for job in batch {
+                let result = match (&written, found.next()) {
+                    (_, Some(Err(e))) => Err(e),
+                    (Ok(()), Some(Ok(applied))) => Ok(match applied {
+                        true => Recorded::Now,
+                        false => Recorded::Before,
+                    }),
+                    (Err(e), _) => Err(e.clone()),
+                    // Not reached: a successful attempt judged every delivery.
+                    (Ok(()), None) => Err(RecordError::Unavailable("not applied".into())),
                 };
                 let _ = job.done.send(result);
             }
         }
     }
 
-    /// Reads the ConfigMap, applies every delivery that fits (those that do not go into
-    /// `refused`, by index) and writes once.
+    /// Reads the ConfigMap, applies every delivery that fits and writes once. What each
+    /// delivery found goes into `found`, in order: applied now (`true`), applied before
+    /// (`false`), or refused.
     fn attempt<'a>(
         &'a self,
         deliveries: &'a [&'a Delivery],
-        refused: &'a std::sync::Mutex<BTreeMap<usize, RecordError>>,
+        found: &'a std::sync::Mutex<Vec<Result<bool, RecordError>>>,
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
-            let mut failed = BTreeMap::new();
             let cached = self.last.lock().unwrap_or_else(|p| p.into_inner()).take();
             let mut cm = match cached {
                 Some(cm) => cm,
@@ -151,19 +158,18 @@ impl Writer {
             };
             let mut data = cm.data.take().unwrap_or_default();
             let now = crate::clock::system_clock()();
-            let mut changed = false;
-            let results = view::apply_all(self.mode, &mut data, deliveries, now);
-            for (i, result) in results.into_iter().enumerate() {
-                match result {
-                    Ok(applied) => changed |= applied,
-                    Err(e) => {
+            let results: Vec<_> = view::apply_all(self.mode, &mut data, deliveries, now)
+                .into_iter()
+                .map(|result| {
+                    result.map_err(|e| {
                         tracing::warn!(configmap = %self.name, error = %e, "delivery cannot be applied to the ConfigMap");
-                        failed.insert(i, RecordError::Refused(e.to_string()));
-                    }
-                }
-            }
-            let any_refused = !failed.is_empty();
-            *refused.lock().unwrap_or_else(|p| p.into_inner()) = failed;
+                        RecordError::Refused(e.to_string())
+                    })
+                })
+                .collect();
+            let changed = results.iter().any(|r| matches!(r, Ok(true)));
+            let any_refused = results.iter().any(Result::is_err);
+            *found.lock().unwrap_or_else(|p| p.into_inner()) = results;
             cm.data = Some(data);
             if !changed {
                 // Kept only when it served: a refusal (full, or a key this receiver did not

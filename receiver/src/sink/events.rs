@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::retry::with_retry;
 use crate::config::WebhookIdentity;
-use crate::delivery::{Delivery, RecordError, Sink};
+use crate::delivery::{Delivery, RecordError, Recorded, Sink};
 use crate::payload::{self, ReceivedEvent};
 use crate::replay::Key;
 
@@ -104,23 +104,25 @@ impl Sink for EventsSink {
         &'a self,
         delivery: &'a Delivery,
         deadline: Instant,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
+    ) -> BoxFuture<'a, Result<Recorded, RecordError>> {
         Box::pin(async move {
+            let mut recorded = Recorded::Before;
             for (i, event) in delivery.events.iter().enumerate() {
                 let name = event_name(&self.webhook.name, &delivery.key, i);
                 let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
                 let object = event_object(&self.webhook, name, event, &self.instance, now);
-                with_retry(deadline, || async {
+                let this = with_retry(deadline, || async {
                     match self.api.create(&PostParams::default(), &object).await {
-                        Ok(_) => Ok(()),
+                        Ok(_) => Ok(Recorded::Now),
                         // Recorded before (a retry, a replay, another replica): done.
-                        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Recorded::Before),
                         Err(e) => Err(e),
                     }
                 })
                 .await?;
+                recorded = recorded.and(this);
             }
-            Ok(())
+            Ok(recorded)
         })
     }
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::retry::{Failure, retry_until};
 use crate::config::WebhookIdentity;
-use crate::delivery::{Delivery, RecordError, Sink};
+use crate::delivery::{Delivery, RecordError, Recorded, Sink};
 use crate::error::{Error, Result};
 use crate::trace::{TRACEPARENT, TRACESTATE};
 
@@ -113,9 +113,14 @@ impl Sink for ForwardSink {
         &'a self,
         delivery: &'a Delivery,
         deadline: Instant,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
-        // Every attempt carries the same `traceparent`: retries are one delivery.
-        Box::pin(retry_until(deadline, move || self.attempt(delivery)))
+    ) -> BoxFuture<'a, Result<Recorded, RecordError>> {
+        // Every attempt carries the same `traceparent`: retries are one delivery. The
+        // application decides what a replay is (by the delivery id header), so to this sink
+        // every delivery is recorded now.
+        Box::pin(async move {
+            retry_until(deadline, move || self.attempt(delivery)).await?;
+            Ok(Recorded::Now)
+        })
     }
 }
 

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::config::ReceiverConfig;
-use crate::delivery::{Delivery, RecordError, Sink};
+use crate::delivery::{Delivery, RecordError, Recorded, Sink};
 
 pub use configmap::ConfigMapSink;
 pub use events::{EventsSink, REPORTING_CONTROLLER, event_name, event_object};
@@ -66,11 +66,18 @@ impl Sinks {
         Sinks { sinks }
     }
 
-    pub async fn record(&self, delivery: &Delivery, deadline: Instant) -> Result<(), RecordError> {
+    /// Records `delivery` in every sink, in order; `Before` when each had it already.
+    pub async fn record(
+        &self,
+        delivery: &Delivery,
+        deadline: Instant,
+    ) -> Result<Recorded, RecordError> {
+        let mut recorded: Option<Recorded> = None;
         for sink in &self.sinks {
-            sink.record(delivery, deadline).await?;
+            let this = sink.record(delivery, deadline).await?;
+            recorded = Some(recorded.map_or(this, |r| r.and(this)));
         }
-        Ok(())
+        Ok(recorded.unwrap_or(Recorded::Now))
     }
 }
 
@@ -79,7 +86,11 @@ impl Sinks {
 pub struct Unsupported(pub &'static str);
 
 impl Sink for Unsupported {
-    fn record<'a>(&'a self, _: &'a Delivery, _: Instant) -> BoxFuture<'a, Result<(), RecordError>> {
+    fn record<'a>(
+        &'a self,
+        _: &'a Delivery,
+        _: Instant,
+    ) -> BoxFuture<'a, Result<Recorded, RecordError>> {
         Box::pin(async move { Err(RecordError::Unsupported(self.0)) })
     }
 }

@@ -31,10 +31,10 @@ pub enum Failure {
 /// Runs `op` until it succeeds, fails for good, or `deadline` passes, backing off from
 /// 100 ms to 1 s between attempts after a transient failure (backon's exponential
 /// back-off; no retry that would start past the deadline), at once after a conflict.
-pub async fn retry_until<F, Fut>(deadline: Instant, mut op: F) -> Result<(), RecordError>
+pub async fn retry_until<T, F, Fut>(deadline: Instant, mut op: F) -> Result<T, RecordError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), Failure>>,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
 {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -68,7 +68,7 @@ where
         .notify(|failure, _| tracing::debug!(reason = ?failure, "write failed; retrying"))
         .await;
     match outcome {
-        Ok(()) => Ok(()),
+        Ok(done) => Ok(done),
         Err(Failure::Final(e)) => Err(e),
         Err(Failure::Transient(last) | Failure::Conflict(last)) => {
             Err(RecordError::Unavailable(last))
@@ -77,10 +77,10 @@ where
 }
 
 /// [`retry_until`] for a Kubernetes API call: 429, 5xx and connection errors are transient.
-pub async fn with_retry<F, Fut>(deadline: Instant, mut op: F) -> Result<(), RecordError>
+pub async fn with_retry<T, F, Fut>(deadline: Instant, mut op: F) -> Result<T, RecordError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
     retry_until(deadline, || {
         let attempt = op();
@@ -120,7 +120,7 @@ mod tests {
             }))
         };
         let deadline = Instant::now() + Duration::from_millis(700);
-        let r = with_retry(deadline, || {
+        let r: Result<(), _> = with_retry(deadline, || {
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             async { Err(unavailable()) }
         })
@@ -136,7 +136,7 @@ mod tests {
         .await;
         assert_eq!(r, Ok(()));
         // a refusal is final
-        let r = with_retry(Instant::now() + Duration::from_secs(5), || async {
+        let r: Result<(), _> = with_retry(Instant::now() + Duration::from_secs(5), || async {
             Err(kube::Error::Api(Box::new(kube::core::Status {
                 code: 403,
                 reason: "Forbidden".into(),
