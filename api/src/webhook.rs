@@ -343,6 +343,11 @@ pub struct WebhookStatus {
     /// omitted). Its value is never shown here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// The ReceiverPool that serves this Webhook, when one does. A Webhook that moves out
+    /// of a pool (to a receiver of its own, a sidecar or another pool) stays served by it,
+    /// and keeps its routes to it, until the new placement serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 /// The pods that opted in to a Webhook's sidecar receiver.

@@ -31,6 +31,7 @@ use crate::crd::Webhook;
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, ReadyLabels};
 use crate::names;
+use crate::placement;
 use crate::pool_controller::{self, PoolContext};
 use crate::route::{self, RouteState};
 use crate::secret;
@@ -52,8 +53,6 @@ const ROUTE_RETRY: Duration = Duration::from_secs(15);
 /// How soon a Webhook moving into a pool looks again while its old Service still sends its
 /// old pods connections.
 const SWITCH_RETRY: Duration = Duration::from_secs(2);
-/// How long after its Service is switched to the pool a Webhook's old pods stay.
-const SWITCH_SETTLE_SECS: i64 = 5;
 
 /// Webhooks reconciled at once. Unbounded, a thousand Webhooks applied together held a
 /// thousand requests (and connections) to the API server at once, and the operator's
@@ -482,6 +481,7 @@ async fn report_failure(webhook: &Webhook, ctx: &Context, error: &Error) {
             internal: previous.url,
             external: previous.external_url,
             sidecar: previous.sidecar,
+            pool: previous.pool,
         };
         let written = write_status(
             ctx,
@@ -626,27 +626,28 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         .sink(format!("{namespace}/{}", webhook.name_any()), &sink_usage);
     remove_stale_sinks(ctx, webhook, &namespace, &spec).await?;
 
+    // The pool that serves it now, if one does (`status.pool`).
+    let served_by = webhook.status.as_ref().and_then(|s| s.pool.as_deref());
     let (readiness, sidecar_pods, again) = match &children.receiver {
         ReceiverPlan::Own(own) => {
             apply(ctx, &namespace, &own.service_account).await?;
             apply(ctx, &namespace, &own.role).await?;
             apply(ctx, &namespace, &own.role_binding).await?;
-            if let Some(service) = &children.service {
-                apply(ctx, &namespace, service).await?;
-            }
             let deployment = apply(ctx, &namespace, &own.deployment).await?;
-            (status::deployment_readiness(&deployment), None, RESYNC)
+            let readiness = status::deployment_readiness(&deployment);
+            let service = children.service.as_ref();
+            apply_service(ctx, webhook, &namespace, service, served_by, &readiness).await?;
+            (readiness, None, RESYNC)
         }
         ReceiverPlan::Sidecar { hash: current } => {
             // The pods that opted in, against what the injector gives a pod now.
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
             let selector = format!("{}={name}", names::INJECT_LABEL);
             let listed = pods.list(&ListParams::default().labels(&selector)).await?;
-            if let Some(service) = &children.service {
-                apply(ctx, &namespace, service).await?;
-            }
-            remove_own_receiver(ctx, webhook, &namespace).await?;
             let (readiness, counted) = status::sidecar_pods(&name, &listed.items, current);
+            let service = children.service.as_ref();
+            apply_service(ctx, webhook, &namespace, service, served_by, &readiness).await?;
+            remove_own_receiver(ctx, webhook, &namespace).await?;
             // Pods are watched; this is a backstop.
             (readiness, Some(counted), RESYNC)
         }
@@ -656,10 +657,23 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
             (readiness, None, RESYNC)
         }
     };
-    // A Webhook joining a pool keeps its routes to what served it before until the pool
-    // serves it: no moment in which its path goes unanswered.
-    let pooled = matches!(children.receiver, ReceiverPlan::Pool { .. });
-    let switch = !pooled || readiness.reason.is_ready();
+    // A Webhook moving into a pool, out of one or between two keeps its routes to what
+    // served it before until the new placement serves it: no moment in which its path goes
+    // unanswered (see `placement`).
+    let target = match &children.receiver {
+        ReceiverPlan::Pool { pool } => Some(pool.as_str()),
+        _ => None,
+    };
+    let ready_for = webhook
+        .ready_condition()
+        .filter(|c| c.status == "True")
+        .map(|c| {
+            k8s_openapi::jiff::Timestamp::now()
+                .duration_since(c.last_transition_time.0)
+                .as_secs()
+        });
+    let step = placement::step(served_by, target, readiness.reason.is_ready(), ready_for);
+    let switch = step.switch;
     let (route_state, route_url) = match switch {
         true => {
             match &children.ingress {
@@ -680,6 +694,9 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         // Its old Service is switched; its old pods go once it no longer sends them any.
         again = again.min(SWITCH_RETRY);
     }
+    if step.moving {
+        again = again.min(SWITCH_RETRY);
+    }
     // Without the Gateway API, look again now and then: its CRDs may be installed later.
     // And until a controller accepts the route, look again too, besides the route's watch.
     let accepted = route::condition(
@@ -695,10 +712,20 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         again.min(ROUTE_RETRY)
     };
 
-    let placement = status::Placement {
-        internal: children::url(webhook, &spec),
-        external: route_url.or_else(|| children::external_url(&spec)),
-        sidecar: sidecar_pods,
+    let placement = match switch || served_by.is_none() {
+        true => status::Placement {
+            internal: children::url(webhook, &spec),
+            external: route_url.or_else(|| children::external_url(&spec)),
+            sidecar: sidecar_pods,
+            pool: step.pool,
+        },
+        // Still served where it was, and reached there.
+        false => status::Placement {
+            internal: webhook.status.as_ref().and_then(|s| s.url.clone()),
+            external: webhook.status.as_ref().and_then(|s| s.external_url.clone()),
+            sidecar: sidecar_pods,
+            pool: step.pool,
+        },
     };
     write_status(
         ctx,
@@ -711,6 +738,27 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     )
     .await?;
     Ok(Action::requeue(again))
+}
+
+/// Applies the Service of a receiver of its own or of a sidecar; while the Webhook leaves
+/// the pool `served_by` and its new placement is not Ready yet, the Service keeps selecting
+/// the pool's pods instead (see `placement`).
+async fn apply_service(
+    ctx: &Context,
+    webhook: &Webhook,
+    namespace: &str,
+    service: Option<&Service>,
+    served_by: Option<&str>,
+    readiness: &Readiness,
+) -> Result<()> {
+    let Some(service) = service else {
+        return Ok(());
+    };
+    match served_by.filter(|_| !readiness.reason.is_ready()) {
+        Some(pool) => apply(ctx, namespace, &children::switched_service(webhook, pool)?).await?,
+        None => apply(ctx, namespace, service).await?,
+    };
+    Ok(())
 }
 
 /// Applies the HTTPRoute of `spec.gateway` (or deletes the one this Webhook owns when the
@@ -809,7 +857,7 @@ async fn retire_own_receiver(
             k8s_openapi::jiff::Timestamp::now()
                 .duration_since(t)
                 .as_secs()
-                >= SWITCH_SETTLE_SECS
+                >= placement::SETTLE_SECS
         });
         if !settled || old_pods_have_endpoints(ctx, namespace, &receiver, &name).await? {
             return Ok(false);
@@ -1530,8 +1578,8 @@ mod tests {
             format!("PATCH /api/v1{ns}/serviceaccounts/gh-receiver"),
             format!("PATCH /apis/rbac.authorization.k8s.io/v1{ns}/roles/gh-receiver"),
             format!("PATCH /apis/rbac.authorization.k8s.io/v1{ns}/rolebindings/gh-receiver"),
-            format!("PATCH /api/v1{ns}/services/gh-receiver"),
             format!("PATCH /apis/apps/v1{ns}/deployments/gh-receiver"),
+            format!("PATCH /api/v1{ns}/services/gh-receiver"),
             format!("PATCH /apis/hookwarden.io/v1alpha1{ns}/webhooks/gh/status"),
             format!("POST /apis/events.k8s.io/v1{ns}/events"),
         ];

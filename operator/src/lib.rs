@@ -1,9 +1,9 @@
 //! hookwarden's operator: runs and maintains a receiver for each `Webhook`.
 //!
 //! Pure modules (`crd`, `validate`, `conflict`, `children`, `pool_children`, `served`,
-//! `status`, `names`, `secret`, `route`, `inject`, `certs`) decide; `controller`, `seen`,
-//! `pool_controller`, `admission` and `leader` talk to the API server; `metrics` serves
-//! health and Prometheus endpoints.
+//! `placement`, `status`, `names`, `secret`, `route`, `inject`, `certs`) decide;
+//! `controller`, `seen`, `pool_controller`, `admission` and `leader` talk to the API
+//! server; `metrics` serves health and Prometheus endpoints.
 
 pub mod admission;
 pub mod apply;
@@ -17,6 +17,7 @@ pub mod inject;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod placement;
 pub mod pool_children;
 pub mod pool_controller;
 pub mod reference;

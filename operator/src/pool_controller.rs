@@ -102,8 +102,11 @@ pub async fn run(
                 .filter(|p| p.namespace() == ns)
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect();
-            if let (Some(pool), Some(ns)) = (w.spec.pool_name(), ns.as_ref()) {
-                pools.push(ObjectRef::new(pool).within(ns));
+            if let Some(ns) = ns.as_ref() {
+                let serving = w.status.as_ref().and_then(|s| s.pool.as_deref());
+                for pool in w.spec.pool_name().into_iter().chain(serving) {
+                    pools.push(ObjectRef::new(pool).within(ns));
+                }
             }
             pools
         })
@@ -120,6 +123,13 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Whether pool `pool` serves `webhook`: it asks for the pool, or it is moving out of it
+/// and its new placement does not serve it yet (`status.pool`, see `placement`).
+fn served_by(webhook: &Webhook, pool: &str) -> bool {
+    webhook.spec.pool_name() == Some(pool)
+        || webhook.status.as_ref().and_then(|s| s.pool.as_deref()) == Some(pool)
 }
 
 fn error_policy(pool: Arc<ReceiverPool>, error: &Error, _: Arc<PoolContext>) -> Action {
@@ -151,7 +161,7 @@ async fn reconcile(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Act
         .iter()
         .map(|w| w.as_ref())
         .filter(|w| w.namespace().as_deref() == Some(&namespace))
-        .filter(|w| w.spec.pool_name() == Some(name.as_str()))
+        .filter(|w| served_by(w, &name))
         .filter(|w| w.metadata.deletion_timestamp.is_none())
         .filter_map(|w| {
             let spec = validate(&w.name_any(), &w.spec).ok()?;

@@ -312,6 +312,8 @@ pub struct Placement {
     pub external: Option<String>,
     /// The pods it is injected into, as a sidecar.
     pub sidecar: Option<SidecarPods>,
+    /// The pool that serves it (see `placement`).
+    pub pool: Option<String>,
 }
 
 /// The whole status to write after a reconciliation.
@@ -344,6 +346,7 @@ pub fn next_status(
         external_url: placement.external,
         sidecar: placement.sidecar,
         secret_name,
+        pool: placement.pool,
     }
 }
 
@@ -464,6 +467,7 @@ mod tests {
             internal: Some("u".into()),
             external: Some("https://e/u".into()),
             sidecar: None,
+            pool: None,
         }
     }
 

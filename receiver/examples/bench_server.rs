@@ -22,6 +22,11 @@
 //! - `bench_server stages N`: what each step of a delivery costs in-process, without the
 //!   network, in nanoseconds per delivery over N distinct deliveries: where the receiver's
 //!   time goes beyond a bare server's.
+//! - `bench_server pool-stages N WEBHOOKS`: the in-process cost of a delivery, request to
+//!   response, to a receiver of one Webhook and to a pool of WEBHOOKS built as `pool::run`
+//!   builds its table (metrics of every Webhook in the pool's families), deliveries spread
+//!   over the pool's Webhooks in turn; three rounds of N each, alternating. With
+//!   `STAGES_LOGS=json` every delivery is logged as in a pod, to a file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
@@ -85,9 +90,12 @@ async fn main() {
         ["pool-requests", n, dir, out] => pool_requests(n.parse().unwrap(), dir, out),
         ["organizations", n] => organizations(n.parse().unwrap()),
         ["stages", n] => stages(n.parse().unwrap()).await,
+        ["pool-stages", n, webhooks] => {
+            pool_stages(n.parse().unwrap(), webhooks.parse().unwrap()).await
+        }
         _ => {
             eprintln!(
-                "usage: bench_server bare PORT | receiver PORT METRICS_PORT SECRET_FILE | pool PORT METRICS_PORT CONFIG SECRETS_DIR | pool-setup N PORT METRICS_PORT DIR | pool-requests N DIR OUT | requests N SECRET_FILE OUT [membrane] | organizations N | stages N"
+                "usage: bench_server bare PORT | receiver PORT METRICS_PORT SECRET_FILE | pool PORT METRICS_PORT CONFIG SECRETS_DIR | pool-setup N PORT METRICS_PORT DIR | pool-requests N DIR OUT | requests N SECRET_FILE OUT [membrane] | organizations N | stages N | pool-stages N WEBHOOKS"
             );
             std::process::exit(2);
         }
@@ -575,4 +583,123 @@ async fn stages(n: usize) {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn pool_stages(n: usize, webhooks: usize) {
+    use axum::http::{HeaderName, HeaderValue, Request};
+    use hookwarden_receiver::metrics::{Families, Metrics};
+    use hookwarden_receiver::secrets::SecretStore;
+    use hookwarden_receiver::server::{Readiness, Receiver, Table};
+
+    const ROUNDS: usize = 3;
+    let dir = std::env::temp_dir().join(format!("hw-pool-stages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _logs = match std::env::var("STAGES_LOGS").as_deref() {
+        Ok("json") => {
+            let (writer, guard) =
+                telemetry::batched(std::fs::File::create(dir.join("log")).unwrap());
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .event_format(telemetry::JsonLine::new(telemetry::Timestamp))
+                .with_writer(writer)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            Some(guard)
+        }
+        _ => None,
+    };
+    let recorded = Arc::new(AtomicU64::new(0));
+    let sinks = || Sinks::new(vec![Arc::new(CountingSink(recorded.clone()))]);
+    let secret_file = |i: usize| {
+        let file = dir.join(format!("secret-{i}"));
+        std::fs::write(&file, pool_secret(i)).unwrap();
+        file
+    };
+    let single = app(AppState::new(
+        bench_config(0, 0, secret_file(0).to_str().unwrap()),
+        sinks(),
+    ));
+    let families = Arc::new(Families::pool());
+    let states: Vec<Arc<AppState>> = (0..webhooks)
+        .map(|i| {
+            let mut config = bench_config(0, 0, secret_file(i).to_str().unwrap());
+            config.webhook.name = format!("opal-{i}");
+            config.webhook.uid = format!("uid-{i}");
+            config.path = format!("/opal-{i}");
+            let metrics = Metrics::of(families.clone(), &format!("bench/opal-{i}"), "opal");
+            let secrets = SecretStore::new(Provider::Opal, config.secret_files.clone());
+            Arc::new(AppState::with(config, sinks(), secrets, Arc::new(metrics)))
+        })
+        .collect();
+    let pool = Receiver::new(Table::new(states, Readiness::Applied));
+    // Secrets are read by the stores' first look; wait until every one is.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let now = hookwarden_receiver::clock::system_clock()();
+    let scheme = Scheme::new(Provider::Opal);
+    let secrets: Vec<String> = (0..webhooks).map(pool_secret).collect();
+    // Delivery `i` to the pool's Webhook `w`, or to the single receiver (`w` = None).
+    let request = |i: usize, w: Option<usize>| {
+        let body = opal_body(i, now);
+        let (path, secret) = match w {
+            Some(w) => (format!("/opal-{w}"), &secrets[w]),
+            None => ("/opal".to_string(), &secrets[0]),
+        };
+        let mut r = Request::post(path)
+            .body(axum::body::Body::from(body.clone()))
+            .unwrap();
+        for (k, v) in sign(&scheme, secret.as_bytes(), body.as_bytes(), now, "", &[]) {
+            r.headers_mut().insert(
+                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap(),
+                HeaderValue::from_str(&v).unwrap(),
+            );
+        }
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        r
+    };
+    println!(
+        "in-process cost per delivery, request to response ({n} distinct Opal deliveries a round, logs {}):",
+        std::env::var("STAGES_LOGS").unwrap_or_else(|_| "off".into())
+    );
+    let mut ratios = Vec::new();
+    for round in 0..ROUNDS {
+        let base = round * n;
+        let one: Vec<_> = (base..base + n).map(|i| request(i, None)).collect();
+        let one = time_answers(round, "receiver of one Webhook", &single, one).await;
+        let many: Vec<_> = (base..base + n)
+            .map(|i| request(i, Some(i % webhooks)))
+            .collect();
+        let many = time_answers(round, &format!("pool of {webhooks} Webhooks"), &pool, many).await;
+        ratios.push(one / many);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "pool / receiver throughput: {:.2} (median of {ROUNDS} rounds)",
+        ratios[ROUNDS / 2]
+    );
+    assert_eq!(
+        recorded.load(Ordering::Relaxed),
+        (2 * ROUNDS * n) as u64,
+        "every delivery recorded once"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Answers `requests` one after the other through `target`; nanoseconds per request.
+async fn time_answers(
+    round: usize,
+    name: &str,
+    target: &hookwarden_receiver::server::Receiver,
+    requests: Vec<axum::http::Request<axum::body::Body>>,
+) -> f64 {
+    let n = requests.len();
+    let started = std::time::Instant::now();
+    for r in requests {
+        let resp = target.clone().answer(r).await;
+        assert!(resp.status().is_success(), "{name}: {}", resp.status());
+    }
+    let ns = started.elapsed().as_nanos() as f64 / n as f64;
+    println!("round {round}: {name:<28} {ns:>8.0} ns");
+    ns
 }

@@ -520,6 +520,19 @@ pub async fn config_map_json(ns: &TestNamespace, name: &str, key: &str) -> serde
     serde_json::from_str(&text).unwrap()
 }
 
+/// The organisation ids a Membrane `state` sink ConfigMap `name` holds, sorted.
+pub async fn recorded_org_ids(ns: &TestNamespace, name: &str) -> Vec<String> {
+    let state = config_map_json(ns, name, "membrane.json").await;
+    let mut orgs: Vec<String> = state["organizations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ConfigMap {name} holds no organizations: {state}"))
+        .iter()
+        .map(|o| o["orgId"].as_str().unwrap().to_string())
+        .collect();
+    orgs.sort();
+    orgs
+}
+
 /// The Gateway API HTTPRoutes of a test namespace.
 pub fn http_routes(ns: &TestNamespace) -> Api<kube::api::DynamicObject> {
     Api::namespaced_with(

@@ -81,14 +81,7 @@ async fn no_2xx_while_the_api_server_is_away_and_recovery_after() {
         assert!(out.starts_with("200"), "{out}");
         acknowledged.push(i);
     }
-    let state = config_map_json(&ns, "orgs", "membrane.json").await;
-    let mut orgs: Vec<String> = state["organizations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["orgId"].as_str().unwrap().to_string())
-        .collect();
-    orgs.sort();
+    let orgs = recorded_org_ids(&ns, "orgs").await;
     let expected: Vec<String> = acknowledged.iter().map(|i| format!("org{i}")).collect();
     assert_eq!(orgs, expected, "recorded exactly what was acknowledged");
     // The receiver pods lived through it.
