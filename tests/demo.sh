@@ -45,6 +45,9 @@ if ! kubectl -n "$NS" get secret opal-signing >/dev/null 2>&1; then
 fi
 kubectl -n "$NS" apply -f examples/opal.yaml -f examples/membrane.yaml
 kubectl -n "$NS" wait --for=condition=Ready --timeout=180s webhook/opal webhook/membrane-orgs
+# Both are Ready once every Ready pod of their pool serves them; the pool itself reports
+# Ready once its Deployment has Ready pods.
+kubectl -n "$NS" wait --for=condition=Ready --timeout=180s receiverpool/default >/dev/null
 
 echo; echo "== Webhooks"
 kubectl -n "$NS" get webhooks -o wide
