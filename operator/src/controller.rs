@@ -51,7 +51,7 @@ const CONFLICT_RETRY: Duration = Duration::from_secs(10);
 /// How soon a Webhook asking for a route looks again on a cluster without the Gateway API.
 const ROUTE_RETRY: Duration = Duration::from_secs(15);
 /// How soon a Webhook moving into a pool looks again while its old Service still sends its
-/// old pods connections.
+/// old pods connections, and one leaving a pool while the pool still serves it.
 const SWITCH_RETRY: Duration = Duration::from_secs(2);
 
 /// Webhooks reconciled at once. Unbounded, a thousand Webhooks applied together held a
@@ -694,7 +694,7 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         // Its old Service is switched; its old pods go once it no longer sends them any.
         again = again.min(SWITCH_RETRY);
     }
-    if step.moving {
+    if step.settling {
         again = again.min(SWITCH_RETRY);
     }
     // Without the Gateway API, look again now and then: its CRDs may be installed later.

@@ -18,8 +18,9 @@ pub struct Step {
     pub switch: bool,
     /// The pool that serves it from now on (`status.pool`).
     pub pool: Option<String>,
-    /// Still moving: look again shortly.
-    pub moving: bool,
+    /// Its routes switched and its old pool still serves it: look again shortly. (While
+    /// the new placement is not Ready, the watches of what makes it Ready bring it back.)
+    pub settling: bool,
 }
 
 /// The step for a Webhook served by `served_by` (its `status.pool`) that asks for `target`
@@ -41,7 +42,7 @@ pub fn step(
                 true => target.map(str::to_string),
                 false => served_by.map(str::to_string),
             },
-            moving: false,
+            settling: false,
         };
     }
     let settled = ready && ready_for.is_some_and(|s| s >= SETTLE_SECS);
@@ -51,7 +52,7 @@ pub fn step(
             true => target.map(str::to_string),
             false => served_by.map(str::to_string),
         },
-        moving: !settled,
+        settling: ready && !settled,
     }
 }
 
@@ -59,11 +60,11 @@ pub fn step(
 mod tests {
     use super::*;
 
-    fn s(switch: bool, pool: Option<&str>, moving: bool) -> Step {
+    fn s(switch: bool, pool: Option<&str>, settling: bool) -> Step {
         Step {
             switch,
             pool: pool.map(str::to_string),
-            moving,
+            settling,
         }
     }
 
@@ -87,7 +88,7 @@ mod tests {
         // Its own receiver is starting: the pool serves it, routes stay.
         assert_eq!(
             step(Some("p"), None, false, None),
-            s(false, Some("p"), true)
+            s(false, Some("p"), false)
         );
         // Ready: routes switch, the pool keeps it a little longer.
         assert_eq!(step(Some("p"), None, true, None), s(true, Some("p"), true));
@@ -103,7 +104,7 @@ mod tests {
         // To another pool: the same, with the new pool in the end.
         assert_eq!(
             step(Some("p"), Some("q"), false, None),
-            s(false, Some("p"), true)
+            s(false, Some("p"), false)
         );
         assert_eq!(
             step(Some("p"), Some("q"), true, Some(0)),
