@@ -24,6 +24,7 @@ pub fn find_conflict<'a>(
     others: impl IntoIterator<Item = &'a Webhook>,
 ) -> Option<Conflict> {
     let my_key = age_key(me);
+    let my_pools = pools(me, spec);
     let mut winners: Vec<(AgeKey, Conflict)> = others
         .into_iter()
         .filter(|o| o.metadata.namespace == me.metadata.namespace)
@@ -34,7 +35,7 @@ pub fn find_conflict<'a>(
             let name = o.metadata.name.clone().unwrap_or_default();
             // An invalid Webhook runs no receiver, so it claims nothing.
             let theirs = validate(&name, &o.spec).ok()?;
-            let message = overlap(spec, &theirs, &name)?;
+            let message = overlap((spec, &my_pools), (&theirs, &pools(o, &theirs)), &name)?;
             Some((
                 age_key(o),
                 Conflict {
@@ -48,9 +49,22 @@ pub fn find_conflict<'a>(
     winners.into_iter().next().map(|(_, c)| c)
 }
 
-fn overlap(mine: &ValidSpec, theirs: &ValidSpec, their_name: &str) -> Option<String> {
-    if let Some(pool) = mine.pool.as_ref().filter(|_| mine.pool == theirs.pool)
-        && mine.path == theirs.path
+/// The pools a Webhook takes its path in: the one it asks for, and the one still serving
+/// it while it moves out (`status.pool`, see `placement`).
+fn pools<'a>(w: &'a Webhook, spec: &'a ValidSpec) -> Vec<&'a str> {
+    let serving = w.status.as_ref().and_then(|s| s.pool.as_deref());
+    let mut pools: Vec<&str> = spec.pool.as_deref().into_iter().chain(serving).collect();
+    pools.dedup();
+    pools
+}
+
+fn overlap(
+    (mine, my_pools): (&ValidSpec, &[&str]),
+    (theirs, their_pools): (&ValidSpec, &[&str]),
+    their_name: &str,
+) -> Option<String> {
+    if mine.path == theirs.path
+        && let Some(pool) = my_pools.iter().find(|p| their_pools.contains(p))
     {
         return Some(format!(
             "Webhook {their_name:?} already takes path {} in ReceiverPool {pool:?}; \
@@ -216,5 +230,26 @@ mod tests {
         assert_eq!(conflict_of(&other_path, &all), None);
         // Once the older one goes, the newer one is served.
         assert_eq!(conflict_of(&b, std::slice::from_ref(&b)), None);
+    }
+
+    #[test]
+    fn a_webhook_leaving_a_pool_keeps_its_path_there_until_it_is_gone() {
+        use hookwarden_api::webhook::WebhookStatus;
+        // `a` moves out of `default` to a receiver of its own; the pool still serves it.
+        let mut a = wh("a", "github", &[], 1);
+        a.spec.path = "/hooks".into();
+        a.spec.receiver = Some(Default::default());
+        a.status = Some(WebhookStatus {
+            pool: Some("default".into()),
+            ..WebhookStatus::default()
+        });
+        let mut b = wh("b", "github", &[], 2);
+        b.spec.path = "/hooks".into();
+        b.spec.pool = Some("default".into());
+        let c = conflict_of(&b, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(c.other, "a");
+        // Once the pool let it go, the path is free.
+        a.status = None;
+        assert_eq!(conflict_of(&b, &[a, b.clone()]), None);
     }
 }

@@ -664,15 +664,18 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         ReceiverPlan::Pool { pool } => Some(pool.as_str()),
         _ => None,
     };
-    let ready_for = webhook
-        .ready_condition()
-        .filter(|c| c.status == "True")
-        .map(|c| {
-            k8s_openapi::jiff::Timestamp::now()
-                .duration_since(c.last_transition_time.0)
-                .as_secs()
-        });
-    let step = placement::step(served_by, target, readiness.reason.is_ready(), ready_for);
+    // Since when its routes point at the new placement: its last status, written then,
+    // already names the new placement's URL.
+    let switched_for = (webhook.status.as_ref().and_then(|s| s.url.as_ref())
+        == children::url(webhook, &spec).as_ref())
+    .then(|| status_written_at(webhook))
+    .flatten()
+    .map(|t| {
+        k8s_openapi::jiff::Timestamp::now()
+            .duration_since(t)
+            .as_secs()
+    });
+    let step = placement::step(served_by, target, readiness.reason.is_ready(), switched_for);
     let switch = step.switch;
     let (route_state, route_url) = match switch {
         true => {
@@ -738,6 +741,21 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     )
     .await?;
     Ok(Action::requeue(again))
+}
+
+/// When the operator last wrote the Webhook's status (its field manager's entry for the
+/// status subresource).
+fn status_written_at(webhook: &Webhook) -> Option<k8s_openapi::jiff::Timestamp> {
+    webhook
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.manager.as_deref() == Some(names::FIELD_MANAGER))
+        .filter(|f| f.subresource.as_deref() == Some("status"))
+        .filter_map(|f| f.time.as_ref())
+        .map(|t| t.0)
+        .max()
 }
 
 /// Applies the Service of a receiver of its own or of a sidecar; while the Webhook leaves
@@ -1042,9 +1060,13 @@ async fn stop_not_ready(
     previous_secret: Option<String>,
     then: Action,
 ) -> Result<Action> {
-    // What was last seen of the sidecar's pods stays.
+    // What was last seen of the sidecar's pods stays, and so does the pool that serves it:
+    // a Webhook leaving a pool still has its routes there (and one the pool cannot serve
+    // now, invalid or in conflict, is left out of the pool's configuration anyway).
+    let previous = webhook.status.as_ref();
     let placement = status::Placement {
-        sidecar: webhook.status.as_ref().and_then(|s| s.sidecar.clone()),
+        sidecar: previous.and_then(|s| s.sidecar.clone()),
+        pool: previous.and_then(|s| s.pool.clone()),
         ..status::Placement::default()
     };
     write_status(

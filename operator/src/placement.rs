@@ -24,13 +24,14 @@ pub struct Step {
 }
 
 /// The step for a Webhook served by `served_by` (its `status.pool`) that asks for `target`
-/// (a pool, or `None`: a receiver of its own or a sidecar), whose new placement is `ready`
-/// and, as its last status said, has been Ready for `ready_for` seconds.
+/// (a pool, or `None`: a receiver of its own or a sidecar), whose new placement is `ready`,
+/// and whose routes were switched to it `switched_for` seconds ago (its last status, written
+/// then, names the new placement's URL), if they were.
 pub fn step(
     served_by: Option<&str>,
     target: Option<&str>,
     ready: bool,
-    ready_for: Option<i64>,
+    switched_for: Option<i64>,
 ) -> Step {
     let leaving = served_by.is_some() && served_by != target;
     if !leaving {
@@ -45,7 +46,7 @@ pub fn step(
             settling: false,
         };
     }
-    let settled = ready && ready_for.is_some_and(|s| s >= SETTLE_SECS);
+    let settled = ready && switched_for.is_some_and(|s| s >= SETTLE_SECS);
     Step {
         switch: ready,
         pool: match settled {
