@@ -117,15 +117,20 @@ impl Writer {
                 .unwrap_or_else(Instant::now);
             let deliveries: Vec<&Delivery> = batch.iter().map(|j| &j.delivery).collect();
             let found = std::sync::Mutex::new(Vec::new());
-            let written = retry_until(deadline, || self.attempt(&deliveries, &found)).await;
+            let unconfirmed = std::sync::Mutex::new(vec![false; deliveries.len()]);
+            let written =
+                retry_until(deadline, || self.attempt(&deliveries, &found, &unconfirmed)).await;
+            let unconfirmed = unconfirmed.into_inner().unwrap_or_else(|p| p.into_inner());
             let mut found = found
                 .into_inner()
                 .unwrap_or_else(|p| p.into_inner())
                 .into_iter();
-            for job in batch {
+            for (job, unconfirmed) in batch.into_iter().zip(unconfirmed) {
                 let result = match (&written, found.next()) {
                     (_, Some(Err(e))) => Err(e),
-                    (Ok(()), Some(Ok(applied))) => Ok(match applied {
+                    // Found applied, but an earlier attempt of this batch may have applied
+                    // it (a write that got no answer): recorded now, as far as anyone knows.
+                    (Ok(()), Some(Ok(applied))) => Ok(match applied || unconfirmed {
                         true => Recorded::Now,
                         false => Recorded::Before,
                     }),
@@ -145,6 +150,7 @@ impl Writer {
         &'a self,
         deliveries: &'a [&'a Delivery],
         found: &'a std::sync::Mutex<Vec<Result<bool, RecordError>>>,
+        unconfirmed: &'a std::sync::Mutex<Vec<bool>>,
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             let cached = self.last.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -167,7 +173,8 @@ impl Writer {
                     })
                 })
                 .collect();
-            let changed = results.iter().any(|r| matches!(r, Ok(true)));
+            let applied: Vec<bool> = results.iter().map(|r| matches!(r, Ok(true))).collect();
+            let changed = applied.contains(&true);
             let any_refused = results.iter().any(Result::is_err);
             *found.lock().unwrap_or_else(|p| p.into_inner()) = results;
             cm.data = Some(data);
@@ -181,11 +188,25 @@ impl Writer {
             }
             // `cm` carries the resourceVersion it was read at: the API server refuses the
             // write with 409 if anyone wrote since, and the batch is applied again.
-            let written = self
+            let written = match self
                 .api
                 .replace(&self.name, &PostParams::default(), &cm)
                 .await
-                .map_err(|e| self.failure(e))?;
+            {
+                Ok(written) => written,
+                Err(e) => {
+                    let failure = self.failure(e);
+                    // Refused outright (a conflict, a 4xx), nothing was written; otherwise
+                    // (no answer, a 5xx) it may have been.
+                    if matches!(failure, Failure::Transient(_)) {
+                        let mut unconfirmed = unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+                        for (u, a) in unconfirmed.iter_mut().zip(&applied) {
+                            *u |= a;
+                        }
+                    }
+                    return Err(failure);
+                }
+            };
             *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(written);
             Ok(())
         })

@@ -111,12 +111,22 @@ impl Sink for EventsSink {
                 let name = event_name(&self.webhook.name, &delivery.key, i);
                 let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
                 let object = event_object(&self.webhook, name, event, &self.instance, now);
-                let this = with_retry(deadline, || async {
-                    match self.api.create(&PostParams::default(), &object).await {
-                        Ok(_) => Ok(Recorded::Now),
-                        // Recorded before (a retry, a replay, another replica): done.
-                        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Recorded::Before),
-                        Err(e) => Err(e),
+                let object = &object;
+                let mut attempts = 0;
+                let this = with_retry(deadline, || {
+                    attempts += 1;
+                    // A 409 after an attempt of ours that got no answer may be our own write.
+                    let first = attempts == 1;
+                    async move {
+                        match self.api.create(&PostParams::default(), object).await {
+                            Ok(_) => Ok(Recorded::Now),
+                            // Recorded before (a replay, another replica): done.
+                            Err(kube::Error::Api(s)) if s.code == 409 && first => {
+                                Ok(Recorded::Before)
+                            }
+                            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Recorded::Now),
+                            Err(e) => Err(e),
+                        }
                     }
                 })
                 .await?;
