@@ -13,7 +13,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
@@ -668,7 +668,7 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     // already names the new placement's URL.
     let switched_for = (webhook.status.as_ref().and_then(|s| s.url.as_ref())
         == children::url(webhook, &spec).as_ref())
-    .then(|| status_written_at(webhook))
+    .then(|| written_at(&webhook.metadata, Some("status")))
     .flatten()
     .map(|t| {
         k8s_openapi::jiff::Timestamp::now()
@@ -715,20 +715,21 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         again.min(ROUTE_RETRY)
     };
 
-    let placement = match switch || served_by.is_none() {
-        true => status::Placement {
-            internal: children::url(webhook, &spec),
-            external: route_url.or_else(|| children::external_url(&spec)),
-            sidecar: sidecar_pods,
-            pool: step.pool,
-        },
-        // Still served where it was, and reached there.
-        false => status::Placement {
-            internal: webhook.status.as_ref().and_then(|s| s.url.clone()),
-            external: webhook.status.as_ref().and_then(|s| s.external_url.clone()),
-            sidecar: sidecar_pods,
-            pool: step.pool,
-        },
+    let (internal, external) = match (switch, webhook.status.as_ref()) {
+        // Still served by its pool, and reached there.
+        (false, Some(previous)) if served_by.is_some() => {
+            (previous.url.clone(), previous.external_url.clone())
+        }
+        _ => (
+            children::url(webhook, &spec),
+            route_url.or_else(|| children::external_url(&spec)),
+        ),
+    };
+    let placement = status::Placement {
+        internal,
+        external,
+        sidecar: sidecar_pods,
+        pool: step.pool,
     };
     write_status(
         ctx,
@@ -743,16 +744,17 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(again))
 }
 
-/// When the operator last wrote the Webhook's status (its field manager's entry for the
-/// status subresource).
-fn status_written_at(webhook: &Webhook) -> Option<k8s_openapi::jiff::Timestamp> {
-    webhook
-        .metadata
-        .managed_fields
+/// When the operator last changed an object (`subresource`: only that one, such as
+/// `status`), from its field manager's entries.
+fn written_at(
+    meta: &ObjectMeta,
+    subresource: Option<&str>,
+) -> Option<k8s_openapi::jiff::Timestamp> {
+    meta.managed_fields
         .iter()
         .flatten()
         .filter(|f| f.manager.as_deref() == Some(names::FIELD_MANAGER))
-        .filter(|f| f.subresource.as_deref() == Some("status"))
+        .filter(|f| subresource.is_none() || f.subresource.as_deref() == subresource)
         .filter_map(|f| f.time.as_ref())
         .map(|t| t.0)
         .max()
@@ -862,15 +864,7 @@ async fn retire_own_receiver(
         }
         // kube-proxy follows EndpointSlices within a second or so: the old pods go once
         // none is named there and the switch is a few seconds old.
-        let switched_at = service
-            .metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter(|f| f.manager.as_deref() == Some(names::FIELD_MANAGER))
-            .filter_map(|f| f.time.as_ref())
-            .map(|t| t.0)
-            .max();
+        let switched_at = written_at(&service.metadata, None);
         let settled = switched_at.is_none_or(|t| {
             k8s_openapi::jiff::Timestamp::now()
                 .duration_since(t)
