@@ -369,6 +369,15 @@ pub struct SidecarPods {
 }
 
 impl Webhook {
+    /// The pools that take this Webhook's path: the one its spec asks for, and the one
+    /// still serving it while it moves out (`status.pool`); once each.
+    pub fn pools(&self) -> Vec<&str> {
+        let serving = self.status.as_ref().and_then(|s| s.pool.as_deref());
+        let mut pools: Vec<&str> = self.spec.pool_name().into_iter().chain(serving).collect();
+        pools.dedup();
+        pools
+    }
+
     /// The `Ready` condition, if the operator has written one.
     pub fn ready_condition(&self) -> Option<&Condition> {
         self.status

@@ -24,7 +24,7 @@ pub fn find_conflict<'a>(
     others: impl IntoIterator<Item = &'a Webhook>,
 ) -> Option<Conflict> {
     let my_key = age_key(me);
-    let my_pools = pools(me, spec);
+    let my_pools = me.pools();
     let mut winners: Vec<(AgeKey, Conflict)> = others
         .into_iter()
         .filter(|o| o.metadata.namespace == me.metadata.namespace)
@@ -35,7 +35,7 @@ pub fn find_conflict<'a>(
             let name = o.metadata.name.clone().unwrap_or_default();
             // An invalid Webhook runs no receiver, so it claims nothing.
             let theirs = validate(&name, &o.spec).ok()?;
-            let message = overlap((spec, &my_pools), (&theirs, &pools(o, &theirs)), &name)?;
+            let message = overlap((spec, &my_pools), (&theirs, &o.pools()), &name)?;
             Some((
                 age_key(o),
                 Conflict {
@@ -47,15 +47,6 @@ pub fn find_conflict<'a>(
         .collect();
     winners.sort_by(|a, b| a.0.cmp(&b.0));
     winners.into_iter().next().map(|(_, c)| c)
-}
-
-/// The pools a Webhook takes its path in: the one it asks for, and the one still serving
-/// it while it moves out (`status.pool`, see `placement`).
-fn pools<'a>(w: &'a Webhook, spec: &'a ValidSpec) -> Vec<&'a str> {
-    let serving = w.status.as_ref().and_then(|s| s.pool.as_deref());
-    let mut pools: Vec<&str> = spec.pool.as_deref().into_iter().chain(serving).collect();
-    pools.dedup();
-    pools
 }
 
 fn overlap(

@@ -103,8 +103,7 @@ pub async fn run(
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect();
             if let Some(ns) = ns.as_ref() {
-                let serving = w.status.as_ref().and_then(|s| s.pool.as_deref());
-                for pool in w.spec.pool_name().into_iter().chain(serving) {
+                for pool in w.pools() {
                     pools.push(ObjectRef::new(pool).within(ns));
                 }
             }
@@ -123,13 +122,6 @@ pub async fn run(
             }
         })
         .await;
-}
-
-/// Whether pool `pool` serves `webhook`: it asks for the pool, or it is moving out of it
-/// and its new placement does not serve it yet (`status.pool`, see `placement`).
-fn served_by(webhook: &Webhook, pool: &str) -> bool {
-    webhook.spec.pool_name() == Some(pool)
-        || webhook.status.as_ref().and_then(|s| s.pool.as_deref()) == Some(pool)
 }
 
 fn error_policy(pool: Arc<ReceiverPool>, error: &Error, _: Arc<PoolContext>) -> Action {
@@ -161,7 +153,9 @@ async fn reconcile(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Act
         .iter()
         .map(|w| w.as_ref())
         .filter(|w| w.namespace().as_deref() == Some(&namespace))
-        .filter(|w| served_by(w, &name))
+        // Those that ask for it, and those moving out whose new placement does not serve
+        // them yet (see `placement`).
+        .filter(|w| w.pools().contains(&name.as_str()))
         .filter(|w| w.metadata.deletion_timestamp.is_none())
         .filter_map(|w| {
             let spec = validate(&w.name_any(), &w.spec).ok()?;
