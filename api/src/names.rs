@@ -20,6 +20,12 @@ pub fn pool_receiver(pool: &str) -> String {
     format!("{pool}-pool")
 }
 
+/// The Lease the replicas of receiver Deployment `deployment` elect the writer of their
+/// ConfigMap sinks on (the receiver's `handoff`).
+pub fn writer_lease(deployment: &str) -> String {
+    format!("{deployment}-writer")
+}
+
 /// The ConfigMap holding the pool's configuration (`pool_config::POOL_CONFIG_FILE`).
 pub fn pool_config(pool: &str) -> String {
     format!("{pool}-pool-config")

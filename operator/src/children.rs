@@ -11,6 +11,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector, PodSecurityContext,
@@ -300,6 +301,7 @@ fn own_receiver(
             verbs: vec!["get".into(), "update".into(), "patch".into()],
             ..PolicyRule::default()
         });
+        rules.push(writer_lease_rule(&receiver_name));
     }
     let role = Role {
         metadata: meta(o, receiver_name.clone(), "receiver"),
@@ -442,13 +444,11 @@ fn deployment(
         run_as: None,
     };
     let mounts = webhook_mounts(&layout, spec);
-    let container = receiver_container(
-        "receiver",
-        layout,
-        (run_args(), mounts),
-        defaults,
-        &settings,
-    );
+    let mut args = run_args();
+    if spec.config_map.is_some() {
+        args.extend(writer_lease_args(receiver_name));
+    }
+    let container = receiver_container("receiver", layout, (args, mounts), defaults, &settings);
 
     // Only a receiver that writes to the API server gets a token.
     let needs_api = spec.events || spec.config_map.is_some();
@@ -497,6 +497,47 @@ fn deployment(
         }),
         ..Deployment::default()
     }
+}
+
+/// The Lease the replicas of receiver Deployment `deployment` (as applied: it owns the
+/// Lease, which goes with it) elect the writer of their ConfigMap sinks on; see the
+/// receiver's `handoff`. The operator sets no holder: the replicas take and renew it.
+pub(crate) fn writer_lease(deployment: &Deployment) -> Option<Lease> {
+    let meta = &deployment.metadata;
+    let name = meta.name.as_deref()?;
+    Some(Lease {
+        metadata: ObjectMeta {
+            name: Some(names::writer_lease(name)),
+            namespace: meta.namespace.clone(),
+            labels: meta.labels.clone(),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: name.into(),
+                uid: meta.uid.clone()?,
+                ..OwnerReference::default()
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+    })
+}
+
+/// What a receiver's Role grants on its writer Lease: kube-lease-manager reads and patches
+/// it; the replicas watch it by name, to know where to hand deliveries.
+pub(crate) fn writer_lease_rule(deployment: &str) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec!["coordination.k8s.io".into()]),
+        resources: Some(vec!["leases".into()]),
+        resource_names: Some(vec![names::writer_lease(deployment)]),
+        verbs: ["get", "list", "watch", "patch"].map(String::from).to_vec(),
+        ..PolicyRule::default()
+    }
+}
+
+/// The receiver's arguments for its election on the writer Lease of `deployment`.
+pub(crate) fn writer_lease_args(deployment: &str) -> [String; 2] {
+    ["--writer-lease".into(), names::writer_lease(deployment)]
 }
 
 /// A rolling update that starts a new receiver pod before it stops an old one: receivers
@@ -610,17 +651,25 @@ pub(crate) fn receiver_container<F: Fn(usize) -> String>(
                 .unwrap_or_else(|| defaults.image.clone()),
         ),
         image_pull_policy: Some(defaults.image_pull_policy.clone()),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..ObjectFieldSelector::default()
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+        // The pod's name, and for a receiver's own pods (not a sidecar, which takes no part
+        // in the election) its address: how it names itself in the writer Lease.
+        env: Some(
+            [("POD_NAME", "metadata.name"), ("POD_IP", "status.podIP")]
+                .into_iter()
+                .filter(|(name, _)| *name == "POD_NAME" || layout.run_as.is_none())
+                .map(|(name, field)| EnvVar {
+                    name: name.into(),
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: field.into(),
+                            ..ObjectFieldSelector::default()
+                        }),
+                        ..EnvVarSource::default()
+                    }),
+                    ..EnvVar::default()
+                })
+                .collect(),
+        ),
         args: Some(args),
         ports: Some(vec![
             ContainerPort {
@@ -967,7 +1016,7 @@ mod tests {
     fn role_is_least_privilege() {
         let c = build_for(opal());
         let rules = c.role.rules.unwrap();
-        assert_eq!(rules.len(), 2);
+        assert_eq!(rules.len(), 3);
         assert_eq!(
             rules[0].api_groups.as_deref(),
             Some(&["events.k8s.io".to_string()][..])
@@ -982,17 +1031,75 @@ mod tests {
             Some(&["opal-access".to_string()][..])
         );
         assert_eq!(rules[1].verbs, ["get", "update", "patch"]);
+        // The writer election: its own Lease only, which it lists and watches by name.
+        assert_eq!(
+            rules[2].api_groups.as_deref(),
+            Some(&["coordination.k8s.io".to_string()][..])
+        );
+        assert_eq!(
+            rules[2].resource_names.as_deref(),
+            Some(&["opal-receiver-writer".to_string()][..])
+        );
+        assert_eq!(rules[2].verbs, ["get", "list", "watch", "patch"]);
         for r in &rules {
+            assert!(!r.verbs.iter().any(|v| v == "*" || v == "delete"));
             assert!(
-                !r.verbs
-                    .iter()
-                    .any(|v| v == "*" || v == "list" || v == "delete")
+                r.resource_names.is_some() || !r.verbs.iter().any(|v| v == "list"),
+                "{r:?}"
             );
         }
-        // without a ConfigMap sink, no ConfigMap access at all
+        // without a ConfigMap sink, no ConfigMap access and no election at all
         let mut spec = opal();
         spec.sinks = None;
-        assert_eq!(build_for(spec).role.rules.unwrap().len(), 1);
+        let c = build_for(spec);
+        assert_eq!(c.role.rules.unwrap().len(), 1);
+        let args = c.deployment.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert!(!args.iter().any(|a| a == "--writer-lease"), "{args:?}");
+    }
+
+    #[test]
+    fn replicas_with_a_configmap_sink_elect_its_writer_on_a_lease_the_deployment_owns() {
+        let c = build_for(opal());
+        let pod = c.deployment.spec.clone().unwrap().template.spec.unwrap();
+        let container = &pod.containers[0];
+        let args = container.args.clone().unwrap();
+        let at = args.iter().position(|a| a == "--writer-lease").unwrap();
+        assert_eq!(args[at + 1], "opal-receiver-writer");
+        let env: Vec<(String, String)> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| {
+                let field = e.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+                (e.name.clone(), field.field_path.clone())
+            })
+            .collect();
+        assert!(
+            env.contains(&("POD_IP".into(), "status.podIP".into())),
+            "{env:?}"
+        );
+
+        // As applied: the Lease is owned by the Deployment, and carries no holder.
+        let mut applied = c.deployment.clone();
+        applied.metadata.uid = Some("d-1".into());
+        let lease = writer_lease(&applied).unwrap();
+        assert_eq!(lease.metadata.name.as_deref(), Some("opal-receiver-writer"));
+        assert_eq!(lease.metadata.namespace.as_deref(), Some("team-a"));
+        let owners = lease.metadata.owner_references.unwrap();
+        assert_eq!(
+            (
+                owners[0].kind.as_str(),
+                owners[0].name.as_str(),
+                owners[0].uid.as_str()
+            ),
+            ("Deployment", "opal-receiver", "d-1")
+        );
+        assert!(lease.spec.is_none());
+        // Not before the Deployment exists: nothing to own it.
+        assert!(writer_lease(&c.deployment).is_none());
     }
 
     #[test]

@@ -634,6 +634,11 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
             apply(ctx, &namespace, &own.role).await?;
             apply(ctx, &namespace, &own.role_binding).await?;
             let deployment = apply(ctx, &namespace, &own.deployment).await?;
+            if spec.config_map.is_some()
+                && let Some(lease) = children::writer_lease(&deployment)
+            {
+                apply(ctx, &namespace, &lease).await?;
+            }
             let readiness = status::deployment_readiness(&deployment);
             let service = children.service.as_ref();
             apply_service(ctx, webhook, &namespace, service, served_by, &readiness).await?;

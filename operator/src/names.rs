@@ -177,7 +177,7 @@ pub fn managed_selector() -> String {
 /// Label naming the ReceiverPool an object belongs to (its children and its pods).
 pub const POOL_LABEL: &str = "hookwarden.io/pool";
 
-pub use hookwarden_api::names::{pool_config, pool_receiver, pool_served};
+pub use hookwarden_api::names::{pool_config, pool_receiver, pool_served, writer_lease};
 
 /// Labels that select a pool's pods. `app.kubernetes.io/instance` is `<pool>.pool`, which
 /// no Webhook's name can be (Webhook names have no '.'), so that a Webhook's own receiver

@@ -278,6 +278,11 @@ fn rules(pool: &str, config: &PoolConfig) -> Vec<PolicyRule> {
             &["get", "update", "patch"],
         ));
     }
+    // Granted whether or not a Webhook has a ConfigMap sink now: the pods take part in the
+    // election from their start, and one that gains a sink needs no restart.
+    rules.push(crate::children::writer_lease_rule(&names::pool_receiver(
+        pool,
+    )));
     if !secrets.is_empty() {
         // list and watch with a field selector on the name, which RBAC checks against
         // resourceNames: one watch per Secret.
@@ -327,6 +332,7 @@ fn deployment(
         "--log-format".into(),
         "json".into(),
     ];
+    let args = [args, crate::children::writer_lease_args(&name).to_vec()].concat();
     let layout = ContainerLayout {
         port: DEFAULT_PORT,
         metrics_port: DEFAULT_METRICS_PORT,
@@ -509,6 +515,15 @@ mod tests {
             find("configmaps", "patch"),
             ["default-pool-served", "opal-state"]
         );
+        assert_eq!(
+            rules
+                .iter()
+                .filter(|r| r.resources.as_ref().unwrap()[0] == "leases")
+                .flat_map(|r| r.resource_names.clone().unwrap_or_default())
+                .collect::<Vec<_>>(),
+            ["default-pool-writer"],
+            "the pool's writer election"
+        );
         for r in &rules {
             let unnamed = r.resource_names.is_none();
             assert!(
@@ -540,6 +555,10 @@ mod tests {
         assert!(
             args.windows(2)
                 .any(|a| a == ["--config-map", "default-pool-config"])
+        );
+        assert!(
+            args.windows(2)
+                .any(|a| a == ["--writer-lease", "default-pool-writer"])
         );
         assert!(pod.containers[0].volume_mounts.is_none());
         assert_eq!(pod.service_account_name.as_deref(), Some("default-pool"));

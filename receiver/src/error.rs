@@ -19,6 +19,8 @@ pub enum Error {
     Send(String),
     #[error("cannot configure a Kubernetes client")]
     KubeClient(#[source] kube::Error),
+    #[error("no randomness for this replica's identity in the writer election: {0}")]
+    Random(String),
 }
 
 impl Error {
@@ -32,6 +34,7 @@ impl Error {
             Error::Listen { .. } => "listen",
             Error::Send(_) => "send",
             Error::KubeClient(_) => "kube_client",
+            Error::Random(_) => "random",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handoff;
 pub mod metrics;
 pub mod payload;
 pub mod pool;

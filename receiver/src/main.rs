@@ -35,6 +35,11 @@ enum Command {
         /// The receiver config file (as rendered by the operator).
         #[arg(long, env = "HOOKWARDEN_CONFIG", default_value_os_t = PathBuf::from(hookwarden_api::names::CONFIG_DIR).join(CONFIG_FILE_NAME))]
         config: PathBuf,
+        /// This pod's name (in a cluster).
+        #[arg(long, env = "POD_NAME")]
+        pod_name: Option<String>,
+        #[command(flatten)]
+        election: ElectionArgs,
     },
     /// Serve many Webhooks as the pool's configuration says, following its changes without
     /// a restart: in a cluster, the ConfigMap `--config-map` (key `pool.yaml`) and the
@@ -64,6 +69,39 @@ enum Command {
         #[arg(long)]
         secret_file: PathBuf,
     },
+}
+
+/// The election of the replica that writes the ConfigMap sinks (in a cluster; the operator
+/// passes it).
+#[derive(Args)]
+struct ElectionArgs {
+    /// The Lease the replicas elect their ConfigMap sinks' writer on; the others hand it
+    /// their deliveries to Webhooks with a ConfigMap sink.
+    #[arg(long, requires = "pod_ip")]
+    writer_lease: Option<String>,
+    /// This pod's IP address: where the other replicas hand it deliveries.
+    #[arg(long, env = "POD_IP")]
+    pod_ip: Option<std::net::IpAddr>,
+}
+
+impl ElectionArgs {
+    /// The election, if the operator asked for one, of pod `pod` in `namespace`.
+    fn election(
+        self,
+        namespace: &str,
+        pod: Option<String>,
+    ) -> anyhow::Result<Option<hookwarden_receiver::handoff::Election>> {
+        let (Some(lease), Some(ip)) = (self.writer_lease, self.pod_ip) else {
+            return Ok(None);
+        };
+        Ok(Some(hookwarden_receiver::handoff::Election {
+            namespace: namespace.to_string(),
+            lease,
+            pod: pod
+                .ok_or_else(|| anyhow::anyhow!("--writer-lease needs --pod-name (or POD_NAME)"))?,
+            ip,
+        }))
+    }
 }
 
 #[derive(Args)]
@@ -97,11 +135,17 @@ struct PoolArgs {
     /// Where metrics are served.
     #[arg(long, default_value_t = std::net::SocketAddr::from(([0, 0, 0, 0], hookwarden_receiver::config::DEFAULT_METRICS_PORT)))]
     metrics_listen: std::net::SocketAddr,
+    #[command(flatten)]
+    election: ElectionArgs,
 }
 
 impl PoolArgs {
     fn options(self) -> anyhow::Result<hookwarden_receiver::pool::PoolOptions> {
         use hookwarden_receiver::pool::{PoolOptions, Source};
+        let election = match &self.namespace {
+            Some(namespace) => self.election.election(namespace, self.pod_name.clone())?,
+            None => None,
+        };
         let source = match (self.config, self.secrets_dir) {
             (Some(config), Some(secrets_dir)) => Source::Files {
                 config,
@@ -127,6 +171,7 @@ impl PoolArgs {
         Ok(PoolOptions {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
+            election,
             ..PoolOptions::new(source)
         })
     }
@@ -228,10 +273,15 @@ fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()>
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            pod_name,
+            election,
+        } => {
             let _logs = telemetry::init(cli.log_format, "info");
             let config = ReceiverConfig::load(&config)?;
-            hookwarden_receiver::server::serve(config).await?;
+            let election = election.election(&config.webhook.namespace, pod_name)?;
+            hookwarden_receiver::server::serve(config, election).await?;
         }
         Command::Pool(args) => {
             let _logs = telemetry::init(cli.log_format, "info");

@@ -75,6 +75,11 @@ pub struct Families {
     registry: Registry,
     deliveries: Family<DeliveryLabels, Counter>,
     latency: Latency,
+    /// Deliveries another replica handed to this one (see `handoff`), by outcome: not in
+    /// `deliveries`, where the replica that answered the sender counts them.
+    handoffs_taken: Family<DeliveryLabels, Counter>,
+    /// Deliveries this replica recorded itself because the writer it handed them to did not.
+    handoffs_failed: Family<WebhookLabels, Counter>,
     pool: Option<PoolGauges>,
 }
 
@@ -99,6 +104,18 @@ impl Families {
             "Time from a delivery's arrival to its answer",
             latency.clone(),
         );
+        let handoffs_taken = Family::<DeliveryLabels, Counter>::default();
+        let handoffs_failed = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "handoffs_taken",
+            "Deliveries another replica handed to this one, the writer of the ConfigMap sinks, by outcome (counted in deliveries by the replica that answered the sender)",
+            handoffs_taken.clone(),
+        );
+        registry.register(
+            "handoffs_failed",
+            "Deliveries handed to the writer of the ConfigMap sinks that it did not record, recorded by this replica itself",
+            handoffs_failed.clone(),
+        );
         if let Some(gauges) = &pool {
             registry.register(
                 "in_flight",
@@ -111,6 +128,8 @@ impl Families {
             registry,
             deliveries,
             latency,
+            handoffs_taken,
+            handoffs_failed,
             pool,
         }
     }
@@ -123,12 +142,15 @@ impl Families {
     /// Forgets every series of `webhook`: a pool stopped serving it.
     pub fn remove(&self, webhook: &WebhookLabels) {
         self.latency.remove(webhook);
+        self.handoffs_failed.remove(webhook);
         for outcome in OUTCOMES {
-            self.deliveries.remove(&DeliveryLabels {
+            let labels = DeliveryLabels {
                 webhook: webhook.webhook.clone(),
                 provider: webhook.provider.clone(),
                 outcome,
-            });
+            };
+            self.deliveries.remove(&labels);
+            self.handoffs_taken.remove(&labels);
         }
     }
 
@@ -210,6 +232,26 @@ impl Metrics {
             self.first_of(outcome).inc();
         }
         self.latency.observe(seconds);
+    }
+
+    /// Counts a delivery another replica handed to this one, with `outcome`.
+    pub fn handoff_taken(&self, outcome: &'static str) {
+        self.families
+            .handoffs_taken
+            .get_or_create(&DeliveryLabels {
+                webhook: self.labels.webhook.clone(),
+                provider: self.labels.provider.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Counts a delivery the writer did not record when handed it.
+    pub fn handoff_failed(&self) {
+        self.families
+            .handoffs_failed
+            .get_or_create(&self.labels)
+            .inc();
     }
 
     /// The counter of an outcome not counted before, remembered for the next time.

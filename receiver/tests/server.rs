@@ -614,3 +614,125 @@ async fn on_a_connection_other_paths_and_methods_get_the_usual_answers() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(h.recorded.deliveries.lock().unwrap().is_empty());
 }
+
+/// Makes `h` a Webhook with a ConfigMap sink (its sink stays the fake): the kind whose
+/// deliveries are handed to the writer (see `handoff`).
+fn with_config_map_sink(h: &mut Harness) {
+    let mut config = (*h.state.config).clone();
+    config.sinks.config_map = Some(hookwarden_receiver::config::ConfigMapSinkConfig {
+        name: "state".into(),
+        mode: hookwarden_receiver::config::ConfigMapMode::State,
+    });
+    h.state.config = Arc::new(config);
+}
+
+/// A replica's election, driven by the test: whether it leads, and the term the Lease shows.
+fn elected(
+    me: &hookwarden_receiver::handoff::Identity,
+    leading: bool,
+    holder: &hookwarden_receiver::handoff::Identity,
+) -> Arc<hookwarden_receiver::handoff::Handoff> {
+    use hookwarden_receiver::handoff::{Handoff, Term};
+    let (leading_tx, leading) = tokio::sync::watch::channel(leading);
+    let (term_tx, term) = tokio::sync::watch::channel(Some(Term {
+        holder: holder.clone(),
+        until: "2100-01-01T00:00:00Z".parse().unwrap(),
+    }));
+    // The senders live as long as the test: a closed channel keeps its last value.
+    std::mem::forget((leading_tx, term_tx));
+    Arc::new(Handoff::with(me.clone(), leading, term))
+}
+
+/// The value of the series of `family` whose labels include `outcome` (or any, without one).
+fn series(text: &str, family: &str, outcome: Option<&str>) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("hookwarden_receiver_{family}{{")))
+        .filter(|l| outcome.is_none_or(|o| l.contains(&format!("outcome=\"{o}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_replica_hands_deliveries_to_the_writer_and_records_them_itself_when_it_cannot() {
+    use hookwarden_receiver::handoff::{HANDOFF_HEADER, Identity};
+    let mut writer = harness(Provider::Opal, &[]);
+    let mut other = harness(Provider::Opal, &[]);
+    with_config_map_sink(&mut writer);
+    with_config_map_sink(&mut other);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let writer_id = Identity::new("writer", listener.local_addr().unwrap()).unwrap();
+    let other_id = Identity::new("other", "127.0.0.1:9".parse().unwrap()).unwrap();
+    writer.state.handoff = Some(elected(&writer_id, true, &writer_id));
+    other.state.handoff = Some(elected(&other_id, false, &writer_id));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(hookwarden_receiver::server::serve_on(
+        listener,
+        app(writer.state.clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Verified by the replica it reached, recorded by the writer, answered by the first.
+    let (status, _, body) = send(&other, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"events":2,"status":"recorded"}"#)
+    );
+    assert_eq!(writer.recorded.deliveries.lock().unwrap().len(), 1);
+    assert!(other.recorded.deliveries.lock().unwrap().is_empty());
+    // Counted once as a delivery (where the sender was answered), and as a handoff taken.
+    let (w, o) = (writer.state.metrics.encode(), other.state.metrics.encode());
+    assert_eq!(series(&o, "deliveries_total", Some("recorded")), 1.0, "{o}");
+    assert_eq!(series(&w, "deliveries_total", Some("recorded")), 0.0, "{w}");
+    assert_eq!(
+        series(&w, "handoffs_taken_total", Some("recorded")),
+        1.0,
+        "{w}"
+    );
+
+    // The same delivery reaching the writer directly: a duplicate, not recorded twice.
+    let (status, _, body) = send(&writer, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"status":"duplicate"}"#)
+    );
+    assert_eq!(writer.recorded.deliveries.lock().unwrap().len(), 1);
+
+    // A sender cannot pass a delivery off as a handoff: without the writer's token it is
+    // an ordinary delivery, answered, logged and counted as one.
+    let second = BODY.replace("r1", "r2");
+    let mut forged = signed(Provider::Opal, &second, NOW);
+    forged
+        .headers_mut()
+        .insert(HANDOFF_HEADER, "1".parse().unwrap());
+    let (status, _, _) = send(&writer, forged).await;
+    assert_eq!(status, StatusCode::OK);
+    let w = writer.state.metrics.encode();
+    assert_eq!(series(&w, "deliveries_total", Some("recorded")), 1.0, "{w}");
+    assert_eq!(series(&w, "handoffs_taken_total", None), 1.0, "{w}");
+
+    // A writer that does not record (here: its sink fails) is not taken at its word: the
+    // replica records the delivery itself.
+    *writer.recorded.fail.lock().unwrap() = true;
+    let third = BODY.replace("r1", "r3");
+    let (status, _, _) = send(&other, signed(Provider::Opal, &third, NOW)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(other.recorded.deliveries.lock().unwrap().len(), 1);
+    *writer.recorded.fail.lock().unwrap() = false;
+
+    // The writer gone: the replica records what it gets itself, and says so in a metric.
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+    let fourth = BODY.replace("r1", "r4");
+    let (status, _, body) = send(&other, signed(Provider::Opal, &fourth, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"events":2,"status":"recorded"}"#)
+    );
+    assert_eq!(other.recorded.deliveries.lock().unwrap().len(), 2);
+    assert_eq!(writer.recorded.deliveries.lock().unwrap().len(), 2);
+    let o = other.state.metrics.encode();
+    assert_eq!(series(&o, "handoffs_failed_total", None), 2.0, "{o}");
+    assert_eq!(series(&o, "deliveries_total", Some("recorded")), 3.0, "{o}");
+}

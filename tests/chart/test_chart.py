@@ -307,8 +307,13 @@ class Defaults(unittest.TestCase):
             "webhooks", "webhooks/status", "deployments", "services", "serviceaccounts",
             "configmaps", "secrets", "roles", "rolebindings", "ingresses", "httproutes",
             "gateways", "pods", "events", "receiverpools", "receiverpools/status",
-            "poddisruptionbudgets", "endpointslices"})
+            "poddisruptionbudgets", "endpointslices", "leases"})
         self.assertEqual({v for (g, r, v) in granted if r == "endpointslices"}, {"list"})
+        # Leases: each receiver Deployment's writer Lease, created and labelled; the rest
+        # only because a receiver's Role grants it on its own Lease. Never updated whole,
+        # never deleted (it goes with its Deployment).
+        self.assertEqual({v for (g, r, v) in granted if r == "leases"},
+                         {"get", "list", "watch", "create", "patch"})
         # Gateways: read one by name, for its listeners; never listed or changed.
         self.assertEqual({v for (g, r, v) in granted if r == "gateways"}, {"get"})
         # Pods (spec.sidecar): counted, never written (the receiver is added at admission).

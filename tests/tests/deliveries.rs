@@ -5,6 +5,7 @@
 
 use hookwarden_tests::*;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::Api;
 use kube::api::ListParams;
 
 /// The seed's six Opal event types in one delivery, as Opal batches them.
@@ -486,6 +487,161 @@ async fn concurrent_deliveries_through_two_replicas_lose_nothing() {
     users.sort_unstable();
     users.dedup();
     assert_eq!(users.len(), N, "{state}");
+}
+
+/// A Ready receiver pod of Webhook `webhook`: its name and IP address.
+async fn ready_receiver_pods(ns: &TestNamespace, webhook: &str) -> Vec<(String, String)> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    let selector =
+        format!("app.kubernetes.io/name=hookwarden-receiver,app.kubernetes.io/instance={webhook}");
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    listed
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| Some((p.metadata.name?, p.status?.pod_ip?)))
+        .collect()
+}
+
+/// The pod the writer Lease of Deployment `deployment` names as its holder.
+async fn writer_pod(ns: &TestNamespace, deployment: &str) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = ns.api();
+    let lease = leases
+        .get_opt(&format!("{deployment}-writer"))
+        .await
+        .ok()??;
+    let holder = lease.spec?.holder_identity?;
+    Some(holder.split('/').next()?.to_string())
+}
+
+/// The sum of a receiver pod's series of `family` (with `outcome`, if given).
+async fn pod_metric(ip: &str, family: &str, outcome: Option<&str>) -> f64 {
+    let answer = hookwarden_receiver::client::get(
+        &format!("http://{ip}:9090/metrics"),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    answer
+        .body
+        .lines()
+        .filter(|l| l.starts_with(&format!("hookwarden_receiver_{family}{{")))
+        .filter(|l| outcome.is_none_or(|o| l.contains(&format!("outcome=\"{o}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Two replicas with a ConfigMap sink elect the one that writes it on their Lease, under
+/// the Role the operator ships: a delivery the other replica gets is handed to the writer
+/// and recorded once; when the writer's pod goes, the other records what it gets itself,
+/// then takes the Lease, and nothing acknowledged is lost.
+#[tokio::test]
+async fn two_replicas_write_their_configmap_through_one_writer_and_survive_its_loss() {
+    const EACH: usize = 10;
+    let ns = TestNamespace::new("cm-writer").await;
+    let (_, secret) = ready_receiver(
+        &ns,
+        "opal",
+        "opal",
+        ", receiver: {replicas: 2}, sinks: {events: false, configMap: {name: opal-access}}",
+    )
+    .await;
+    let ((writer, writer_ip), (_, other_ip)) = eventually(
+        "two Ready receiver pods, one of them holding the writer Lease",
+        std::time::Duration::from_secs(120),
+        || async {
+            let pods = ready_receiver_pods(&ns, "opal").await;
+            let holder = writer_pod(&ns, "opal-receiver").await;
+            match (pods.as_slice(), &holder) {
+                ([a, b], Some(h)) if a.0 == *h => Ok((a.clone(), b.clone())),
+                ([a, b], Some(h)) if b.0 == *h => Ok((b.clone(), a.clone())),
+                _ => Err(format!("pods {pods:?}, holder {holder:?}")),
+            }
+        },
+    )
+    .await;
+    let body = |i: usize| {
+        format!(
+            r#"{{"event_ts":{},"organization_id":"o","events":[{{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"CUSTOM","user_id":"user{i}@example.com","resource_id":"r1","access_level":"admin"}}]}}"#,
+            1_700_000_000 + i
+        )
+    };
+    // Straight to each pod, not through the Service: half of them reach the other replica.
+    for i in 0..2 * EACH {
+        let ip = if i % 2 == 0 { &writer_ip } else { &other_ip };
+        let out = send_eventually(
+            &format!("http://{ip}:8080/opal"),
+            "opal",
+            secret.path(),
+            &body(i),
+            &[],
+        );
+        assert!(out.starts_with("200"), "{out}");
+    }
+    assert_eq!(
+        pod_metric(&writer_ip, "handoffs_taken_total", Some("recorded")).await,
+        EACH as f64,
+        "the writer recorded what the other replica got"
+    );
+    assert_eq!(
+        pod_metric(&other_ip, "handoffs_taken_total", None).await,
+        0.0
+    );
+    assert_eq!(
+        pod_metric(&other_ip, "handoffs_failed_total", None).await,
+        0.0
+    );
+    assert_eq!(
+        pod_metric(&other_ip, "deliveries_total", Some("recorded")).await,
+        EACH as f64,
+        "the other replica counts what it answered"
+    );
+
+    // The writer goes; the other replica answers only what it recorded, itself or as the
+    // new writer.
+    let (ok, out) = kubectl(&["delete", "pod", "-n", &ns.name, &writer, "--wait=false"]);
+    assert!(ok, "{out}");
+    for i in 2 * EACH..3 * EACH {
+        let out = send_eventually(
+            &format!("http://{other_ip}:8080/opal"),
+            "opal",
+            secret.path(),
+            &body(i),
+            &[],
+        );
+        assert!(out.starts_with("200"), "{out}");
+    }
+    let state = config_map_json(&ns, "opal-access", "opal.json").await;
+    let mut users: Vec<&str> = state["resourceAccess"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["userId"].as_str().unwrap())
+        .collect();
+    users.sort_unstable();
+    let recorded = users.len();
+    users.dedup();
+    assert_eq!((recorded, users.len()), (3 * EACH, 3 * EACH), "{state}");
+    eventually(
+        "another pod holding the writer Lease",
+        std::time::Duration::from_secs(60),
+        || async {
+            match writer_pod(&ns, "opal-receiver").await {
+                Some(h) if h != writer => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
 }
 
 /// The billing application of the sidecar tests: its pods opt in to Webhook `stripe`'s

@@ -16,6 +16,7 @@ use super::source::{self, ConfigUpdate};
 use super::table::{Step, plan, receiver_config, secret_names};
 use crate::config::ReceiverConfig;
 use crate::error::{Error, Result};
+use crate::handoff::{Election, Handoff};
 use crate::metrics::{Families, Metrics, Scrape};
 use crate::secrets::SecretState;
 use crate::server::{AppState, Readiness, Receiver, Table, metrics_app, serve_on};
@@ -57,6 +58,9 @@ pub struct PoolOptions {
     pub secrets_refresh: Duration,
     /// Makes each Webhook's sinks; `None`: the sinks its configuration names.
     pub sinks: Option<SinkFactory>,
+    /// The election of the replica that writes the ConfigMap sinks (`Source::Cluster`;
+    /// see `handoff`).
+    pub election: Option<Election>,
 }
 
 impl PoolOptions {
@@ -69,6 +73,7 @@ impl PoolOptions {
             config_poll: Duration::from_millis(500),
             secrets_refresh: Duration::from_secs(5),
             sinks: None,
+            election: None,
         }
     }
 }
@@ -90,6 +95,8 @@ struct Pool {
     /// needs one (`None` inside once that failed).
     client: Option<Option<kube::Client>>,
     served: BTreeMap<String, Entry>,
+    /// Where deliveries to Webhooks with a ConfigMap sink are handed (see `handoff`).
+    handoff: Option<Arc<Handoff>>,
     namespace: String,
     refused: Option<String>,
     listening: (SocketAddr, SocketAddr),
@@ -119,6 +126,7 @@ pub async fn run(
     options: PoolOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let mut handoff = None;
     let (client, mut configs, secrets, target, secret_updates) = match options.source {
         Source::Cluster {
             namespace,
@@ -129,6 +137,12 @@ pub async fn run(
             let client = kube::Client::try_default()
                 .await
                 .map_err(Error::KubeClient)?;
+            if let Some(election) = &options.election {
+                handoff = Some(
+                    Handoff::join(client.clone(), election, options.listen.port())
+                        .map_err(|e| Error::Random(e.to_string()))?,
+                );
+            }
             let configs = source::config_map(client.clone(), &namespace, &config_map);
             let (watches, updates) = SecretWatches::new(client.clone(), &namespace);
             let target = ReportTarget::ConfigMap {
@@ -181,6 +195,7 @@ pub async fn run(
         sinks: options.sinks,
         client,
         served: BTreeMap::new(),
+        handoff,
         namespace: String::new(),
         refused: None,
         listening: (options.listen, options.metrics_listen),
@@ -314,7 +329,9 @@ impl Pool {
             receiver.provider.as_str(),
         );
         let secrets = self.secrets.store_for(webhook);
-        AppState::with(receiver, sinks, secrets, Arc::new(metrics))
+        let mut state = AppState::with(receiver, sinks, secrets, Arc::new(metrics));
+        state.handoff = self.handoff.clone();
+        state
     }
 
     /// An API client, when `receiver`'s sinks write to the API.

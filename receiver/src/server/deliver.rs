@@ -1,6 +1,9 @@
 //! One delivery, from the request to its outcome.
 
 use axum::body::{Bytes, HttpBody};
+use std::net::SocketAddr;
+
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Request, Response, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
@@ -8,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::outcome::{Outcome, log};
 use super::state::AppState;
 use crate::delivery::{Delivery, Recorded};
+use crate::handoff::Handoff;
 use crate::payload;
 use crate::replay::Key;
 use crate::secrets::SecretState;
@@ -21,6 +25,12 @@ where
 {
     let started = tokio::time::Instant::now();
     let (parts, body) = request.into_parts();
+    // Handed over by another replica (see `handoff`): recorded here, answered to that
+    // replica, which logs and counts it as the sender's delivery.
+    let handed = state
+        .handoff
+        .as_ref()
+        .is_some_and(|h| h.is_handoff(&parts.headers));
     let outcome = match state.in_flight.try_acquire() {
         // Load shedding: a sender told to retry shortly beats one left waiting.
         Err(_) => Outcome::Overloaded,
@@ -28,7 +38,7 @@ where
             let limits = &state.config.limits;
             let work = async {
                 match read_body(body, limits.max_body_bytes as usize).await {
-                    Ok(bytes) => handle(state, &parts.headers, bytes, started).await,
+                    Ok(bytes) => handle(state, &parts, bytes, started, handed).await,
                     Err(outcome) => outcome,
                 }
             };
@@ -37,10 +47,15 @@ where
                 .unwrap_or(Outcome::TimedOut)
         }
     };
-    log(&state.config.webhook.name, &state.refusals, &outcome);
-    state
-        .metrics
-        .observe(outcome.label(), started.elapsed().as_secs_f64());
+    if handed {
+        tracing::debug!(webhook = %state.config.webhook.name, outcome = outcome.label(), "handoff answered");
+        state.metrics.handoff_taken(outcome.label());
+    } else {
+        log(&state.config.webhook.name, &state.refusals, &outcome);
+        state
+            .metrics
+            .observe(outcome.label(), started.elapsed().as_secs_f64());
+    }
     outcome.answer()
 }
 
@@ -85,10 +100,14 @@ where
 
 async fn handle(
     state: &AppState,
-    headers: &HeaderMap,
+    request: &Parts,
     body: Bytes,
     arrived: tokio::time::Instant,
+    handed: bool,
 ) -> Outcome {
+    let headers = &request.headers;
+    // As it came, for a handoff: the writer verifies what the sender signed.
+    let raw = body.clone();
     let secrets = match state.secrets.current() {
         SecretState::Loaded(s) => s,
         SecretState::Unavailable(_) => return Outcome::NoSecret,
@@ -131,7 +150,20 @@ async fn handle(
     };
     // The sender's clock started when the delivery arrived.
     let deadline = arrived + state.config.limits.record_budget();
-    match state.sinks.record(&delivery, deadline).await {
+    let recorded = match handoff_target(state, handed) {
+        Some((handoff, to)) => {
+            let path = request.uri.path();
+            match handoff.hand(to, path, headers, raw, deadline).await {
+                Some(found) => Ok(found),
+                None => {
+                    state.metrics.handoff_failed();
+                    state.sinks.record(&delivery, deadline).await
+                }
+            }
+        }
+        None => state.sinks.record(&delivery, deadline).await,
+    };
+    match recorded {
         Ok(Recorded::Now) => {
             state.replay.remember(key, now);
             Outcome::Recorded {
@@ -147,6 +179,19 @@ async fn handle(
         }
         Err(e) => Outcome::NotRecorded(e),
     }
+}
+
+/// The replica to hand a delivery to (see `handoff`): the writer of the ConfigMap sinks,
+/// for a Webhook with one, when that is another replica and the delivery was not handed
+/// here already.
+fn handoff_target(state: &AppState, handed: bool) -> Option<(&Handoff, SocketAddr)> {
+    if handed || state.config.sinks.config_map.is_none() {
+        return None;
+    }
+    let handoff = state.handoff.as_deref()?;
+    handoff
+        .target(k8s_openapi::jiff::Timestamp::now())
+        .map(|to| (handoff, to))
 }
 
 /// The delivery's trace (see `trace`), where it is used: passed on by a `forward` sink, or

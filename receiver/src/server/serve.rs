@@ -22,6 +22,7 @@ use crate::config::ReceiverConfig;
 pub use crate::connection::HEADER_READ_TIMEOUT;
 use crate::connection::{self, Activity};
 use crate::error::{Error, Result};
+use crate::handoff::{Election, Handoff};
 use crate::metrics::Scrape;
 use crate::secrets::SecretState;
 use crate::sink::Sinks;
@@ -164,8 +165,10 @@ async fn healthz() -> &'static str {
 /// How long in-flight deliveries may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
-pub async fn serve(config: ReceiverConfig) -> Result<()> {
+/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish. With `election`,
+/// a receiver with a ConfigMap sink hands its deliveries to the replica that writes it
+/// (see `handoff`).
+pub async fn serve(config: ReceiverConfig, election: Option<Election>) -> Result<()> {
     let needs_api = config.sinks.events || config.sinks.config_map.is_some();
     let client = if needs_api {
         Some(
@@ -176,8 +179,16 @@ pub async fn serve(config: ReceiverConfig) -> Result<()> {
     } else {
         None
     };
-    let sinks = Sinks::from_config(&config, client);
-    let state = AppState::new(config, sinks);
+    let sinks = Sinks::from_config(&config, client.clone());
+    let handoff = match (election, client, &config.sinks.config_map) {
+        (Some(election), Some(client), Some(_)) => Some(
+            Handoff::join(client, &election, config.listen.port())
+                .map_err(|e| Error::Random(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let mut state = AppState::new(config, sinks);
+    state.handoff = handoff;
     if let SecretState::Unavailable(reason) = state.secrets.current() {
         tracing::warn!(%reason, "signing secrets unavailable at start; not ready");
     }

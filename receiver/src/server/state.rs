@@ -9,6 +9,7 @@ use super::refusals::Refusals;
 
 use crate::clock::{Clock, system_clock};
 use crate::config::ReceiverConfig;
+use crate::handoff::Handoff;
 use crate::metrics::Metrics;
 use crate::replay::ReplayCache;
 use crate::secrets::SecretStore;
@@ -37,6 +38,9 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// Which deliveries that were not recorded are logged one by one.
     pub(super) refusals: Arc<Refusals>,
+    /// The election of the replica that writes ConfigMap sinks (see `handoff`); `None`
+    /// outside a cluster, and when the operator runs no election.
+    pub handoff: Option<Arc<Handoff>>,
 }
 
 impl AppState {
@@ -70,6 +74,7 @@ impl AppState {
             clock: system_clock(),
             in_flight: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
             refusals: Arc::default(),
+            handoff: None,
         }
     }
 

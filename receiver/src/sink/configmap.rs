@@ -27,10 +27,13 @@ use crate::view;
 
 /// Deliveries waiting for the writer; more are refused at once (the sender retries).
 const QUEUE: usize = 1024;
-/// How long the writer waits for more deliveries after the first of a batch. Senders whose
-/// deliveries were just answered send their next ones within a millisecond or two; without
-/// the wait, batches stay as small as the moment they start (measured: under 3 deliveries
-/// a write with 16 senders, against 16 with the wait).
+/// How long the writer waits for more deliveries after the first of a batch, at most: until
+/// as many have come as the last write answered plus those that came while it was under
+/// way (the senders it answered send their next ones within a millisecond or two). Without
+/// the wait, batches stay as small as the moment they start (measured: under 3 deliveries a
+/// write with 16 senders); with a fixed wait instead of the count, every write waits it
+/// whole (measured with `make bench-sinks`: 412-416 recorded/s with one replica, against
+/// 470 counting).
 const LINGER: Duration = Duration::from_millis(5);
 /// The most deliveries one write carries.
 const BATCH: usize = 256;
@@ -101,15 +104,33 @@ struct Writer {
 
 impl Writer {
     async fn run(self, mut queue: mpsc::Receiver<Job>) {
-        while let Some(first) = queue.recv().await {
-            let mut batch = vec![first];
+        // How many the last write carried: the senders it answered send their next
+        // deliveries within a millisecond or two.
+        let mut answered = 0;
+        loop {
+            // What came while the last write was under way: from senders other than the
+            // ones it answered, so a batch waits for both.
+            let mut batch = Vec::new();
+            while batch.len() < BATCH
+                && let Ok(job) = queue.try_recv()
+            {
+                batch.push(job);
+            }
+            let expected = (answered + batch.len()).clamp(1, BATCH);
+            if batch.is_empty() {
+                match queue.recv().await {
+                    Some(job) => batch.push(job),
+                    None => return,
+                }
+            }
             let until = Instant::now() + LINGER;
-            while batch.len() < BATCH {
+            while batch.len() < expected {
                 match tokio::time::timeout_at(until, queue.recv()).await {
                     Ok(Some(more)) => batch.push(more),
                     Ok(None) | Err(_) => break,
                 }
             }
+            answered = batch.len();
             let deadline = batch
                 .iter()
                 .map(|j| j.deadline)
