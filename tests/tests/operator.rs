@@ -78,11 +78,25 @@ spec:
     let role: Role = get(&ns, "opal-receiver").await.expect("Role");
     assert!(controlled_by(&role.metadata, &webhook));
     let rules = role.rules.unwrap();
-    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules.len(), 3, "{rules:?}");
     assert_eq!(rules[0].api_groups.as_deref().unwrap(), ["events.k8s.io"]);
     assert_eq!(rules[0].verbs, ["create", "patch"]);
     assert_eq!(rules[1].resource_names.as_deref().unwrap(), ["opal-access"]);
     assert_eq!(rules[1].verbs, ["get", "update", "patch"]);
+    assert_eq!(
+        rules[2].resource_names.as_deref().unwrap(),
+        ["opal-receiver-writer"]
+    );
+    assert_eq!(rules[2].verbs, ["get", "list", "watch", "patch"]);
+    // The writer Lease the replicas elect on, owned by their Deployment.
+    let lease: k8s_openapi::api::coordination::v1::Lease = get(&ns, "opal-receiver-writer")
+        .await
+        .expect("writer Lease");
+    let owner = &lease.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Deployment", "opal-receiver")
+    );
     let binding: RoleBinding = get(&ns, "opal-receiver").await.expect("RoleBinding");
     assert_eq!(binding.role_ref.name, "opal-receiver");
     assert_eq!(binding.subjects.unwrap()[0].name, "opal-receiver");

@@ -72,6 +72,9 @@ pub struct Handoff {
     leading: watch::Receiver<bool>,
     /// The holder and its term, as the Lease was last seen.
     term: watch::Receiver<Option<Term>>,
+    /// Set when this replica stops: it leaves the election, releasing the Lease if it holds
+    /// it, so that another replica takes it at once rather than when it expires.
+    resign: watch::Sender<bool>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -87,19 +90,20 @@ impl Handoff {
         let me = Identity::new(&election.pod, SocketAddr::new(election.ip, port))?;
         let (leading_tx, leading) = watch::channel(false);
         let (term_tx, term) = watch::channel(None);
+        let handoff = Self::with(me, leading, term);
         let Election {
             namespace, lease, ..
         } = election.clone();
-        tokio::spawn(elect(
-            client.clone(),
-            namespace.clone(),
-            lease.clone(),
-            me.to_string(),
-            leading_tx,
-        ));
-        tracing::info!(%lease, identity = %me, "joined the election of the ConfigMap sinks' writer");
+        let ballot = Ballot {
+            client: client.clone(),
+            namespace: namespace.clone(),
+            lease: lease.clone(),
+            identity: handoff.me.to_string(),
+        };
+        tokio::spawn(elect(ballot, leading_tx, handoff.resign.subscribe()));
+        tracing::info!(%lease, identity = %handoff.me, "joined the election of the ConfigMap sinks' writer");
         tokio::spawn(follow(client, namespace, lease, term_tx));
-        Ok(Arc::new(Self::with(me, leading, term)))
+        Ok(Arc::new(handoff))
     }
 
     /// A handoff whose election is driven from outside (tests).
@@ -116,8 +120,15 @@ impl Handoff {
             me_header,
             leading,
             term,
+            resign: watch::channel(false).0,
             client: Client::builder(TokioExecutor::new()).build(connector),
         }
+    }
+
+    /// Leaves the election as this replica stops: releases the Lease if it holds it (the
+    /// other replicas then record deliveries themselves until one of them takes it).
+    pub fn resign(&self) {
+        self.resign.send_replace(true);
     }
 
     /// Whether `headers` mark a delivery another replica handed to this one.
@@ -213,16 +224,24 @@ fn recorded(status: StatusCode, body: &[u8]) -> Option<Recorded> {
     }
 }
 
-/// Takes part in the election for as long as the process runs: `leading` says whether this
-/// replica holds the Lease.
-async fn elect(
+/// What a replica stands in the election with.
+struct Ballot {
     client: kube::Client,
     namespace: String,
     lease: String,
     identity: String,
-    leading: watch::Sender<bool>,
-) {
-    loop {
+}
+
+/// Takes part in the election until `resign` is set: `leading` says whether this replica
+/// holds the Lease. Resigning drops kube-lease-manager's channel, which releases the Lease.
+async fn elect(ballot: Ballot, leading: watch::Sender<bool>, mut resign: watch::Receiver<bool>) {
+    let Ballot {
+        client,
+        namespace,
+        lease,
+        identity,
+    } = ballot;
+    while !*resign.borrow_and_update() {
         let manager = LeaseManagerBuilder::new(client.clone(), &lease)
             .with_namespace(&namespace)
             .with_identity(&identity)
@@ -233,21 +252,32 @@ async fn elect(
             .await;
         match manager {
             Ok(manager) => {
-                let (mut channel, _task) = manager.watch().await;
-                loop {
+                let (mut channel, task) = manager.watch().await;
+                let resigned = loop {
                     let _ = leading.send(*channel.borrow_and_update());
-                    if channel.changed().await.is_err() {
-                        break;
+                    tokio::select! {
+                        changed = channel.changed() => if changed.is_err() { break false },
+                        _ = resign.changed() => break true,
                     }
-                }
+                };
                 let _ = leading.send(false);
+                drop(channel);
+                if resigned {
+                    // Released by the manager's task once its channel is gone.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+                    tracing::info!(%lease, "left the election of the ConfigMap sinks' writer");
+                    return;
+                }
                 tracing::warn!(%lease, "left the election of the ConfigMap sinks' writer; joining again");
             }
             Err(error) => {
                 tracing::warn!(%lease, %error, "cannot join the election of the ConfigMap sinks' writer yet; each replica writes itself meanwhile");
             }
         }
-        tokio::time::sleep(REJOIN).await;
+        tokio::select! {
+            _ = tokio::time::sleep(REJOIN) => {}
+            _ = resign.changed() => return,
+        }
     }
 }
 

@@ -153,7 +153,11 @@ async fn handle(
     let recorded = match handoff_target(state, handed) {
         Some((handoff, to)) => {
             let path = request.uri.path();
-            match handoff.hand(to, path, headers, raw, deadline).await {
+            // Half the budget at most, so that a writer that hangs (its pod stopping)
+            // leaves time to record the delivery here.
+            let now = tokio::time::Instant::now();
+            let wait = now + deadline.saturating_duration_since(now) / 2;
+            match handoff.hand(to, path, headers, raw, wait).await {
                 Some(found) => Ok(found),
                 None => {
                     state.metrics.handoff_failed();
