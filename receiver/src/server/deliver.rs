@@ -1,8 +1,8 @@
 //! One delivery, from the request to its outcome.
 
-use axum::body::{Bytes, HttpBody};
 use std::net::SocketAddr;
 
+use axum::body::{Bytes, HttpBody};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Request, Response, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
