@@ -301,7 +301,7 @@ fn own_receiver(
             verbs: vec!["get".into(), "update".into(), "patch".into()],
             ..PolicyRule::default()
         });
-        rules.push(writer_lease_rule(&receiver_name));
+        rules.extend(writer_election_rules(&receiver_name));
     }
     let role = Role {
         metadata: meta(o, receiver_name.clone(), "receiver"),
@@ -446,7 +446,7 @@ fn deployment(
     let mounts = webhook_mounts(&layout, spec);
     let mut args = run_args();
     if spec.config_map.is_some() {
-        args.extend(writer_lease_args(receiver_name));
+        args.extend(writer_election_args(receiver_name));
     }
     let container = receiver_container("receiver", layout, (args, mounts), defaults, &settings);
 
@@ -502,14 +502,14 @@ fn deployment(
 /// The Lease the replicas of receiver Deployment `deployment` (as applied: it owns the
 /// Lease, which goes with it) elect the writer of their ConfigMap sinks on; see the
 /// receiver's `handoff`. The operator sets no holder: the replicas take and renew it.
-pub(crate) fn writer_lease(deployment: &Deployment) -> Option<Lease> {
-    let meta = &deployment.metadata;
+pub(crate) fn writer_lease(desired: &Deployment, applied: &Deployment) -> Option<Lease> {
+    let meta = &applied.metadata;
     let name = meta.name.as_deref()?;
     Some(Lease {
         metadata: ObjectMeta {
             name: Some(names::writer_lease(name)),
             namespace: meta.namespace.clone(),
-            labels: meta.labels.clone(),
+            labels: desired.metadata.labels.clone(),
             owner_references: Some(vec![OwnerReference {
                 api_version: "apps/v1".into(),
                 kind: "Deployment".into(),
@@ -523,21 +523,32 @@ pub(crate) fn writer_lease(deployment: &Deployment) -> Option<Lease> {
     })
 }
 
-/// What a receiver's Role grants on its writer Lease: kube-lease-manager reads and patches
-/// it; the replicas watch it by name, to know where to hand deliveries.
-pub(crate) fn writer_lease_rule(deployment: &str) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(vec!["coordination.k8s.io".into()]),
-        resources: Some(vec!["leases".into()]),
-        resource_names: Some(vec![names::writer_lease(deployment)]),
-        verbs: ["get", "list", "watch", "patch"].map(String::from).to_vec(),
-        ..PolicyRule::default()
-    }
+/// What a receiver's Role grants for the writer election of Deployment `deployment`: its
+/// Lease, which kube-lease-manager reads and patches and the replicas watch by name; and
+/// the namespace's EndpointSlices, read to find the holder among the ready pods of the
+/// Deployment's Service (never at an address the Lease names). EndpointSlice names are
+/// made by Kubernetes, so that grant cannot be narrowed by name; it reads addresses only.
+pub(crate) fn writer_election_rules(deployment: &str) -> [PolicyRule; 2] {
+    [
+        PolicyRule {
+            api_groups: Some(vec!["coordination.k8s.io".into()]),
+            resources: Some(vec!["leases".into()]),
+            resource_names: Some(vec![names::writer_lease(deployment)]),
+            verbs: ["get", "list", "watch", "patch"].map(String::from).to_vec(),
+            ..PolicyRule::default()
+        },
+        PolicyRule {
+            api_groups: Some(vec!["discovery.k8s.io".into()]),
+            resources: Some(vec!["endpointslices".into()]),
+            verbs: ["list", "watch"].map(String::from).to_vec(),
+            ..PolicyRule::default()
+        },
+    ]
 }
 
-/// The receiver's arguments for its election on the writer Lease of `deployment`.
-pub(crate) fn writer_lease_args(deployment: &str) -> [String; 2] {
-    ["--writer-lease".into(), names::writer_lease(deployment)]
+/// The receiver's arguments for the writer election of its Deployment `deployment`.
+pub(crate) fn writer_election_args(deployment: &str) -> [String; 2] {
+    ["--writer-election".into(), deployment.into()]
 }
 
 /// A rolling update that starts a new receiver pod before it stops an old one: receivers
@@ -651,25 +662,17 @@ pub(crate) fn receiver_container<F: Fn(usize) -> String>(
                 .unwrap_or_else(|| defaults.image.clone()),
         ),
         image_pull_policy: Some(defaults.image_pull_policy.clone()),
-        // The pod's name, and for a receiver's own pods (not a sidecar, which takes no part
-        // in the election) its address: how it names itself in the writer Lease.
-        env: Some(
-            [("POD_NAME", "metadata.name"), ("POD_IP", "status.podIP")]
-                .into_iter()
-                .filter(|(name, _)| *name == "POD_NAME" || layout.run_as.is_none())
-                .map(|(name, field)| EnvVar {
-                    name: name.into(),
-                    value_from: Some(EnvVarSource {
-                        field_ref: Some(ObjectFieldSelector {
-                            field_path: field.into(),
-                            ..ObjectFieldSelector::default()
-                        }),
-                        ..EnvVarSource::default()
-                    }),
-                    ..EnvVar::default()
-                })
-                .collect(),
-        ),
+        env: Some(vec![EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
         args: Some(args),
         ports: Some(vec![
             ContainerPort {
@@ -1016,7 +1019,7 @@ mod tests {
     fn role_is_least_privilege() {
         let c = build_for(opal());
         let rules = c.role.rules.unwrap();
-        assert_eq!(rules.len(), 3);
+        assert_eq!(rules.len(), 4);
         assert_eq!(
             rules[0].api_groups.as_deref(),
             Some(&["events.k8s.io".to_string()][..])
@@ -1041,10 +1044,17 @@ mod tests {
             Some(&["opal-receiver-writer".to_string()][..])
         );
         assert_eq!(rules[2].verbs, ["get", "list", "watch", "patch"]);
+        // And where its Service's pods are: read only.
+        assert_eq!(
+            rules[3].resources.as_deref(),
+            Some(&["endpointslices".to_string()][..])
+        );
+        assert_eq!(rules[3].verbs, ["list", "watch"]);
         for r in &rules {
             assert!(!r.verbs.iter().any(|v| v == "*" || v == "delete"));
+            let unnamed_read = r.resources.as_deref() == Some(&["endpointslices".to_string()][..]);
             assert!(
-                r.resource_names.is_some() || !r.verbs.iter().any(|v| v == "list"),
+                r.resource_names.is_some() || unnamed_read || !r.verbs.iter().any(|v| v == "list"),
                 "{r:?}"
             );
         }
@@ -1057,37 +1067,30 @@ mod tests {
             .args
             .clone()
             .unwrap();
-        assert!(!args.iter().any(|a| a == "--writer-lease"), "{args:?}");
+        assert!(!args.iter().any(|a| a == "--writer-election"), "{args:?}");
     }
 
     #[test]
     fn replicas_with_a_configmap_sink_elect_its_writer_on_a_lease_the_deployment_owns() {
         let c = build_for(opal());
         let pod = c.deployment.spec.clone().unwrap().template.spec.unwrap();
-        let container = &pod.containers[0];
-        let args = container.args.clone().unwrap();
-        let at = args.iter().position(|a| a == "--writer-lease").unwrap();
-        assert_eq!(args[at + 1], "opal-receiver-writer");
-        let env: Vec<(String, String)> = container
-            .env
-            .iter()
-            .flatten()
-            .map(|e| {
-                let field = e.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
-                (e.name.clone(), field.field_path.clone())
-            })
-            .collect();
-        assert!(
-            env.contains(&("POD_IP".into(), "status.podIP".into())),
-            "{env:?}"
-        );
+        let args = pod.containers[0].args.clone().unwrap();
+        let at = args.iter().position(|a| a == "--writer-election").unwrap();
+        assert_eq!(args[at + 1], "opal-receiver");
 
-        // As applied: the Lease is owned by the Deployment, and carries no holder.
+        // As applied: the Lease is owned by the Deployment, labelled as the operator wants
+        // it (not with what others added to the Deployment), and carries no holder.
         let mut applied = c.deployment.clone();
         applied.metadata.uid = Some("d-1".into());
-        let lease = writer_lease(&applied).unwrap();
+        applied
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("added-by".into(), "someone-else".into());
+        let lease = writer_lease(&c.deployment, &applied).unwrap();
         assert_eq!(lease.metadata.name.as_deref(), Some("opal-receiver-writer"));
         assert_eq!(lease.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(lease.metadata.labels, c.deployment.metadata.labels);
         let owners = lease.metadata.owner_references.unwrap();
         assert_eq!(
             (
@@ -1099,7 +1102,7 @@ mod tests {
         );
         assert!(lease.spec.is_none());
         // Not before the Deployment exists: nothing to own it.
-        assert!(writer_lease(&c.deployment).is_none());
+        assert!(writer_lease(&c.deployment, &c.deployment).is_none());
     }
 
     #[test]

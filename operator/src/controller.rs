@@ -635,7 +635,7 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
             apply(ctx, &namespace, &own.role_binding).await?;
             let deployment = apply(ctx, &namespace, &own.deployment).await?;
             if spec.config_map.is_some()
-                && let Some(lease) = children::writer_lease(&deployment)
+                && let Some(lease) = children::writer_lease(&own.deployment, &deployment)
             {
                 apply(ctx, &namespace, &lease).await?;
             }

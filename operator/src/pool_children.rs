@@ -280,9 +280,9 @@ fn rules(pool: &str, config: &PoolConfig) -> Vec<PolicyRule> {
     }
     // Granted whether or not a Webhook has a ConfigMap sink now: the pods take part in the
     // election from their start, and one that gains a sink needs no restart.
-    rules.push(crate::children::writer_lease_rule(&names::pool_receiver(
-        pool,
-    )));
+    rules.extend(crate::children::writer_election_rules(
+        &names::pool_receiver(pool),
+    ));
     if !secrets.is_empty() {
         // list and watch with a field selector on the name, which RBAC checks against
         // resourceNames: one watch per Secret.
@@ -332,7 +332,7 @@ fn deployment(
         "--log-format".into(),
         "json".into(),
     ];
-    let args = [args, crate::children::writer_lease_args(&name).to_vec()].concat();
+    let args = [args, crate::children::writer_election_args(&name).to_vec()].concat();
     let layout = ContainerLayout {
         port: DEFAULT_PORT,
         metrics_port: DEFAULT_METRICS_PORT,
@@ -526,10 +526,14 @@ mod tests {
         );
         for r in &rules {
             let unnamed = r.resource_names.is_none();
+            let resource = r.resources.as_ref().unwrap()[0].as_str();
             assert!(
-                !unnamed || r.resources.as_ref().unwrap()[0] == "events",
-                "only Events go unnamed: {r:?}"
+                !unnamed || resource == "events" || resource == "endpointslices",
+                "only Events and EndpointSlices (read) go unnamed: {r:?}"
             );
+            if resource == "endpointslices" {
+                assert_eq!(r.verbs, ["list", "watch"]);
+            }
         }
         // One member fewer: its Secret and sink are no longer granted.
         let one = &webhooks[1..];
@@ -558,7 +562,7 @@ mod tests {
         );
         assert!(
             args.windows(2)
-                .any(|a| a == ["--writer-lease", "default-pool-writer"])
+                .any(|a| a == ["--writer-election", "default-pool"])
         );
         assert!(pod.containers[0].volume_mounts.is_none());
         assert_eq!(pod.service_account_name.as_deref(), Some("default-pool"));

@@ -176,7 +176,7 @@ async fn reconcile(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Act
     apply(&ctx, &namespace, &children.service).await?;
     apply(&ctx, &namespace, &children.disruption_budget).await?;
     let deployment = apply(&ctx, &namespace, &children.deployment).await?;
-    if let Some(lease) = crate::children::writer_lease(&deployment) {
+    if let Some(lease) = crate::children::writer_lease(&children.deployment, &deployment) {
         apply(&ctx, &namespace, &lease).await?;
     }
     prune_reports(&ctx, &namespace, &name).await?;

@@ -75,13 +75,12 @@ enum Command {
 /// passes it).
 #[derive(Args)]
 struct ElectionArgs {
-    /// The Lease the replicas elect their ConfigMap sinks' writer on; the others hand it
-    /// their deliveries to Webhooks with a ConfigMap sink.
-    #[arg(long, requires = "pod_ip")]
-    writer_lease: Option<String>,
-    /// This pod's IP address: where the other replicas hand it deliveries.
-    #[arg(long, env = "POD_IP")]
-    pod_ip: Option<std::net::IpAddr>,
+    /// The receiver Deployment whose replicas elect the writer of their ConfigMap sinks,
+    /// on its Lease `<deployment>-writer`; the others hand it their deliveries to Webhooks
+    /// with a ConfigMap sink, at its address among the endpoints of the Service of the same
+    /// name.
+    #[arg(long)]
+    writer_election: Option<String>,
 }
 
 impl ElectionArgs {
@@ -91,15 +90,15 @@ impl ElectionArgs {
         namespace: &str,
         pod: Option<String>,
     ) -> anyhow::Result<Option<hookwarden_receiver::handoff::Election>> {
-        let (Some(lease), Some(ip)) = (self.writer_lease, self.pod_ip) else {
+        let Some(deployment) = self.writer_election else {
             return Ok(None);
         };
         Ok(Some(hookwarden_receiver::handoff::Election {
             namespace: namespace.to_string(),
-            lease,
-            pod: pod
-                .ok_or_else(|| anyhow::anyhow!("--writer-lease needs --pod-name (or POD_NAME)"))?,
-            ip,
+            deployment,
+            pod: pod.ok_or_else(|| {
+                anyhow::anyhow!("--writer-election needs --pod-name (or POD_NAME)")
+            })?,
         }))
     }
 }

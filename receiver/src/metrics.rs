@@ -150,7 +150,14 @@ impl Families {
                 outcome,
             };
             self.deliveries.remove(&labels);
-            self.handoffs_taken.remove(&labels);
+        }
+        // Handoffs count one outcome more: refused, from a replica configured otherwise.
+        for outcome in OUTCOMES.into_iter().chain(["handoff_refused"]) {
+            self.handoffs_taken.remove(&DeliveryLabels {
+                webhook: webhook.webhook.clone(),
+                provider: webhook.provider.clone(),
+                outcome,
+            });
         }
     }
 

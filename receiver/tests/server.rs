@@ -626,21 +626,36 @@ fn with_config_map_sink(h: &mut Harness) {
     h.state.config = Arc::new(config);
 }
 
-/// A replica's election, driven by the test: whether it leads, and the term the Lease shows.
+/// A replica's election, driven by the test: whether it leads, the term the Lease shows,
+/// and the Service's ready pods (each at 127.0.0.1); deliveries are served on `port`.
 fn elected(
     me: &hookwarden_receiver::handoff::Identity,
     leading: bool,
     holder: &hookwarden_receiver::handoff::Identity,
+    port: u16,
 ) -> Arc<hookwarden_receiver::handoff::Handoff> {
-    use hookwarden_receiver::handoff::{Handoff, Term};
+    use hookwarden_receiver::handoff::{Handoff, Term, View};
     let (leading_tx, leading) = tokio::sync::watch::channel(leading);
     let (term_tx, term) = tokio::sync::watch::channel(Some(Term {
         holder: holder.clone(),
         until: "2100-01-01T00:00:00Z".parse().unwrap(),
     }));
+    let pods = std::collections::BTreeMap::from([
+        (me.pod.clone(), "127.0.0.1".parse().unwrap()),
+        (holder.pod.clone(), "127.0.0.1".parse().unwrap()),
+    ]);
+    let (pods_tx, pods) = tokio::sync::watch::channel(pods);
     // The senders live as long as the test: a closed channel keeps its last value.
-    std::mem::forget((leading_tx, term_tx));
-    Arc::new(Handoff::with(me.clone(), leading, term))
+    std::mem::forget((leading_tx, term_tx, pods_tx));
+    Arc::new(Handoff::with(
+        me.clone(),
+        port,
+        View {
+            leading,
+            term,
+            pods,
+        },
+    ))
 }
 
 /// The value of the series of `family` whose labels include `outcome` (or any, without one).
@@ -660,10 +675,11 @@ async fn a_replica_hands_deliveries_to_the_writer_and_records_them_itself_when_i
     with_config_map_sink(&mut writer);
     with_config_map_sink(&mut other);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let writer_id = Identity::new("writer", listener.local_addr().unwrap()).unwrap();
-    let other_id = Identity::new("other", "127.0.0.1:9".parse().unwrap()).unwrap();
-    writer.state.handoff = Some(elected(&writer_id, true, &writer_id));
-    other.state.handoff = Some(elected(&other_id, false, &writer_id));
+    let port = listener.local_addr().unwrap().port();
+    let writer_id = Identity::new("writer").unwrap();
+    let other_id = Identity::new("other").unwrap();
+    writer.state.handoff = Some(elected(&writer_id, true, &writer_id, port));
+    other.state.handoff = Some(elected(&other_id, false, &writer_id, port));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(hookwarden_receiver::server::serve_on(
         listener,
@@ -711,6 +727,15 @@ async fn a_replica_hands_deliveries_to_the_writer_and_records_them_itself_when_i
     let w = writer.state.metrics.encode();
     assert_eq!(series(&w, "deliveries_total", Some("recorded")), 1.0, "{w}");
     assert_eq!(series(&w, "handoffs_taken_total", None), 1.0, "{w}");
+    // Nor is such a request handed on by the replica it reaches: it records it itself.
+    let sixth = BODY.replace("r1", "r6");
+    let mut claimed = signed(Provider::Opal, &sixth, NOW);
+    claimed
+        .headers_mut()
+        .insert(HANDOFF_HEADER, "1".parse().unwrap());
+    assert_eq!(send(&other, claimed).await.0, StatusCode::OK);
+    assert_eq!(other.recorded.deliveries.lock().unwrap().len(), 1);
+    assert_eq!(writer.recorded.deliveries.lock().unwrap().len(), 2);
 
     // A writer that does not record (here: its sink fails) is not taken at its word: the
     // replica records the delivery itself.
@@ -718,8 +743,29 @@ async fn a_replica_hands_deliveries_to_the_writer_and_records_them_itself_when_i
     let third = BODY.replace("r1", "r3");
     let (status, _, _) = send(&other, signed(Provider::Opal, &third, NOW)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(other.recorded.deliveries.lock().unwrap().len(), 1);
+    assert_eq!(other.recorded.deliveries.lock().unwrap().len(), 2);
     *writer.recorded.fail.lock().unwrap() = false;
+
+    // A replica that serves another configuration of the Webhook (a rollout under way,
+    // here: it accepts fewer event types) is refused, and records as it is configured to.
+    let mut rolled = harness(Provider::Opal, &["USER_ADDED_TO_RESOURCE"]);
+    with_config_map_sink(&mut rolled);
+    let rolled_id = Identity::new("rolled").unwrap();
+    rolled.state.handoff = Some(elected(&rolled_id, false, &writer_id, port));
+    let fifth = BODY.replace("r1", "r5");
+    let (status, _, body) = send(&rolled, signed(Provider::Opal, &fifth, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"events":1,"status":"recorded"}"#)
+    );
+    assert_eq!(rolled.recorded.deliveries.lock().unwrap().len(), 1);
+    let w = writer.state.metrics.encode();
+    assert_eq!(
+        series(&w, "handoffs_taken_total", Some("handoff_refused")),
+        1.0,
+        "{w}"
+    );
+    assert_eq!(writer.recorded.deliveries.lock().unwrap().len(), 2);
 
     // The writer gone: the replica records what it gets itself, and says so in a metric.
     stop.send(()).unwrap();
@@ -730,9 +776,9 @@ async fn a_replica_hands_deliveries_to_the_writer_and_records_them_itself_when_i
         (status, body.as_str()),
         (StatusCode::OK, r#"{"events":2,"status":"recorded"}"#)
     );
-    assert_eq!(other.recorded.deliveries.lock().unwrap().len(), 2);
+    assert_eq!(other.recorded.deliveries.lock().unwrap().len(), 3);
     assert_eq!(writer.recorded.deliveries.lock().unwrap().len(), 2);
     let o = other.state.metrics.encode();
     assert_eq!(series(&o, "handoffs_failed_total", None), 2.0, "{o}");
-    assert_eq!(series(&o, "deliveries_total", Some("recorded")), 3.0, "{o}");
+    assert_eq!(series(&o, "deliveries_total", Some("recorded")), 4.0, "{o}");
 }

@@ -308,7 +308,7 @@ class Defaults(unittest.TestCase):
             "configmaps", "secrets", "roles", "rolebindings", "ingresses", "httproutes",
             "gateways", "pods", "events", "receiverpools", "receiverpools/status",
             "poddisruptionbudgets", "endpointslices", "leases"})
-        self.assertEqual({v for (g, r, v) in granted if r == "endpointslices"}, {"list"})
+        self.assertEqual({v for (g, r, v) in granted if r == "endpointslices"}, {"list", "watch"})
         # Leases: each receiver Deployment's writer Lease, created and labelled; the rest
         # only because a receiver's Role grants it on its own Lease. Never updated whole,
         # never deleted (it goes with its Deployment).

@@ -540,10 +540,32 @@ async fn pod_metric(ip: &str, family: &str, outcome: Option<&str>) -> f64 {
         .sum()
 }
 
+/// Sends delivery `body` to `url` as a sender would: the same signed request again (same
+/// timestamp) until it is acknowledged, 20 times at most; every answer.
+async fn send_until_acknowledged(url: &str, secret: &std::path::Path, body: &str) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut answers = Vec::new();
+    while answers.len() < 20 {
+        let (ok, out) = send(url, "opal", secret, body, &["--timestamp", &now]);
+        let done = ok && out.starts_with("200");
+        answers.push(out);
+        if done {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    answers
+}
+
 /// Two replicas with a ConfigMap sink elect the one that writes it on their Lease, under
 /// the Role the operator ships: a delivery the other replica gets is handed to the writer
-/// and recorded once; when the writer's pod goes, the other records what it gets itself,
-/// then takes the Lease, and nothing acknowledged is lost.
+/// (found among the Service's ready pods) and recorded once; when the writer's pod goes,
+/// the other records what it gets itself, then takes the Lease, and nothing acknowledged
+/// is lost or recorded twice (the sink's `log` mode keeps every delivery).
 #[tokio::test]
 async fn two_replicas_write_their_configmap_through_one_writer_and_survive_its_loss() {
     const EACH: usize = 10;
@@ -552,7 +574,7 @@ async fn two_replicas_write_their_configmap_through_one_writer_and_survive_its_l
         &ns,
         "opal",
         "opal",
-        ", receiver: {replicas: 2}, sinks: {events: false, configMap: {name: opal-access}}",
+        ", receiver: {replicas: 2}, sinks: {events: false, configMap: {name: opal-log, mode: log}}",
     )
     .await;
     let ((writer, writer_ip), (_, other_ip)) = eventually(
@@ -575,16 +597,35 @@ async fn two_replicas_write_their_configmap_through_one_writer_and_survive_its_l
             1_700_000_000 + i
         )
     };
+    let url = |ip: &str| format!("http://{ip}:8080/opal");
+    let mut sent = 0;
+    // Until the other replica has seen the Lease and the Service's endpoints: deliveries
+    // to it, until the writer takes one.
+    eventually(
+        "the other replica handing a delivery to the writer",
+        std::time::Duration::from_secs(60),
+        || {
+            let (b, other_ip, writer_ip) = (body(sent), other_ip.clone(), writer_ip.clone());
+            let secret = secret.path().to_path_buf();
+            sent += 1;
+            async move {
+                let out = send_until_acknowledged(&url(&other_ip), &secret, &b).await;
+                assert!(out.last().is_some_and(|a| a.starts_with("200")), "{out:?}");
+                match pod_metric(&writer_ip, "handoffs_taken_total", Some("recorded")).await {
+                    n if n >= 1.0 => Ok(n),
+                    n => Err(n),
+                }
+            }
+        },
+    )
+    .await;
+    let taken = pod_metric(&writer_ip, "handoffs_taken_total", Some("recorded")).await;
+    let answered = pod_metric(&other_ip, "deliveries_total", Some("recorded")).await;
+
     // Straight to each pod, not through the Service: half of them reach the other replica.
-    for i in 0..2 * EACH {
+    for i in sent..sent + 2 * EACH {
         let ip = if i % 2 == 0 { &writer_ip } else { &other_ip };
-        let (ok, out) = send(
-            &format!("http://{ip}:8080/opal"),
-            "opal",
-            secret.path(),
-            &body(i),
-            &[],
-        );
+        let (ok, out) = send(&url(ip), "opal", secret.path(), &body(i), &[]);
         if !ok || !out.starts_with("200") {
             let (_, logs) = kubectl(&[
                 "logs",
@@ -598,8 +639,9 @@ async fn two_replicas_write_their_configmap_through_one_writer_and_survive_its_l
             panic!("delivery {i} to {ip}: {out}\n{logs}");
         }
     }
+    sent += 2 * EACH;
     assert_eq!(
-        pod_metric(&writer_ip, "handoffs_taken_total", Some("recorded")).await,
+        pod_metric(&writer_ip, "handoffs_taken_total", Some("recorded")).await - taken,
         EACH as f64,
         "the writer recorded what the other replica got"
     );
@@ -612,7 +654,7 @@ async fn two_replicas_write_their_configmap_through_one_writer_and_survive_its_l
         0.0
     );
     assert_eq!(
-        pod_metric(&other_ip, "deliveries_total", Some("recorded")).await,
+        pod_metric(&other_ip, "deliveries_total", Some("recorded")).await - answered,
         EACH as f64,
         "the other replica counts what it answered"
     );
@@ -621,35 +663,32 @@ async fn two_replicas_write_their_configmap_through_one_writer_and_survive_its_l
     // new writer.
     let (ok, out) = kubectl(&["delete", "pod", "-n", &ns.name, &writer, "--wait=false"]);
     assert!(ok, "{out}");
-    // As a sender would: what is not acknowledged is sent again.
-    for i in 2 * EACH..3 * EACH {
-        let url = format!("http://{other_ip}:8080/opal");
-        let mut answers = Vec::new();
-        while answers.len() < 20 {
-            let (ok, out) = send(&url, "opal", secret.path(), &body(i), &[]);
-            let done = ok && out.starts_with("200");
-            answers.push(out);
-            if done {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
+    for i in sent..sent + EACH {
+        let answers = send_until_acknowledged(&url(&other_ip), secret.path(), &body(i)).await;
         assert!(
             answers.last().is_some_and(|a| a.starts_with("200")),
             "delivery {i}: {answers:?}"
         );
     }
-    let state = config_map_json(&ns, "opal-access", "opal.json").await;
-    let mut users: Vec<&str> = state["resourceAccess"]
+    sent += EACH;
+    let log = config_map_json(&ns, "opal-log", "log.json").await;
+    let mut users: Vec<String> = log
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["userId"].as_str().unwrap())
+        .map(|e| {
+            let payload: serde_json::Value =
+                serde_json::from_str(e["payload"].as_str().unwrap()).unwrap();
+            payload["events"][0]["user_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     users.sort_unstable();
     let recorded = users.len();
     users.dedup();
-    assert_eq!((recorded, users.len()), (3 * EACH, 3 * EACH), "{state}");
+    assert_eq!((recorded, users.len()), (sent, sent), "{log}");
     eventually(
         "another pod holding the writer Lease",
         std::time::Duration::from_secs(60),

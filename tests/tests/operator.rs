@@ -78,7 +78,7 @@ spec:
     let role: Role = get(&ns, "opal-receiver").await.expect("Role");
     assert!(controlled_by(&role.metadata, &webhook));
     let rules = role.rules.unwrap();
-    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert_eq!(rules.len(), 4, "{rules:?}");
     assert_eq!(rules[0].api_groups.as_deref().unwrap(), ["events.k8s.io"]);
     assert_eq!(rules[0].verbs, ["create", "patch"]);
     assert_eq!(rules[1].resource_names.as_deref().unwrap(), ["opal-access"]);
@@ -88,6 +88,8 @@ spec:
         ["opal-receiver-writer"]
     );
     assert_eq!(rules[2].verbs, ["get", "list", "watch", "patch"]);
+    assert_eq!(rules[3].resources.as_deref().unwrap(), ["endpointslices"]);
+    assert_eq!(rules[3].verbs, ["list", "watch"]);
     // The writer Lease the replicas elect on, owned by their Deployment.
     let lease: k8s_openapi::api::coordination::v1::Lease = get(&ns, "opal-receiver-writer")
         .await

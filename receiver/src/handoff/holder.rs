@@ -1,55 +1,62 @@
-//! Who holds a writer Lease, and whether their term still runs. Pure: what the replicas
-//! write into the Lease and how they read it back.
+//! Who holds a writer Lease, whether their term still runs, and where the holder is. Pure:
+//! what the replicas write into the Lease, and how they read it and their Service's
+//! EndpointSlices back.
 //!
-//! A replica's identity in the Lease is `<pod>/<address>/<token>`: the pod, for people;
-//! the address, where the other replicas hand it deliveries; the token, a random value of
-//! this process that a handoff carries, so that only a replica (which can read the Lease)
-//! makes a request a handoff, never a sender.
+//! A replica's identity in the Lease is `<pod>/<token>`: the pod, which the replicas find
+//! among the ready endpoints of their own Service (never an address the Lease names: anyone
+//! who may patch Leases in the namespace could name one); the token, a random value of this
+//! process that a handoff carries, so that a sender cannot make a request look like one.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::LeaseSpec;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 
 /// A replica as its Lease identity names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Identity {
     pub pod: String,
-    pub addr: SocketAddr,
     pub token: String,
 }
 
 impl Identity {
-    /// This process: `pod` serving deliveries on `addr`, with a fresh random token.
-    pub fn new(pod: &str, addr: SocketAddr) -> Result<Identity, getrandom::Error> {
+    /// This process, in pod `pod`, with a fresh random token.
+    pub fn new(pod: &str) -> Result<Identity, getrandom::Error> {
         let mut random = [0u8; 16];
         getrandom::fill(&mut random)?;
         Ok(Identity {
             pod: pod.into(),
-            addr,
             token: hex::encode(random),
         })
     }
 
     /// The identity `text` names, if it is one a replica wrote.
     pub fn parse(text: &str) -> Option<Identity> {
-        let mut parts = text.split('/');
-        let (pod, addr, token) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || pod.is_empty() || token.is_empty() {
+        let (pod, token) = text.split_once('/')?;
+        if pod.is_empty() || token.is_empty() || token.contains('/') {
             return None;
         }
         Some(Identity {
             pod: pod.into(),
-            addr: addr.parse().ok()?,
             token: token.into(),
         })
     }
+
+    /// As written into the Lease.
+    pub fn lease_identity(&self) -> String {
+        format!("{}/{}", self.pod, self.token)
+    }
 }
 
-impl std::fmt::Display for Identity {
+/// Never the token: it is what makes a request a handoff.
+impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.pod, self.addr, self.token)
+        f.debug_struct("Identity")
+            .field("pod", &self.pod)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,9 +84,34 @@ impl Term {
     }
 }
 
+/// The ready pods behind a Service, by name, with their addresses: from its EndpointSlices.
+/// An endpoint whose readiness is unknown counts as ready, as the API documents.
+pub fn ready_pods<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> BTreeMap<String, IpAddr> {
+    slices
+        .into_iter()
+        .filter(|s| s.address_type == "IPv4" || s.address_type == "IPv6")
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| {
+            let c = e.conditions.as_ref();
+            c.and_then(|c| c.ready) != Some(false) && c.and_then(|c| c.terminating) != Some(true)
+        })
+        .filter_map(|e| {
+            let pod = e
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))?;
+            Some((pod.name.clone()?, e.addresses.first()?.parse().ok()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
     fn spec(holder: &str, renewed: &str, seconds: i32) -> LeaseSpec {
@@ -92,15 +124,13 @@ mod tests {
     }
 
     #[test]
-    fn an_identity_reads_back_as_written() {
-        for addr in ["10.244.0.7:8080", "[fd00::7]:8080"] {
-            let me = Identity::new("pool-abc", addr.parse().unwrap()).unwrap();
-            assert_eq!(me.token.len(), 32);
-            assert_eq!(Identity::parse(&me.to_string()), Some(me));
-        }
-        let other = Identity::new("pool-abc", "10.0.0.1:1".parse().unwrap()).unwrap();
-        let again = Identity::new("pool-abc", "10.0.0.1:1".parse().unwrap()).unwrap();
-        assert_ne!(other.token, again.token, "each process has its own token");
+    fn an_identity_reads_back_as_written_and_never_shows_its_token() {
+        let me = Identity::new("pool-abc").unwrap();
+        assert_eq!(me.token.len(), 32);
+        assert_eq!(Identity::parse(&me.lease_identity()), Some(me.clone()));
+        assert!(!format!("{me:?}").contains(&me.token));
+        let again = Identity::new("pool-abc").unwrap();
+        assert_ne!(me.token, again.token, "each process has its own token");
     }
 
     #[test]
@@ -109,11 +139,9 @@ mod tests {
             "",
             "pool-abc",
             "pool-abc_1234",
-            "pool-abc/10.0.0.1:8080",
-            "pool-abc/not-an-address/t",
-            "/10.0.0.1:8080/t",
-            "pool-abc/10.0.0.1:8080/",
-            "pool-abc/10.0.0.1:8080/t/more",
+            "/t",
+            "pool-abc/",
+            "pool-abc/t/more",
         ] {
             assert_eq!(Identity::parse(text), None, "{text:?}");
         }
@@ -121,12 +149,7 @@ mod tests {
 
     #[test]
     fn a_term_runs_until_its_renewal_plus_its_duration() {
-        let term = Term::of(&spec(
-            "pool-abc/10.0.0.1:8080/t0",
-            "2026-12-06T10:00:00.5Z",
-            15,
-        ))
-        .unwrap();
+        let term = Term::of(&spec("pool-abc/t0", "2026-12-06T10:00:00.5Z", 15)).unwrap();
         assert_eq!(term.holder.pod, "pool-abc");
         assert!(term.runs_at("2026-12-06T10:00:15.4Z".parse().unwrap()));
         assert!(!term.runs_at("2026-12-06T10:00:15.5Z".parse().unwrap()));
@@ -141,7 +164,7 @@ mod tests {
         assert_eq!(Term::of(&released), None);
         let never_renewed = LeaseSpec {
             renew_time: None,
-            ..spec("pool-abc/10.0.0.1:8080/t0", "2026-12-06T10:00:00Z", 15)
+            ..spec("pool-abc/t0", "2026-12-06T10:00:00Z", 15)
         };
         assert_eq!(Term::of(&never_renewed), None);
         assert_eq!(
@@ -149,12 +172,59 @@ mod tests {
             None
         );
         assert_eq!(
-            Term::of(&spec(
-                "pool-abc/10.0.0.1:8080/t0",
-                "2026-12-06T10:00:00Z",
-                -1
-            )),
+            Term::of(&spec("pool-abc/t0", "2026-12-06T10:00:00Z", -1)),
             None
+        );
+    }
+
+    fn endpoint(pod: &str, ip: &str, ready: Option<bool>, terminating: Option<bool>) -> Endpoint {
+        Endpoint {
+            addresses: vec![ip.into()],
+            conditions: Some(EndpointConditions {
+                ready,
+                terminating,
+                ..EndpointConditions::default()
+            }),
+            target_ref: Some(ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some(pod.into()),
+                ..ObjectReference::default()
+            }),
+            ..Endpoint::default()
+        }
+    }
+
+    #[test]
+    fn only_ready_pods_of_the_service_are_found() {
+        let slice = |kind: &str, endpoints| EndpointSlice {
+            address_type: kind.into(),
+            endpoints,
+            ..EndpointSlice::default()
+        };
+        let mut not_a_pod = endpoint("node", "10.0.0.9", Some(true), None);
+        not_a_pod.target_ref.as_mut().unwrap().kind = Some("Node".into());
+        let slices = [
+            slice(
+                "IPv4",
+                vec![
+                    endpoint("a", "10.0.0.1", Some(true), None),
+                    endpoint("b", "10.0.0.2", None, None),
+                    endpoint("starting", "10.0.0.3", Some(false), None),
+                    endpoint("stopping", "10.0.0.4", Some(true), Some(true)),
+                    not_a_pod,
+                ],
+            ),
+            slice("IPv6", vec![endpoint("c", "fd00::3", Some(true), None)]),
+            slice("FQDN", vec![endpoint("d", "example.com", Some(true), None)]),
+        ];
+        let found = ready_pods(&slices);
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            [
+                ("a".to_string(), "10.0.0.1".parse().unwrap()),
+                ("b".to_string(), "10.0.0.2".parse().unwrap()),
+                ("c".to_string(), "fd00::3".parse().unwrap()),
+            ]
         );
     }
 }

@@ -7,205 +7,317 @@
 //! Lease (`coordination.k8s.io/v1`; the operator creates it, kube-lease-manager takes and
 //! renews it), and a replica that does not hold it hands each verified delivery of a
 //! Webhook with a ConfigMap sink to the one that does: the same request, headers and body,
-//! posted to the holder's address with [`HANDOFF_HEADER`]. The holder verifies it again
-//! and records it; its answer is the delivery's.
+//! posted to the holder's pod with [`HANDOFF_HEADER`]. The holder verifies it again and
+//! records it; its answer is the delivery's.
+//!
+//! Where the holder is comes from the ready endpoints of the Deployment's own Service,
+//! never from the Lease, so that whoever may patch Leases in the namespace cannot send
+//! deliveries (and the headers that sign them) elsewhere. A handoff says which
+//! configuration of the Webhook the replica serves; a holder that serves another (a
+//! rollout under way) refuses it, so that every delivery is recorded as the replica that
+//! answers it is configured to.
 //!
 //! The Lease makes the writes fast, not right: every write is still optimistic
 //! (`sink::configmap`), so when the holder cannot be reached, answers anything but
 //! recorded or duplicate, or two replicas both believe they hold it for a moment, a
 //! replica records the delivery itself, and no delivery is acknowledged unrecorded.
 //!
-//! - `holder`: the identity a replica writes into the Lease, and the term it holds (pure).
+//! - `holder`: the identity a replica writes into the Lease, the term it holds, and the
+//!   ready pods of a Service (pure);
+//! - `election`: the tasks that stand for the Lease and follow it and the Service.
 
+mod election;
 mod holder;
 
-pub use holder::{Identity, Term};
+pub use election::{GRACE_SECONDS, LEASE_SECONDS};
+pub use holder::{Identity, Term, ready_pods};
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
-use futures::StreamExt;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder};
-use tokio::sync::watch;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use crate::config::ReceiverConfig;
 use crate::delivery::Recorded;
+use crate::trace::{TRACEPARENT, TraceContext};
 
 /// Marks a delivery handed over by another replica; its value is the holder's token (see
-/// `holder`), so a sender cannot make a request look like one.
-pub const HANDOFF_HEADER: &str = "hookwarden-handoff";
-/// How long the Lease is held without renewal before another replica may take it.
-pub const LEASE_SECONDS: u64 = 15;
-/// How long before expiry the holder renews.
-pub const GRACE_SECONDS: u64 = 5;
-/// How long to wait before joining the election again when the Lease cannot be used (not
-/// created yet by the operator, or the API server unreachable).
-const REJOIN: Duration = Duration::from_secs(5);
+/// `holder`), so a sender cannot make a request look like one. A request that carries it
+/// is never handed on, whatever its value.
+pub const HANDOFF_HEADER: HeaderName = HeaderName::from_static("hookwarden-handoff");
+/// The configuration of the Webhook the handing replica serves ([`fingerprint`]).
+pub const CONFIG_HEADER: HeaderName = HeaderName::from_static("hookwarden-handoff-config");
+/// How long the handing replica waits for the answer, in milliseconds: the holder gives up
+/// recording by then too, so that the two never both record one delivery.
+pub const WITHIN_HEADER: HeaderName = HeaderName::from_static("hookwarden-handoff-within-ms");
+/// How long to wait for a connection to the holder: a pod that went without a word (its
+/// node lost) must not cost each delivery half its budget.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Idle connections to the holder are dropped before its own idle timeout closes them
+/// (`server::HEADER_READ_TIMEOUT`), so that no handoff is sent on a closing one.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// The election a replica takes part in, as the operator runs it (`--writer-lease`).
+/// The election a replica takes part in, as the operator asks for it (`--writer-election`).
 #[derive(Debug, Clone)]
 pub struct Election {
     pub namespace: String,
-    /// The Lease, which the operator creates.
-    pub lease: String,
-    /// This pod's name and address (`POD_NAME`, `POD_IP`).
+    /// The receiver Deployment, and its Service of the same name. The Lease is
+    /// `hookwarden_api::names::writer_lease` of it; the operator creates it.
+    pub deployment: String,
+    /// This pod's name (`POD_NAME`).
     pub pod: String,
-    pub ip: IpAddr,
+}
+
+/// Where the replicas are, as this one last saw it.
+pub struct View {
+    /// Whether this replica holds the Lease, as kube-lease-manager last found.
+    pub leading: watch::Receiver<bool>,
+    /// The holder and its term, as the Lease was last seen.
+    pub term: watch::Receiver<Option<Term>>,
+    /// The ready pods of the Deployment's Service, and their addresses.
+    pub pods: watch::Receiver<BTreeMap<String, IpAddr>>,
+}
+
+/// The replica a delivery is handed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    token: HeaderValue,
 }
 
 /// A replica's part in its Deployment's writer election.
 pub struct Handoff {
     me: Identity,
-    me_header: HeaderValue,
-    /// Whether this replica holds the Lease, as kube-lease-manager last found.
-    leading: watch::Receiver<bool>,
-    /// The holder and its term, as the Lease was last seen.
-    term: watch::Receiver<Option<Term>>,
-    /// Set when this replica stops: it leaves the election, releasing the Lease if it holds
-    /// it, so that another replica takes it at once rather than when it expires.
-    resign: watch::Sender<bool>,
+    /// Port deliveries are served on, the same in every replica.
+    port: u16,
+    view: View,
+    /// Taken when this replica stops (see [`Handoff::leave`]).
+    resign: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Handoff {
-    /// Joins `election` as this replica, which serves deliveries on `port`, and follows who
-    /// holds the Lease. Must be called inside a Tokio runtime; the election runs as long as
-    /// the process.
+    /// Joins `election` as this replica, which serves deliveries on `port`; follows who
+    /// holds the Lease and where the Service's pods are. Must be called inside a Tokio
+    /// runtime; the election runs until [`Handoff::leave`].
     pub fn join(
         client: kube::Client,
         election: &Election,
         port: u16,
     ) -> Result<Arc<Handoff>, getrandom::Error> {
-        let me = Identity::new(&election.pod, SocketAddr::new(election.ip, port))?;
+        let me = Identity::new(&election.pod)?;
+        let lease = hookwarden_api::names::writer_lease(&election.deployment);
         let (leading_tx, leading) = watch::channel(false);
         let (term_tx, term) = watch::channel(None);
-        let handoff = Self::with(me, leading, term);
-        let Election {
-            namespace, lease, ..
-        } = election.clone();
-        let ballot = Ballot {
+        let (pods_tx, pods) = watch::channel(BTreeMap::new());
+        let (resign, resigned) = oneshot::channel();
+        let namespace = &election.namespace;
+        let ballot = election::Ballot {
             client: client.clone(),
             namespace: namespace.clone(),
             lease: lease.clone(),
-            identity: handoff.me.to_string(),
+            me: me.clone(),
         };
-        tokio::spawn(elect(ballot, leading_tx, handoff.resign.subscribe()));
-        tracing::info!(%lease, identity = %handoff.me, "joined the election of the ConfigMap sinks' writer");
-        tokio::spawn(follow(client, namespace, lease, term_tx));
+        tokio::spawn(election::stand(ballot, leading_tx, resigned));
+        tokio::spawn(election::follow_lease(
+            client.clone(),
+            namespace.clone(),
+            lease.clone(),
+            term_tx,
+        ));
+        tokio::spawn(election::follow_pods(
+            client,
+            namespace.clone(),
+            election.deployment.clone(),
+            pods_tx,
+        ));
+        tracing::info!(%lease, pod = %me.pod, "joined the election of the ConfigMap sinks' writer");
+        let handoff = Self::with(
+            me,
+            port,
+            View {
+                leading,
+                term,
+                pods,
+            },
+        );
+        if let Ok(mut slot) = handoff.resign.lock() {
+            *slot = Some(resign);
+        }
         Ok(Arc::new(handoff))
     }
 
-    /// A handoff whose election is driven from outside (tests).
-    pub fn with(
-        me: Identity,
-        leading: watch::Receiver<bool>,
-        term: watch::Receiver<Option<Term>>,
-    ) -> Handoff {
-        let me_header = HeaderValue::from_str(&me.token).unwrap_or(HeaderValue::from_static(""));
+    /// A replica `me` serving on `port` that sees the others as `view` says: [`join`]'s
+    /// tasks keep it, or a test does.
+    ///
+    /// [`join`]: Handoff::join
+    pub fn with(me: Identity, port: u16, view: View) -> Handoff {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         Handoff {
             me,
-            me_header,
-            leading,
-            term,
-            resign: watch::channel(false).0,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            port,
+            view,
+            resign: Mutex::new(None),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(IDLE_TIMEOUT)
+                .build(connector),
         }
     }
 
-    /// Leaves the election as this replica stops: releases the Lease if it holds it (the
-    /// other replicas then record deliveries themselves until one of them takes it).
-    pub fn resign(&self) {
-        self.resign.send_replace(true);
+    /// Leaves the election as this replica stops, releasing the Lease if it holds it (the
+    /// other replicas record deliveries themselves until one of them takes it); returns
+    /// once that is done, or given up.
+    pub async fn leave(&self) {
+        let resign = self.resign.lock().ok().and_then(|mut r| r.take());
+        let Some(resign) = resign else {
+            return;
+        };
+        let (done, released) = oneshot::channel();
+        if resign.send(done).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), released).await;
+        }
     }
 
-    /// Whether `headers` mark a delivery another replica handed to this one.
+    /// Whether `headers` mark a delivery another replica handed to this one: the header
+    /// with this replica's token.
     pub fn is_handoff(&self, headers: &HeaderMap) -> bool {
         headers
-            .get(HANDOFF_HEADER)
-            .is_some_and(|v| !self.me.token.is_empty() && v == self.me_header)
+            .get(&HANDOFF_HEADER)
+            .is_some_and(|v| bool::from(v.as_bytes().ct_eq(self.me.token.as_bytes())))
     }
 
-    /// Where to hand a delivery: the holder's address, when another replica holds the
-    /// Lease now; `None` when this one does, or nobody does.
-    pub fn target(&self, now: Timestamp) -> Option<SocketAddr> {
-        if *self.leading.borrow() {
+    /// Where to hand a delivery: the holder, when another replica holds the Lease now and
+    /// is a ready pod of the Service; `None` when this one holds it, or nobody does.
+    pub fn target(&self, now: Timestamp) -> Option<Peer> {
+        if *self.view.leading.borrow() {
             return None;
         }
-        let term = self.term.borrow();
-        let term = term.as_ref().filter(|t| t.runs_at(now))?;
-        (term.holder.pod != self.me.pod && term.holder.addr != self.me.addr)
-            .then_some(term.holder.addr)
+        let term = self.view.term.borrow();
+        let holder = &term.as_ref().filter(|t| t.runs_at(now))?.holder;
+        if holder.pod == self.me.pod {
+            // This pod, before a restart: nobody holds it now.
+            return None;
+        }
+        let ip = *self.view.pods.borrow().get(&holder.pod)?;
+        Some(Peer {
+            addr: SocketAddr::new(ip, self.port),
+            token: HeaderValue::from_str(&holder.token).ok()?,
+        })
     }
 
-    /// Hands the delivery that came as `path`, `headers` and `body` to the holder at `to`.
-    /// What the holder found, when it recorded the delivery or found it recorded; `None`
-    /// when it did neither, and this replica should record it itself.
+    /// Hands the delivery that came as `path`, `headers` and `body` to `peer`, saying it
+    /// serves the Webhook's configuration `config` and continues `trace`, and waits until
+    /// `until` at most. What the holder found, when it recorded the delivery or found it
+    /// recorded; `None` when it did neither, and this replica should record it itself.
     pub async fn hand(
         &self,
-        to: SocketAddr,
-        path: &str,
-        headers: &HeaderMap,
-        body: Bytes,
-        deadline: Instant,
+        peer: &Peer,
+        delivery: Handed<'_>,
+        until: Instant,
     ) -> Option<Recorded> {
-        let token = {
-            let term = self.term.borrow();
-            term.as_ref()
-                .filter(|t| t.holder.addr == to)
-                .and_then(|t| HeaderValue::from_str(&t.holder.token).ok())?
-        };
-        let mut request = Request::post(format!("http://{to}{path}"));
+        let mut request = Request::post(format!("http://{}{}", peer.addr, delivery.path));
         if let Some(out) = request.headers_mut() {
-            for (name, value) in headers {
+            for (name, value) in delivery.headers {
                 if !HOP_BY_HOP.contains(name) {
                     out.append(name, value.clone());
                 }
             }
-            out.insert(HANDOFF_HEADER, token);
+            out.insert(HANDOFF_HEADER, peer.token.clone());
+            out.insert(CONFIG_HEADER, delivery.config.clone());
+            let within = until.saturating_duration_since(Instant::now()).as_millis();
+            out.insert(WITHIN_HEADER, HeaderValue::from(within as u64));
+            // The trace this replica logs is the one the application gets.
+            if let Some(trace) = delivery.trace
+                && let Ok(value) = HeaderValue::from_str(&trace.traceparent())
+            {
+                out.insert(&TRACEPARENT, value);
+            }
         }
-        let request = request.body(Full::new(body)).ok()?;
+        let request = request.body(Full::new(delivery.body)).ok()?;
         let answer = async {
             let response = self.client.request(request).await.ok()?;
             let status = response.status();
             let body = response.into_body().collect().await.ok()?.to_bytes();
             Some((status, body))
         };
-        let (status, body) = match tokio::time::timeout_at(deadline, answer).await {
+        let (status, body) = match tokio::time::timeout_at(until, answer).await {
             Ok(Some(answer)) => answer,
             Ok(None) | Err(_) => {
-                tracing::debug!(writer = %to, "the writer did not answer a handoff; recording here");
+                tracing::debug!(writer = %peer.addr, "the writer did not answer a handoff; recording here");
                 return None;
             }
         };
         let found = recorded(status, &body);
         if found.is_none() {
-            tracing::debug!(writer = %to, %status, "the writer did not record a handoff; recording here");
+            tracing::debug!(writer = %peer.addr, %status, "the writer did not record a handoff; recording here");
         }
         found
     }
 }
 
+/// A delivery as it came, for a handoff.
+pub struct Handed<'a> {
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The body as it came: the holder verifies what the sender signed.
+    pub body: Bytes,
+    /// This replica's [`fingerprint`] of the Webhook.
+    pub config: &'a HeaderValue,
+    pub trace: Option<&'a TraceContext>,
+}
+
+/// What identifies a configuration of a Webhook in a handoff: what decides what is
+/// verified and recorded (provider, path, layout, accepted types, sinks), hashed.
+pub fn fingerprint(config: &ReceiverConfig) -> HeaderValue {
+    let what = (
+        &config.webhook,
+        config.provider,
+        &config.path,
+        &config.generic_hmac,
+        &config.event_types,
+        &config.sinks,
+    );
+    let bytes = serde_json::to_vec(&what).unwrap_or_default();
+    let hash = Sha256::digest(&bytes);
+    // Hex is always a valid header value.
+    HeaderValue::from_str(&hex::encode(&hash[..16])).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// Whether a handoff came from a replica serving the configuration `mine`.
+pub fn same_config(headers: &HeaderMap, mine: &HeaderValue) -> bool {
+    headers.get(&CONFIG_HEADER) == Some(mine)
+}
+
+/// How long the handing replica waits for a handoff's answer, if it said.
+pub fn within(headers: &HeaderMap) -> Option<Duration> {
+    let ms = headers.get(&WITHIN_HEADER)?.to_str().ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
 /// Headers of one connection, not of the delivery: not passed on.
-const HOP_BY_HOP: [header::HeaderName; 6] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::HOST,
     header::CONNECTION,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,
     header::TE,
+    header::TRAILER,
     header::UPGRADE,
+    header::EXPECT,
 ];
 
 /// What a holder's answer says of the delivery: recorded now, found recorded, or neither.
@@ -221,83 +333,6 @@ fn recorded(status: StatusCode, body: &[u8]) -> Option<Recorded> {
         "recorded" => Some(Recorded::Now),
         "duplicate" => Some(Recorded::Before),
         _ => None,
-    }
-}
-
-/// What a replica stands in the election with.
-struct Ballot {
-    client: kube::Client,
-    namespace: String,
-    lease: String,
-    identity: String,
-}
-
-/// Takes part in the election until `resign` is set: `leading` says whether this replica
-/// holds the Lease. Resigning drops kube-lease-manager's channel, which releases the Lease.
-async fn elect(ballot: Ballot, leading: watch::Sender<bool>, mut resign: watch::Receiver<bool>) {
-    let Ballot {
-        client,
-        namespace,
-        lease,
-        identity,
-    } = ballot;
-    while !*resign.borrow_and_update() {
-        let manager = LeaseManagerBuilder::new(client.clone(), &lease)
-            .with_namespace(&namespace)
-            .with_identity(&identity)
-            .with_create_mode(LeaseCreateMode::UseExistent)
-            .with_duration(LEASE_SECONDS)
-            .with_grace(GRACE_SECONDS)
-            .build()
-            .await;
-        match manager {
-            Ok(manager) => {
-                let (mut channel, task) = manager.watch().await;
-                let resigned = loop {
-                    let _ = leading.send(*channel.borrow_and_update());
-                    tokio::select! {
-                        changed = channel.changed() => if changed.is_err() { break false },
-                        _ = resign.changed() => break true,
-                    }
-                };
-                let _ = leading.send(false);
-                drop(channel);
-                if resigned {
-                    // Released by the manager's task once its channel is gone.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-                    tracing::info!(%lease, "left the election of the ConfigMap sinks' writer");
-                    return;
-                }
-                tracing::warn!(%lease, "left the election of the ConfigMap sinks' writer; joining again");
-            }
-            Err(error) => {
-                tracing::warn!(%lease, %error, "cannot join the election of the ConfigMap sinks' writer yet; each replica writes itself meanwhile");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(REJOIN) => {}
-            _ = resign.changed() => return,
-        }
-    }
-}
-
-/// Follows the Lease: `term` holds who holds it and until when.
-async fn follow(
-    client: kube::Client,
-    namespace: String,
-    lease: String,
-    term: watch::Sender<Option<Term>>,
-) {
-    let api: Api<Lease> = Api::namespaced(client, &namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={lease}"));
-    let mut leases = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
-    while let Some(seen) = leases.next().await {
-        match seen {
-            Ok(seen) => {
-                let _ = term.send(seen.spec.as_ref().and_then(Term::of));
-            }
-            Err(error) => tracing::debug!(%lease, %error, "watching the writer Lease"),
-        }
     }
 }
 
@@ -326,51 +361,120 @@ mod tests {
             None
         );
         assert_eq!(
-            recorded(StatusCode::ACCEPTED, br#"{"status":"recorded"}"#),
+            recorded(StatusCode::CONFLICT, br#"{"status":"recorded"}"#),
             None
         );
     }
 
-    fn term(holder: &Identity, until: Timestamp) -> Option<Term> {
-        Some(Term {
-            holder: holder.clone(),
-            until,
-        })
+    struct Driven {
+        handoff: Handoff,
+        leading: watch::Sender<bool>,
+        term: watch::Sender<Option<Term>>,
+        pods: watch::Sender<BTreeMap<String, IpAddr>>,
+    }
+
+    fn driven(me: &Identity) -> Driven {
+        let (leading, l) = watch::channel(false);
+        let (term, t) = watch::channel(None);
+        let (pods, p) = watch::channel(BTreeMap::new());
+        let view = View {
+            leading: l,
+            term: t,
+            pods: p,
+        };
+        Driven {
+            handoff: Handoff::with(me.clone(), 8080, view),
+            leading,
+            term,
+            pods,
+        }
     }
 
     #[test]
-    fn a_replica_hands_off_only_to_another_that_holds_the_lease_now() {
-        let me = Identity::new("pool-a", "10.0.0.1:8080".parse().unwrap()).unwrap();
-        let other = Identity::new("pool-b", "10.0.0.2:8080".parse().unwrap()).unwrap();
+    fn a_replica_hands_off_only_to_another_ready_pod_of_its_service_that_holds_the_lease() {
+        let me = Identity::new("pool-a").unwrap();
+        let other = Identity::new("pool-b").unwrap();
         let now: Timestamp = "2026-12-06T10:00:00Z".parse().unwrap();
         let later: Timestamp = "2026-12-06T10:00:10Z".parse().unwrap();
-        let (leading_tx, leading) = watch::channel(false);
-        let (term_tx, term_rx) = watch::channel(term(&other, later));
-        let handoff = Handoff::with(me.clone(), leading, term_rx);
-        assert_eq!(handoff.target(now), Some(other.addr));
+        let d = driven(&me);
+        let term = |holder: &Identity| {
+            Some(Term {
+                holder: holder.clone(),
+                until: later,
+            })
+        };
+        d.term.send_replace(term(&other));
+        // Not (yet) a ready pod of the Service: nowhere to hand to.
+        assert_eq!(d.handoff.target(now), None);
+        d.pods.send_replace(BTreeMap::from([
+            ("pool-a".into(), "10.0.0.1".parse().unwrap()),
+            ("pool-b".into(), "10.0.0.2".parse().unwrap()),
+        ]));
+        let peer = d.handoff.target(now).unwrap();
+        assert_eq!(peer.addr, "10.0.0.2:8080".parse().unwrap());
+        assert_eq!(peer.token, other.token.as_str());
         // Expired: nobody holds it.
-        assert_eq!(handoff.target(later), None);
-        // This replica holds it (by the election, or as the Lease names it).
-        leading_tx.send(true).unwrap();
-        assert_eq!(handoff.target(now), None);
-        leading_tx.send(false).unwrap();
-        term_tx.send(term(&me, later)).unwrap();
-        assert_eq!(handoff.target(now), None);
-        term_tx.send(None).unwrap();
-        assert_eq!(handoff.target(now), None);
+        assert_eq!(d.handoff.target(later), None);
+        // This replica holds it, by the election or as the Lease names this pod (before
+        // a restart of it, with another token).
+        d.leading.send_replace(true);
+        assert_eq!(d.handoff.target(now), None);
+        d.leading.send_replace(false);
+        let before_restart = Identity::new("pool-a").unwrap();
+        d.term.send_replace(term(&before_restart));
+        assert_eq!(d.handoff.target(now), None);
+        d.term.send_replace(None);
+        assert_eq!(d.handoff.target(now), None);
     }
 
     #[test]
     fn a_handoff_is_known_by_this_replicas_token_only() {
-        let me = Identity::new("pool-a", "10.0.0.1:8080".parse().unwrap()).unwrap();
-        let (_l, leading) = watch::channel(false);
-        let (_t, term) = watch::channel(None);
-        let handoff = Handoff::with(me.clone(), leading, term);
+        let me = Identity::new("pool-a").unwrap();
+        let d = driven(&me);
         let mut headers = HeaderMap::new();
-        assert!(!handoff.is_handoff(&headers));
+        assert!(!d.handoff.is_handoff(&headers));
         headers.insert(HANDOFF_HEADER, HeaderValue::from_static("1"));
-        assert!(!handoff.is_handoff(&headers), "a sender's guess");
+        assert!(!d.handoff.is_handoff(&headers), "a sender's guess");
         headers.insert(HANDOFF_HEADER, HeaderValue::from_str(&me.token).unwrap());
-        assert!(handoff.is_handoff(&headers));
+        assert!(d.handoff.is_handoff(&headers));
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_what_is_recorded_and_how() {
+        let config = |yaml: &str| ReceiverConfig::from_yaml(yaml).unwrap();
+        let base = "webhook: {name: w, namespace: n, uid: u}\npath: /opal\nprovider: opal\nsecretFiles: [/s]\nsinks: {events: false, configMap: {name: state, mode: state}}\n";
+        let a = fingerprint(&config(base));
+        assert_eq!(a, fingerprint(&config(base)));
+        let mut headers = HeaderMap::new();
+        headers.insert(CONFIG_HEADER, a.clone());
+        assert!(same_config(&headers, &a));
+        for changed in [
+            base.replace("mode: state", "mode: log"),
+            base.replace("events: false", "events: true"),
+            base.replace("/opal", "/opal-2"),
+            base.replace("uid: u", "uid: v"),
+            format!("{base}eventTypes: [USER_ADDED_TO_RESOURCE]\n"),
+        ] {
+            let b = fingerprint(&config(&changed));
+            assert_ne!(a, b, "{changed}");
+            assert!(!same_config(&headers, &b));
+        }
+        // Not what only sets how the receiver runs.
+        assert_eq!(
+            a,
+            fingerprint(&config(
+                &base.replace("secretFiles: [/s]", "secretFiles: [/t]")
+            ))
+        );
+    }
+
+    #[test]
+    fn the_wait_a_handoff_names_is_read_back() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(within(&headers), None);
+        headers.insert(WITHIN_HEADER, HeaderValue::from(2500u64));
+        assert_eq!(within(&headers), Some(Duration::from_millis(2500)));
+        headers.insert(WITHIN_HEADER, HeaderValue::from_static("soon"));
+        assert_eq!(within(&headers), None);
     }
 }

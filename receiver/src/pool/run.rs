@@ -191,7 +191,7 @@ pub async fn run(
     let shutdown = async move {
         shutdown.await;
         if let Some(handoff) = resign {
-            handoff.resign();
+            handoff.leave().await;
         }
     };
     let mut serving = tokio::spawn(serve_on(listener, receiver.clone(), shutdown));

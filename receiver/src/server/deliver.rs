@@ -1,7 +1,5 @@
 //! One delivery, from the request to its outcome.
 
-use std::net::SocketAddr;
-
 use axum::body::{Bytes, HttpBody};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Request, Response, header};
@@ -11,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::outcome::{Outcome, log};
 use super::state::AppState;
 use crate::delivery::{Delivery, Recorded};
-use crate::handoff::Handoff;
+use crate::handoff::{self, HANDOFF_HEADER, Handed, Handoff, Peer};
 use crate::payload;
 use crate::replay::Key;
 use crate::secrets::SecretState;
@@ -32,6 +30,11 @@ where
         .as_ref()
         .is_some_and(|h| h.is_handoff(&parts.headers));
     let outcome = match state.in_flight.try_acquire() {
+        // From a replica that serves another configuration of the Webhook (a rollout under
+        // way): it records the delivery itself, as it is configured to.
+        _ if handed && !handoff::same_config(&parts.headers, &state.fingerprint) => {
+            Outcome::HandoffRefused
+        }
         // Load shedding: a sender told to retry shortly beats one left waiting.
         Err(_) => Outcome::Overloaded,
         Ok(_place) => {
@@ -148,16 +151,26 @@ async fn handle(
         event_ts,
         trace: trace_context(state, headers),
     };
-    // The sender's clock started when the delivery arrived.
-    let deadline = arrived + state.config.limits.record_budget();
-    let recorded = match handoff_target(state, handed) {
-        Some((handoff, to)) => {
-            let path = request.uri.path();
+    // The sender's clock started when the delivery arrived; a handoff's, when the replica
+    // that hands it stops waiting.
+    let mut deadline = arrived + state.config.limits.record_budget();
+    if handed && let Some(within) = handoff::within(headers) {
+        deadline = deadline.min(arrived + within);
+    }
+    let recorded = match handoff_target(state, headers, handed) {
+        Some((handoff, peer)) => {
             // Half the budget at most, so that a writer that hangs (its pod stopping)
             // leaves time to record the delivery here.
             let now = tokio::time::Instant::now();
             let wait = now + deadline.saturating_duration_since(now) / 2;
-            match handoff.hand(to, path, headers, raw, wait).await {
+            let handed = Handed {
+                path: request.uri.path(),
+                headers,
+                body: raw,
+                config: &state.fingerprint,
+                trace: delivery.trace.as_ref(),
+            };
+            match handoff.hand(&peer, handed, wait).await {
                 Some(found) => Ok(found),
                 None => {
                     state.metrics.handoff_failed();
@@ -187,15 +200,19 @@ async fn handle(
 
 /// The replica to hand a delivery to (see `handoff`): the writer of the ConfigMap sinks,
 /// for a Webhook with one, when that is another replica and the delivery was not handed
-/// here already.
-fn handoff_target(state: &AppState, handed: bool) -> Option<(&Handoff, SocketAddr)> {
-    if handed || state.config.sinks.config_map.is_none() {
+/// here already (nor claims to be: such a request is never handed on).
+fn handoff_target<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    handed: bool,
+) -> Option<(&'a Handoff, Peer)> {
+    if handed || state.config.sinks.config_map.is_none() || headers.contains_key(&HANDOFF_HEADER) {
         return None;
     }
     let handoff = state.handoff.as_deref()?;
     handoff
         .target(k8s_openapi::jiff::Timestamp::now())
-        .map(|to| (handoff, to))
+        .map(|peer| (handoff, peer))
 }
 
 /// The delivery's trace (see `trace`), where it is used: passed on by a `forward` sink, or

@@ -30,6 +30,8 @@ pub(super) enum Outcome {
     TooLarge,
     TimedOut,
     BodyUnreadable,
+    /// A handoff from a replica that serves another configuration of the Webhook.
+    HandoffRefused,
 }
 
 impl Outcome {
@@ -46,6 +48,7 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::TimedOut => "timed_out",
             Outcome::BodyUnreadable => "body_unreadable",
+            Outcome::HandoffRefused => "handoff_refused",
         }
     }
 }
@@ -122,6 +125,10 @@ impl Outcome {
                 "5",
             ),
             Outcome::BodyUnreadable => error(StatusCode::BAD_REQUEST, "request body unreadable"),
+            Outcome::HandoffRefused => error(
+                StatusCode::CONFLICT,
+                "handoff refused: this replica serves another configuration of the Webhook",
+            ),
         }
     }
 }
@@ -154,7 +161,11 @@ pub(super) fn log(webhook: &str, refusals: &Refusals, outcome: &Outcome) {
             tracing::warn!(%webhook, "delivery refused: signing secret unavailable")
         }
         Outcome::NotRecorded(e) => tracing::error!(%webhook, error = %e, "delivery not recorded"),
-        Outcome::Overloaded | Outcome::TooLarge | Outcome::TimedOut | Outcome::BodyUnreadable => {
+        Outcome::Overloaded
+        | Outcome::TooLarge
+        | Outcome::TimedOut
+        | Outcome::BodyUnreadable
+        | Outcome::HandoffRefused => {
             tracing::warn!(%webhook, outcome = outcome.label(), "delivery refused")
         }
     }

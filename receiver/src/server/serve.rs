@@ -211,7 +211,7 @@ pub async fn serve(config: ReceiverConfig, election: Option<Election>) -> Result
     let shutdown = async move {
         shutdown_signal().await;
         if let Some(handoff) = resign {
-            handoff.resign();
+            handoff.leave().await;
         }
     };
     serve_on(listener, app(state), shutdown).await;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::http::HeaderValue;
 use tokio::sync::Semaphore;
 
 use super::outcome::log_window;
@@ -41,6 +42,8 @@ pub struct AppState {
     /// The election of the replica that writes ConfigMap sinks (see `handoff`); `None`
     /// outside a cluster, and when the operator runs no election.
     pub handoff: Option<Arc<Handoff>>,
+    /// What a handoff of this Webhook's deliveries says of its configuration.
+    pub(super) fingerprint: HeaderValue,
 }
 
 impl AppState {
@@ -63,6 +66,7 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let scheme = crate::signature::Scheme::of(&config);
+        let fingerprint = crate::handoff::fingerprint(&config);
         let max_in_flight = config.limits.max_concurrent_deliveries as usize;
         AppState {
             secrets,
@@ -75,6 +79,7 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
             refusals: Arc::default(),
             handoff: None,
+            fingerprint,
         }
     }
 
