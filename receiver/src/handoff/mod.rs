@@ -33,6 +33,7 @@ pub use election::{GRACE_SECONDS, LEASE_SECONDS};
 pub use holder::{Identity, Term, ready_pods};
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -189,6 +190,15 @@ impl Handoff {
         let (done, released) = oneshot::channel();
         if resign.send(done).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(3), released).await;
+        }
+    }
+
+    /// `shutdown`, then leaving the election (if this replica takes part in one): what a
+    /// server waits for before it drains.
+    pub async fn leaving_after(shutdown: impl Future<Output = ()>, handoff: Option<Arc<Handoff>>) {
+        shutdown.await;
+        if let Some(handoff) = handoff {
+            handoff.leave().await;
         }
     }
 

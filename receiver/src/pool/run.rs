@@ -186,14 +186,8 @@ pub async fn run(
     });
     let listener = bind(options.listen).await?;
     tracing::info!(addr = %options.listen, "receiver pool listening; waiting for its configuration");
-    // Stopping, the pod leaves the writer election at once (see `handoff`).
-    let resign = handoff.clone();
-    let shutdown = async move {
-        shutdown.await;
-        if let Some(handoff) = resign {
-            handoff.leave().await;
-        }
-    };
+    // Stopping, the pod leaves the writer election before it drains (see `handoff`).
+    let shutdown = Handoff::leaving_after(shutdown, handoff.clone());
     let mut serving = tokio::spawn(serve_on(listener, receiver.clone(), shutdown));
 
     let mut pool = Pool {

@@ -206,14 +206,8 @@ pub async fn serve(config: ReceiverConfig, election: Option<Election>) -> Result
     let addr = state.config.listen;
     let listener = bind(addr).await?;
     tracing::info!(%addr, path = %state.config.path, provider = %state.config.provider, "receiver listening");
-    // Stopping, the pod leaves the writer election at once (see `handoff`).
-    let resign = state.handoff.clone();
-    let shutdown = async move {
-        shutdown_signal().await;
-        if let Some(handoff) = resign {
-            handoff.leave().await;
-        }
-    };
+    // Stopping, the pod leaves the writer election before it drains (see `handoff`).
+    let shutdown = Handoff::leaving_after(shutdown_signal(), state.handoff.clone());
     serve_on(listener, app(state), shutdown).await;
     Ok(())
 }
