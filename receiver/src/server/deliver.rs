@@ -163,14 +163,14 @@ async fn handle(
             // leaves time to record the delivery here.
             let now = tokio::time::Instant::now();
             let wait = now + deadline.saturating_duration_since(now) / 2;
-            let handed = Handed {
+            let as_it_came = Handed {
                 path: request.uri.path(),
                 headers,
                 body: raw,
                 config: &state.fingerprint,
                 trace: delivery.trace.as_ref(),
             };
-            match handoff.hand(&peer, handed, wait).await {
+            match handoff.hand(&peer, as_it_came, wait).await {
                 Some(found) => Ok(found),
                 None => {
                     state.metrics.handoff_failed();
