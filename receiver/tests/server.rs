@@ -30,11 +30,15 @@ impl Sink for FakeSink {
     fn record<'a>(
         &'a self,
         d: &'a Delivery,
-        _: tokio::time::Instant,
+        deadline: tokio::time::Instant,
     ) -> BoxFuture<'a, Result<delivery::Recorded, RecordError>> {
         Box::pin(async move {
             if *self.0.fail.lock().unwrap() {
                 return Err(RecordError::Unavailable("API server down".into()));
+            }
+            // As the real sinks: no write starts past the deadline.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RecordError::Unavailable("deadline passed".into()));
             }
             // Idempotent, as the real sinks are: a delivery it holds is not written again.
             let mut deliveries = self.0.deliveries.lock().unwrap();
@@ -781,4 +785,39 @@ async fn a_replica_hands_deliveries_to_the_writer_and_records_them_itself_when_i
     let o = other.state.metrics.encode();
     assert_eq!(series(&o, "handoffs_failed_total", None), 2.0, "{o}");
     assert_eq!(series(&o, "deliveries_total", Some("recorded")), 4.0, "{o}");
+}
+
+#[tokio::test]
+async fn a_writer_that_takes_a_handoff_and_never_answers_costs_half_the_budget_not_the_delivery() {
+    use hookwarden_receiver::handoff::Identity;
+    // A 3 s request timeout: 2 s to record, of which the writer gets 1.
+    let limits = Limits {
+        request_timeout_seconds: 3,
+        ..Limits::default()
+    };
+    let mut other = harness_with(Provider::Opal, &[], limits);
+    with_config_map_sink(&mut other);
+    // The writer's pod: it accepts connections and reads nothing, answers nothing.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hung.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = hung.accept().await {
+            open.push(conn);
+        }
+    });
+    let writer_id = Identity::new("writer").unwrap();
+    let other_id = Identity::new("other").unwrap();
+    other.state.handoff = Some(elected(&other_id, false, &writer_id, port));
+    // Recorded here, in the half of the budget left: had the replica waited for the writer
+    // to the end, it would have had no time left and answered 503.
+    let (status, _, body) = send(&other, signed(Provider::Opal, BODY, NOW)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"events":2,"status":"recorded"}"#)
+    );
+    assert_eq!(other.recorded.deliveries.lock().unwrap().len(), 1);
+    let o = other.state.metrics.encode();
+    assert_eq!(series(&o, "handoffs_failed_total", None), 1.0, "{o}");
+    held.abort();
 }
