@@ -515,25 +515,16 @@ async fn ready_receiver_pods(ns: &TestNamespace, webhook: &str) -> Vec<(String, 
 /// The pod the writer Lease of Deployment `deployment` names as its holder.
 async fn writer_pod(ns: &TestNamespace, deployment: &str) -> Option<String> {
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = ns.api();
-    let lease = leases
-        .get_opt(&format!("{deployment}-writer"))
-        .await
-        .ok()??;
+    let name = hookwarden_api::names::writer_lease(deployment);
+    let lease = leases.get_opt(&name).await.ok()??;
     let holder = lease.spec?.holder_identity?;
-    Some(holder.split('/').next()?.to_string())
+    Some(hookwarden_receiver::handoff::Identity::parse(&holder)?.pod)
 }
 
 /// The sum of a receiver pod's series of `family` (with `outcome`, if given).
 async fn pod_metric(ip: &str, family: &str, outcome: Option<&str>) -> f64 {
-    let answer = hookwarden_receiver::client::get(
-        &format!("http://{ip}:9090/metrics"),
-        std::time::Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    answer
-        .body
-        .lines()
+    let (_, body) = http_get(ip, 9090, "/metrics").await.unwrap();
+    body.lines()
         .filter(|l| l.starts_with(&format!("hookwarden_receiver_{family}{{")))
         .filter(|l| outcome.is_none_or(|o| l.contains(&format!("outcome=\"{o}\""))))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -52,6 +52,7 @@ use tokio::time::Instant;
 
 use crate::config::ReceiverConfig;
 use crate::delivery::Recorded;
+use crate::error::Error;
 use crate::trace::{TRACEPARENT, TraceContext};
 
 /// Marks a delivery handed over by another replica; its value is the holder's token (see
@@ -117,8 +118,8 @@ impl Handoff {
         client: kube::Client,
         election: &Election,
         port: u16,
-    ) -> Result<Arc<Handoff>, getrandom::Error> {
-        let me = Identity::new(&election.pod)?;
+    ) -> crate::Result<Arc<Handoff>> {
+        let me = Identity::new(&election.pod).map_err(|e| Error::Random(e.to_string()))?;
         let lease = hookwarden_api::names::writer_lease(&election.deployment);
         let (leading_tx, leading) = watch::channel(false);
         let (term_tx, term) = watch::channel(None);
@@ -145,26 +146,28 @@ impl Handoff {
             pods_tx,
         ));
         tracing::info!(%lease, pod = %me.pod, "joined the election of the ConfigMap sinks' writer");
-        let handoff = Self::with(
-            me,
-            port,
-            View {
-                leading,
-                term,
-                pods,
-            },
-        );
-        if let Ok(mut slot) = handoff.resign.lock() {
-            *slot = Some(resign);
-        }
-        Ok(Arc::new(handoff))
+        let view = View {
+            leading,
+            term,
+            pods,
+        };
+        Ok(Arc::new(Self::build(me, port, view, Some(resign))))
     }
 
-    /// A replica `me` serving on `port` that sees the others as `view` says: [`join`]'s
-    /// tasks keep it, or a test does.
+    /// A replica `me` serving on `port` that sees the others as `view` says, kept by a
+    /// test rather than by [`join`]'s tasks.
     ///
     /// [`join`]: Handoff::join
     pub fn with(me: Identity, port: u16, view: View) -> Handoff {
+        Self::build(me, port, view, None)
+    }
+
+    fn build(
+        me: Identity,
+        port: u16,
+        view: View,
+        resign: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    ) -> Handoff {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -172,7 +175,7 @@ impl Handoff {
             me,
             port,
             view,
-            resign: Mutex::new(None),
+            resign: Mutex::new(resign),
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(IDLE_TIMEOUT)
                 .build(connector),

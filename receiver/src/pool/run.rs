@@ -138,10 +138,11 @@ pub async fn run(
                 .await
                 .map_err(Error::KubeClient)?;
             if let Some(election) = &options.election {
-                handoff = Some(
-                    Handoff::join(client.clone(), election, options.listen.port())
-                        .map_err(|e| Error::Random(e.to_string()))?,
-                );
+                handoff = Some(Handoff::join(
+                    client.clone(),
+                    election,
+                    options.listen.port(),
+                )?);
             }
             let configs = source::config_map(client.clone(), &namespace, &config_map);
             let (watches, updates) = SecretWatches::new(client.clone(), &namespace);

@@ -29,12 +29,11 @@ where
         .handoff
         .as_ref()
         .is_some_and(|h| h.is_handoff(&parts.headers));
+    // From a replica that serves another configuration of the Webhook (a rollout under
+    // way): it records the delivery itself, as it is configured to.
+    let refused = handed && !handoff::same_config(&parts.headers, &state.fingerprint);
     let outcome = match state.in_flight.try_acquire() {
-        // From a replica that serves another configuration of the Webhook (a rollout under
-        // way): it records the delivery itself, as it is configured to.
-        _ if handed && !handoff::same_config(&parts.headers, &state.fingerprint) => {
-            Outcome::HandoffRefused
-        }
+        _ if refused => Outcome::HandoffRefused,
         // Load shedding: a sender told to retry shortly beats one left waiting.
         Err(_) => Outcome::Overloaded,
         Ok(_place) => {

@@ -181,10 +181,9 @@ pub async fn serve(config: ReceiverConfig, election: Option<Election>) -> Result
     };
     let sinks = Sinks::from_config(&config, client.clone());
     let handoff = match (election, client, &config.sinks.config_map) {
-        (Some(election), Some(client), Some(_)) => Some(
-            Handoff::join(client, &election, config.listen.port())
-                .map_err(|e| Error::Random(e.to_string()))?,
-        ),
+        (Some(election), Some(client), Some(_)) => {
+            Some(Handoff::join(client, &election, config.listen.port())?)
+        }
         _ => None,
     };
     let mut state = AppState::new(config, sinks);
