@@ -72,6 +72,11 @@ run_on() {
   # Receiver pools: Webhooks of a namespace served by one Deployment, reconfigured live.
   suite "$v" pool env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
     cargo test -p hookwarden-tests --test pool -- --test-threads="$THREADS"
+  # Trust inside a namespace, tried as an attacker would: objects the operator did not make
+  # are never taken over, a Webhook writes only its own sink, the guardrails, and hundreds
+  # of stalled senders against a pool while its neighbour's deliveries are all recorded.
+  suite "$v" trust env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \
+    cargo test -p hookwarden-tests --test trust -- --test-threads="$THREADS"
   # The chart's alert rules and dashboard against a real Prometheus (Debian's package) that
   # scrapes this cluster.
   suite "$v" monitoring env HOOKWARDEN_RECEIVER_BIN="$RECEIVER_BIN" \

@@ -183,6 +183,26 @@ pub struct Limits {
     /// (Opal waits 10 s). Recording gets this less one second.
     #[serde(default = "default_request_timeout_seconds")]
     pub request_timeout_seconds: u32,
+    /// Deliveries per second each receiver pod accepts for this Webhook (a token bucket);
+    /// more are answered 429 with `Retry-After`. `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Source address ranges (CIDR) accepted; empty: any source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ranges: Vec<String>,
+    /// Proxies (CIDR) whose `X-Forwarded-For` names the source; empty: the connection's
+    /// peer address is the source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// A token bucket: `requests_per_second` deliveries a second on average, up to `burst` at
+/// once.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests_per_second: u32,
+    pub burst: u32,
 }
 
 pub const DEFAULT_MAX_BODY_BYTES: u32 = 1024 * 1024;
@@ -207,6 +227,9 @@ impl Default for Limits {
             replay_window_seconds: default_replay_window_seconds(),
             max_concurrent_deliveries: default_max_concurrent_deliveries(),
             request_timeout_seconds: default_request_timeout_seconds(),
+            rate_limit: None,
+            source_ranges: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -234,11 +257,41 @@ impl Limits {
             "requestTimeoutSeconds must be between 2 and 60"
         } else if !(1..=86_400).contains(&self.replay_window_seconds) {
             "replayWindowSeconds must be between 1 and 86400"
+        } else if self
+            .rate_limit
+            .as_ref()
+            .is_some_and(|r| r.requests_per_second == 0)
+        {
+            "rateLimit.requestsPerSecond must be at least 1"
+        } else if self.rate_limit.as_ref().is_some_and(|r| r.burst == 0) {
+            "rateLimit.burst must be at least 1"
         } else {
-            return None;
+            return cidr_problem("sourceRanges", &self.source_ranges)
+                .or_else(|| cidr_problem("trustedProxies", &self.trusted_proxies))
+                .map(|problem| format!("limits.{problem}"));
         };
         Some(format!("limits.{problem}"))
     }
+}
+
+/// The address range `text` names: a CIDR (`10.0.0.0/8`, `2001:db8::/32`), or a bare
+/// address, which stands for itself alone (`/32`, `/128`). Host bits are kept as written
+/// and ignored when matching (`10.1.2.3/8` is `10.0.0.0/8`).
+pub fn parse_cidr(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
+}
+
+/// The first of `ranges` that is not a CIDR, as `field[i] "text" is not a CIDR`.
+fn cidr_problem(field: &str, ranges: &[String]) -> Option<String> {
+    ranges
+        .iter()
+        .enumerate()
+        .find(|(_, r)| parse_cidr(r).is_none())
+        .map(|(i, r)| format!("{field}[{i}] {r:?} is not a CIDR"))
 }
 
 fn default_listen() -> SocketAddr {
@@ -372,6 +425,102 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("paypal"), "{err}");
+    }
+
+    #[test]
+    fn rate_limit_and_ranges_round_trip_and_stay_out_of_the_file_when_unset() {
+        let yaml = sample().to_yaml().unwrap();
+        for field in ["rateLimit", "sourceRanges", "trustedProxies"] {
+            assert!(!yaml.contains(field), "{yaml}");
+        }
+        let mut config = sample();
+        config.limits.rate_limit = Some(RateLimit {
+            requests_per_second: 10,
+            burst: 20,
+        });
+        config.limits.source_ranges = vec!["192.30.252.0/22".into(), "2001:db8::1".into()];
+        config.limits.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let yaml = config.to_yaml().unwrap();
+        assert!(yaml.contains("requestsPerSecond: 10"), "{yaml}");
+        assert!(yaml.contains("sourceRanges:"), "{yaml}");
+        assert_eq!(ReceiverConfig::from_yaml(&yaml).unwrap(), config);
+        let unknown = yaml.replace("burst: 20", "burst: 20\n    perMinute: 1");
+        assert!(ReceiverConfig::from_yaml(&unknown).is_err(), "{unknown}");
+    }
+
+    #[test]
+    fn zero_rates_and_ranges_that_are_not_cidrs_are_refused_by_name() {
+        let with = |f: &dyn Fn(&mut Limits)| {
+            let mut limits = Limits::default();
+            f(&mut limits);
+            limits.problem()
+        };
+        assert_eq!(Limits::default().problem(), None);
+        assert_eq!(
+            with(&|l| {
+                l.rate_limit = Some(RateLimit {
+                    requests_per_second: 1,
+                    burst: 1,
+                });
+                l.source_ranges = vec!["10.0.0.0/8".into(), "192.0.2.7".into(), "::1".into()];
+                l.trusted_proxies = vec!["fd00::/8".into()];
+            }),
+            None
+        );
+        for (set, says) in [
+            (
+                RateLimit {
+                    requests_per_second: 0,
+                    burst: 5,
+                },
+                "limits.rateLimit.requestsPerSecond must be at least 1",
+            ),
+            (
+                RateLimit {
+                    requests_per_second: 5,
+                    burst: 0,
+                },
+                "limits.rateLimit.burst must be at least 1",
+            ),
+        ] {
+            assert_eq!(
+                with(&|l| l.rate_limit = Some(set.clone())).as_deref(),
+                Some(says)
+            );
+        }
+        assert_eq!(
+            with(&|l| l.source_ranges = vec!["10.0.0.0/8".into(), "10.0.0/8".into()]).as_deref(),
+            Some(r#"limits.sourceRanges[1] "10.0.0/8" is not a CIDR"#)
+        );
+        for bad in ["10.0.0.0/33", "", "example.com", "10.0.0.0/8 ", "::/129"] {
+            let problem = with(&|l| l.trusted_proxies = vec![bad.into()]).unwrap_or_default();
+            assert!(
+                problem.starts_with("limits.trustedProxies[0]"),
+                "{bad:?}: {problem}"
+            );
+        }
+        let err = ReceiverConfig::from_yaml(
+            "webhook: {name: a, namespace: b, uid: c}\npath: /a\nprovider: membrane\nsecretFiles: [/s]\nsinks: {events: true}\nlimits: {sourceRanges: [nope]}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("limits.sourceRanges[0]"), "{err}");
+    }
+
+    #[test]
+    fn a_bare_address_is_a_range_of_one() {
+        assert_eq!(
+            parse_cidr("192.0.2.7"),
+            Some("192.0.2.7/32".parse().unwrap())
+        );
+        assert_eq!(
+            parse_cidr("2001:db8::1"),
+            Some("2001:db8::1/128".parse().unwrap())
+        );
+        assert_eq!(
+            parse_cidr("10.0.0.0/8"),
+            Some("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(parse_cidr("10.0.0/8"), None);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub struct GenericHmac {
     #[schemars(length(max = 256))]
     pub prefix: String,
     /// A header carrying the signing time in Unix seconds; when set, deliveries outside the
-    /// replay window are refused.
+    /// replay window are refused, and `template` must sign it (`{timestamp}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub timestamp_header: Option<String>,
@@ -104,11 +104,18 @@ impl GenericHmac {
         {
             return Some(format!("timestampHeader {th:?} is not a valid header name"));
         }
-        let Some(template) = &self.template else {
-            return None;
-        };
+        let template = self.template.as_deref().unwrap_or("{body}");
+        // A timestamp checked against the replay window but not signed stops nothing: a
+        // captured delivery replays with a fresh header.
+        if self.timestamp_header.is_some() && !template.contains("{timestamp}") {
+            return Some(
+                "timestampHeader is not signed: put {timestamp} in template (e.g. \
+                 {timestamp}.{body}), or remove timestampHeader"
+                    .into(),
+            );
+        }
         let mut signs_body = false;
-        let mut rest = template.as_str();
+        let mut rest = template;
         while let Some(start) = rest.find('{') {
             let Some(end) = rest[start..].find('}').map(|e| start + e) else {
                 return Some("template has a { without its }".into());

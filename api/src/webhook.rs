@@ -221,6 +221,29 @@ pub struct WebhookLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 60), extend("format" = "int32"))]
     pub request_timeout_seconds: Option<u32>,
+    /// Deliveries per second each receiver pod accepts for this Webhook (a token bucket of
+    /// `burst`); more are answered 429 with `Retry-After`, so that one sender's flood costs
+    /// the other Webhooks of a pool nothing. Default: no limit (Membrane never retries: a
+    /// 429 loses its delivery, so set it where the sender's volume is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000), extend("format" = "int32"))]
+    pub requests_per_second: Option<u32>,
+    /// Deliveries the bucket holds at once (a burst the sender may send without waiting).
+    /// Default: twice `requestsPerSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000), extend("format" = "int32"))]
+    pub burst: Option<u32>,
+    /// Source address ranges (CIDR, e.g. `192.30.252.0/22`) deliveries may come from;
+    /// others are answered 403. Default: any source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
+    pub source_ranges: Option<Vec<String>>,
+    /// Proxies (CIDR) in front of the receiver, such as the Ingress controller's pods, whose
+    /// `X-Forwarded-For` names the source. Default: none, the connection's peer is the
+    /// source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), inner(length(max = 64)))]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 fn provider_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -15,9 +15,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    PodSpec, PodTemplateSpec, Probe, ResourceFieldSelector, ResourceRequirements, SeccompProfile,
+    Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -39,6 +39,8 @@ use crate::validate::{ValidSidecar, ValidSpec};
 pub use hookwarden_api::names::CONFIG_DIR;
 /// Where the receiver finds its signing secrets, one directory per secret.
 pub const SECRETS_DIR: &str = "/var/run/hookwarden/secrets";
+/// The environment variable that gives the receiver its container's memory limit (bytes).
+pub const MEMORY_LIMIT_ENV: &str = "HOOKWARDEN_MEMORY_LIMIT_BYTES";
 /// The non-root user the receiver runs as (the distroless `nonroot` user).
 pub const RECEIVER_UID: i64 = 65532;
 
@@ -50,6 +52,8 @@ pub struct ReceiverDefaults {
     /// Pull secrets for the receiver image, for Webhooks that name none of their own. Each
     /// must exist in the Webhook's namespace.
     pub image_pull_secrets: Vec<String>,
+    /// What the platform team allows Webhook and pool authors (see `guardrails`).
+    pub guardrails: crate::guardrails::Guardrails,
 }
 
 /// Everything applied for one Webhook (the generated Secret is handled apart: it is created
@@ -515,6 +519,9 @@ pub(crate) fn writer_lease(desired: &Deployment, applied: &Deployment) -> Option
                 kind: "Deployment".into(),
                 name: name.into(),
                 uid: meta.uid.clone()?,
+                // The Deployment controls it: the operator applies it for that Deployment
+                // only (see `apply`).
+                controller: Some(true),
                 ..OwnerReference::default()
             }]),
             ..ObjectMeta::default()
@@ -662,17 +669,33 @@ pub(crate) fn receiver_container<F: Fn(usize) -> String>(
                 .unwrap_or_else(|| defaults.image.clone()),
         ),
         image_pull_policy: Some(defaults.image_pull_policy.clone()),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    ..ObjectFieldSelector::default()
+        env: Some(vec![
+            EnvVar {
+                name: "POD_NAME".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
                 }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                // The receiver bounds the delivery bodies it holds at once by a share of its
+                // memory limit, so that no number of slow senders gets it OOM-killed.
+                name: MEMORY_LIMIT_ENV.into(),
+                value_from: Some(EnvVarSource {
+                    resource_field_ref: Some(ResourceFieldSelector {
+                        container_name: Some(name.into()),
+                        resource: "limits.memory".into(),
+                        ..ResourceFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
+        ]),
         args: Some(args),
         ports: Some(vec![
             ContainerPort {
@@ -899,6 +922,7 @@ mod tests {
             image: "hookwarden-receiver:test".into(),
             image_pull_policy: "IfNotPresent".into(),
             image_pull_secrets: vec![],
+            guardrails: Default::default(),
         }
     }
 

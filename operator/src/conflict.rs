@@ -1,6 +1,8 @@
-//! Singleton rules of the senders, from their documentation: Opal allows one webhook per
-//! organization, Membrane one per event type. Within a namespace, the older Webhook keeps
-//! its claim; a newer one that overlaps is in conflict. Pure.
+//! What two Webhooks of a namespace cannot both have: a path in one pool, a host and path
+//! of an Ingress, a sink ConfigMap (it belongs to one Webhook: another's deliveries must
+//! never change it), and the singleton rules of the senders, from their documentation
+//! (Opal allows one webhook per organization, Membrane one per event type). The older
+//! Webhook keeps its claim; a newer one that overlaps is in conflict. Pure.
 
 use hookwarden_api::config::Provider;
 
@@ -71,6 +73,15 @@ fn overlap(
             "Webhook {their_name:?} already exposes {}{} through its Ingress; choose \
              another spec.path or host",
             a.host, mine.path
+        ));
+    }
+    if let (Some(a), Some(b)) = (&mine.config_map, &theirs.config_map)
+        && a.name == b.name
+    {
+        return Some(format!(
+            "Webhook {their_name:?} already records into ConfigMap {:?}; a sink ConfigMap \
+             belongs to one Webhook: name another in spec.sinks.configMap.name",
+            a.name
         ));
     }
     match (mine.provider, theirs.provider) {
@@ -170,6 +181,38 @@ mod tests {
             conflict.message.contains("org-created"),
             "{}",
             conflict.message
+        );
+    }
+
+    /// The attack of issue "Trust inside a namespace": a generic-hmac Webhook that names
+    /// the sink of a Membrane Webhook, to write its own data into it.
+    #[test]
+    fn a_sink_configmap_belongs_to_the_older_webhook() {
+        use crate::crd::{ConfigMapSink, Sinks};
+        let sink = |w: &mut Webhook, name: &str| {
+            w.spec.sinks = Some(Sinks {
+                config_map: Some(ConfigMapSink {
+                    name: name.into(),
+                    mode: None,
+                }),
+                ..Sinks::default()
+            })
+        };
+        let mut victim = wh("victim", "membrane", &[], 1);
+        sink(&mut victim, "victim-orgs");
+        let mut attacker = wh("attacker", "github", &[], 2);
+        sink(&mut attacker, "victim-orgs");
+        let mut elsewhere = wh("elsewhere", "github", &[], 3);
+        sink(&mut elsewhere, "elsewhere-state");
+        let all = [victim.clone(), attacker.clone(), elsewhere.clone()];
+        assert_eq!(conflict_of(&victim, &all), None);
+        assert_eq!(conflict_of(&elsewhere, &all), None);
+        let c = conflict_of(&attacker, &all).unwrap();
+        assert_eq!(c.other, "victim");
+        assert!(
+            c.message.contains("ConfigMap \"victim-orgs\""),
+            "{}",
+            c.message
         );
     }
 

@@ -28,7 +28,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::children::{self, ReceiverDefaults, ReceiverPlan};
 use crate::conflict::find_conflict;
 use crate::crd::Webhook;
-use crate::error::{Error, Result};
+use crate::error::{Error, NotOwned, Result};
 use crate::metrics::{Metrics, ReadyLabels};
 use crate::names;
 use crate::placement;
@@ -227,16 +227,19 @@ async fn run_scope(
     };
     let pools = {
         let (members, changes) = pool_controller::webhook_store(webhooks.clone());
+        let (sinks, sink_changes) = pool_controller::sink_store(scoped(&client, ns.as_deref()));
         let ctx = Arc::new(PoolContext::new(
             client.clone(),
             config.receiver.clone(),
             members,
+            sinks,
         ));
         let scope = (client.clone(), ns.clone());
         pool_controller::run(
             ctx,
             scoped(&client, ns.as_deref()),
             changes,
+            sink_changes,
             move || {
                 let (client, ns) = &scope;
                 (
@@ -424,9 +427,16 @@ fn neighbours(store: &Store<Webhook>, changed: &Webhook) -> Vec<ObjectRef<Webhoo
             w.spec.provider == changed.spec.provider
                 || w.spec.pool_name().is_some() && w.spec.pool_name() == changed.spec.pool_name()
                 || w.spec.ingress.is_some() && changed.spec.ingress.is_some()
+                || sink_of(w).is_some() && sink_of(w) == sink_of(changed)
         })
         .map(|w| ObjectRef::from_obj(w.as_ref()))
         .collect()
+}
+
+/// The ConfigMap a Webhook's spec names as its sink.
+fn sink_of(webhook: &Webhook) -> Option<&str> {
+    let sinks = webhook.spec.sinks.as_ref()?;
+    sinks.config_map.as_ref().map(|c| c.name.as_str())
 }
 
 /// One reconciliation, under a span that names the Webhook: what it logs carries the
@@ -436,7 +446,10 @@ fn neighbours(store: &Store<Webhook>, changed: &Webhook) -> Vec<ObjectRef<Webhoo
 #[instrument(level = "error", name = "reconcile", skip_all, fields(webhook = %webhook.name_any(), namespace = webhook.namespace().unwrap_or_default()))]
 async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    let result = reconcile_inner(&webhook, &ctx).await;
+    let result = match reconcile_inner(&webhook, &ctx).await {
+        Err(Error::NotOwned(taken)) => report_not_owned(&webhook, &ctx, &taken).await,
+        result => result,
+    };
     let label = match &result {
         Ok(_) => "ok",
         Err(e) => e.metric_label(),
@@ -451,6 +464,46 @@ async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Action> {
         Err(error) => report_failure(&webhook, &ctx, error).await,
     }
     result
+}
+
+/// An object of a name this Webhook needs exists and is not its own: it is left as it is,
+/// and the Webhook is `NotOwned` until that object is gone or the Webhook names another.
+/// (Such an object carries none of the operator's labels, so no watch brings the Webhook
+/// back when it goes: it looks again shortly.)
+async fn report_not_owned(webhook: &Webhook, ctx: &Context, taken: &NotOwned) -> Result<Action> {
+    let readiness = Readiness::new(Reason::NotOwned, not_owned_message(webhook, taken));
+    let previous_secret = webhook.status.as_ref().and_then(|s| s.secret_name.clone());
+    let again = Action::requeue(CONFLICT_RETRY);
+    stop_not_ready(ctx, webhook, &readiness, previous_secret, again).await
+}
+
+/// What `NotOwned` says: the object, and how to fix it for the name the Webhook gave.
+fn not_owned_message(webhook: &Webhook, taken: &NotOwned) -> String {
+    let sink = webhook
+        .spec
+        .sinks
+        .as_ref()
+        .and_then(|s| s.config_map.as_ref())
+        .map(|c| c.name.as_str());
+    let fix = if taken.kind == "ConfigMap" && sink == Some(taken.name.as_str()) {
+        "name another ConfigMap in spec.sinks.configMap.name (the receiver makes its own), or \
+         delete that ConfigMap if nothing needs it"
+            .to_string()
+    } else if taken.kind == "Secret" {
+        format!(
+            "to sign with it, name it in spec.secretRef; otherwise delete it, and a signing \
+             secret is generated under the name {:?}",
+            taken.name
+        )
+    } else {
+        format!(
+            "the receiver's objects are named after the Webhook ({}); rename the Webhook, or \
+             delete that {} if nothing needs it",
+            names::receiver(&webhook.name_any()),
+            taken.kind
+        )
+    };
+    format!("{taken}; hookwarden never takes over an object it did not create: {fix}")
 }
 
 /// Makes a failed reconciliation visible on the Webhook, not in the operator's log only.
@@ -597,6 +650,17 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         return stop_not_ready(ctx, webhook, &readiness, previous_secret, again).await;
     }
 
+    let receiver = &ctx.config.receiver;
+    let allowed = receiver
+        .guardrails
+        .webhook(&webhook.spec, &spec, &namespace, &receiver.image);
+    if let Err(message) = allowed {
+        // (the guardrails change only with the operator's flags, which restart it)
+        let readiness = Readiness::new(Reason::NotAllowed, message);
+        let again = Action::await_change();
+        return stop_not_ready(ctx, webhook, &readiness, previous_secret, again).await;
+    }
+
     let generated = match check_secret(ctx, webhook, &namespace, &spec).await? {
         SecretCheck::Ready { generated } => generated,
         SecretCheck::Missing(message) => {
@@ -608,12 +672,12 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
 
     let children = children::build(webhook, &spec, &ctx.config.receiver)?;
     if let Some(config) = &children.config {
-        apply(ctx, &namespace, config).await?;
+        apply(ctx, &namespace, config, Some(&ctx.seen.config_maps)).await?;
     }
     let sink_usage = match &children.sink {
         Some(sink) => {
             // The applied object comes back whole, with the data the receiver wrote.
-            let applied = apply(ctx, &namespace, sink).await?;
+            let applied = apply(ctx, &namespace, sink, Some(&ctx.seen.config_maps)).await?;
             SinkUsage::Used {
                 name: applied.name_any(),
                 bytes: status::config_map_bytes(&applied),
@@ -630,14 +694,32 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
     let served_by = webhook.status.as_ref().and_then(|s| s.pool.as_deref());
     let (readiness, sidecar_pods, again) = match &children.receiver {
         ReceiverPlan::Own(own) => {
-            apply(ctx, &namespace, &own.service_account).await?;
-            apply(ctx, &namespace, &own.role).await?;
-            apply(ctx, &namespace, &own.role_binding).await?;
-            let deployment = apply(ctx, &namespace, &own.deployment).await?;
+            apply(
+                ctx,
+                &namespace,
+                &own.service_account,
+                Some(&ctx.seen.service_accounts),
+            )
+            .await?;
+            apply(ctx, &namespace, &own.role, Some(&ctx.seen.roles)).await?;
+            apply(
+                ctx,
+                &namespace,
+                &own.role_binding,
+                Some(&ctx.seen.role_bindings),
+            )
+            .await?;
+            let deployment = apply(
+                ctx,
+                &namespace,
+                &own.deployment,
+                Some(&ctx.seen.deployments),
+            )
+            .await?;
             if spec.config_map.is_some()
                 && let Some(lease) = children::writer_lease(&own.deployment, &deployment)
             {
-                apply(ctx, &namespace, &lease).await?;
+                apply(ctx, &namespace, &lease, None).await?;
             }
             let readiness = status::deployment_readiness(&deployment);
             let service = children.service.as_ref();
@@ -686,7 +768,7 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &Context) -> Result<Action> {
         true => {
             match &children.ingress {
                 Some(ingress) => {
-                    apply(ctx, &namespace, ingress).await?;
+                    apply(ctx, &namespace, ingress, Some(&ctx.seen.ingresses)).await?;
                 }
                 None => remove_stale_ingress(ctx, webhook, &namespace).await?,
             }
@@ -780,8 +862,11 @@ async fn apply_service(
         return Ok(());
     };
     match served_by.filter(|_| !readiness.reason.is_ready()) {
-        Some(pool) => apply(ctx, namespace, &children::switched_service(webhook, pool)?).await?,
-        None => apply(ctx, namespace, service).await?,
+        Some(pool) => {
+            let switched = children::switched_service(webhook, pool)?;
+            apply(ctx, namespace, &switched, Some(&ctx.seen.services)).await?
+        }
+        None => apply(ctx, namespace, service, Some(&ctx.seen.services)).await?,
     };
     Ok(())
 }
@@ -807,16 +892,20 @@ async fn reconcile_route(
         }
         return Ok((RouteState::NoRoute, None));
     };
-    let name = route
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let params = PatchParams::apply(names::FIELD_MANAGER).force();
-    let applied = match api.patch(&name, &params, &Patch::Apply(route)).await {
+    let applied = match crate::apply::apply_dynamic(
+        &api,
+        &resource,
+        namespace,
+        route,
+        &ctx.seen.routes,
+    )
+    .await
+    {
         Ok(applied) => applied,
-        Err(kube::Error::Api(s)) if s.code == 404 => return Ok((RouteState::NotInstalled, None)),
-        Err(e) => return Err(e.into()),
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => {
+            return Ok((RouteState::NotInstalled, None));
+        }
+        Err(e) => return Err(e),
     };
     // The first Gateway's listeners tell http from https; unreadable means http.
     let gateway = match set.parent_refs.first() {
@@ -864,7 +953,7 @@ async fn retire_own_receiver(
         let pool_selector = switched.spec.as_ref().and_then(|s| s.selector.as_ref());
         if service.spec.as_ref().and_then(|s| s.selector.as_ref()) != pool_selector {
             info!(service = %receiver, pool, "switching the Service to the pool's pods");
-            apply(ctx, namespace, &switched).await?;
+            apply(ctx, namespace, &switched, Some(&ctx.seen.services)).await?;
             return Ok(false);
         }
         // kube-proxy follows EndpointSlices within a second or so: the old pods go once
@@ -1098,6 +1187,17 @@ async fn check_secret(
                 "Secret {name:?} (spec.secretRef.name) does not exist in namespace {namespace:?}; create it with the signing secret under key {key:?}"
             )));
         }
+        // A Secret of the generated one's name that this Webhook did not create is never
+        // used: whoever made it could sign deliveries.
+        (SecretSource::Generated { .. }, Some(found))
+            if !children::controlled_by(&found.metadata, webhook) =>
+        {
+            return Err(Error::NotOwned(NotOwned {
+                kind: "Secret".into(),
+                name: name.to_string(),
+                controller: crate::apply::controller_of(&found.metadata),
+            }));
+        }
         (SecretSource::Referenced { .. }, Some(found))
         | (SecretSource::Generated { .. }, Some(found)) => {
             if !has_key(&found, key) {
@@ -1154,16 +1254,23 @@ fn has_key(secret: &Secret, key: &str) -> bool {
     in_data || in_string_data
 }
 
-/// Server-side applies `object` under the operator's field manager.
-async fn apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K>
+/// Server-side applies `object` under the operator's field manager, if the object of its
+/// name is absent or this Webhook's (see `apply`); `seen` is the watch's store of its kind.
+async fn apply<K>(
+    ctx: &Context,
+    namespace: &str,
+    object: &K,
+    seen: Option<&Store<PartialObjectMeta<K>>>,
+) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Serialize
         + DeserializeOwned
         + Clone
-        + Debug,
+        + Debug
+        + 'static,
 {
-    crate::apply::apply(&ctx.client, namespace, object).await
+    crate::apply::apply(&ctx.client, namespace, object, seen).await
 }
 
 /// Deletes sink ConfigMaps this Webhook owns but no longer names.
@@ -1347,6 +1454,7 @@ mod tests {
                     image: "hookwarden-receiver:test".into(),
                     image_pull_policy: "IfNotPresent".into(),
                     image_pull_secrets: vec![],
+                    guardrails: Default::default(),
                 },
                 instance: None,
             },
@@ -1536,7 +1644,16 @@ mod tests {
     /// Answers like an API server that has none of the objects yet: a GET finds nothing, a
     /// list is empty, a create or server-side apply returns what it was given. Returns
     /// every request as `METHOD path` and the bodies of the status patches.
-    async fn empty_cluster(mut handle: Handle, webhook: Webhook) -> (Vec<String>, Vec<Value>) {
+    async fn empty_cluster(handle: Handle, webhook: Webhook) -> (Vec<String>, Vec<Value>) {
+        cluster_with(handle, webhook, BTreeMap::new()).await
+    }
+
+    /// [`empty_cluster`], but a GET of a path in `existing` finds that object.
+    async fn cluster_with(
+        mut handle: Handle,
+        webhook: Webhook,
+        existing: BTreeMap<String, Value>,
+    ) -> (Vec<String>, Vec<Value>) {
         let mut seen = Vec::new();
         let mut statuses = Vec::new();
         while let Some((request, send)) = handle.next_request().await {
@@ -1555,7 +1672,10 @@ mod tests {
                     StatusCode::OK,
                     json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
                 ),
-                Method::GET => answer(send, StatusCode::NOT_FOUND, not_found()),
+                Method::GET => match existing.get(&path) {
+                    Some(object) => answer(send, StatusCode::OK, object.clone()),
+                    None => answer(send, StatusCode::NOT_FOUND, not_found()),
+                },
                 Method::PATCH if path.ends_with("/status") => {
                     statuses.push(body.clone());
                     let mut w = serde_json::to_value(&webhook).unwrap();
@@ -1592,18 +1712,27 @@ mod tests {
         drop(ctx);
         let (seen, statuses) = server.await.unwrap();
         let ns = "/namespaces/team";
-        let expected = [
+        // Each child is looked at before it is applied (none exists: each is created).
+        let looked_then_applied = |path: String| [format!("GET {path}"), format!("PATCH {path}")];
+        let children = [
+            format!("/api/v1{ns}/configmaps/gh-receiver-config"),
+            format!("/api/v1{ns}/serviceaccounts/gh-receiver"),
+            format!("/apis/rbac.authorization.k8s.io/v1{ns}/roles/gh-receiver"),
+            format!("/apis/rbac.authorization.k8s.io/v1{ns}/rolebindings/gh-receiver"),
+            format!("/apis/apps/v1{ns}/deployments/gh-receiver"),
+            format!("/api/v1{ns}/services/gh-receiver"),
+        ];
+        let expected: Vec<String> = [
             format!("GET /api/v1{ns}/secrets/gh-signing-secret"),
             format!("POST /api/v1{ns}/secrets"),
-            format!("PATCH /api/v1{ns}/configmaps/gh-receiver-config"),
-            format!("PATCH /api/v1{ns}/serviceaccounts/gh-receiver"),
-            format!("PATCH /apis/rbac.authorization.k8s.io/v1{ns}/roles/gh-receiver"),
-            format!("PATCH /apis/rbac.authorization.k8s.io/v1{ns}/rolebindings/gh-receiver"),
-            format!("PATCH /apis/apps/v1{ns}/deployments/gh-receiver"),
-            format!("PATCH /api/v1{ns}/services/gh-receiver"),
+        ]
+        .into_iter()
+        .chain(children.into_iter().flat_map(looked_then_applied))
+        .chain([
             format!("PATCH /apis/hookwarden.io/v1alpha1{ns}/webhooks/gh/status"),
             format!("POST /apis/events.k8s.io/v1{ns}/events"),
-        ];
+        ])
+        .collect();
         assert_eq!(seen, expected);
         // The Deployment has no available replica yet: not Ready, looked at again on resync.
         let ready = &statuses[0]["status"]["conditions"][0];
@@ -1639,13 +1768,103 @@ mod tests {
         drop(ctx);
         let (seen, _) = server.await.unwrap();
         let ns = "/namespaces/team";
-        let looked_at: Vec<&String> = seen.iter().filter(|r| r.starts_with("GET")).collect();
+        // (besides the look at each child before it is applied)
+        let applied = |get: &str| seen.contains(&get.replacen("GET", "PATCH", 1));
+        let looked_at: Vec<&String> = seen
+            .iter()
+            .filter(|r| r.starts_with("GET") && !applied(r))
+            .collect();
         assert_eq!(
             looked_at,
             [
                 &format!("GET /api/v1{ns}/secrets/gh-signing-secret"),
                 &format!("GET /apis/networking.k8s.io/v1{ns}/ingresses/gh-receiver"),
             ]
+        );
+    }
+
+    /// The attack of issue "Trust inside a namespace": a Webhook names an application's
+    /// ConfigMap as its sink. The ConfigMap is left as it is (no apply, so no owner
+    /// reference, so garbage collection never deletes it), the Webhook is `NotOwned`.
+    #[tokio::test]
+    async fn a_configmap_the_webhook_did_not_create_is_never_applied() {
+        let (ctx, handle, _) = context();
+        let w = webhook(
+            "gh",
+            json!({"path": "/gh", "provider": "github", "receiver": {},
+                   "sinks": {"configMap": {"name": "app-settings", "mode": "latest"}}}),
+            "2026-01-01T00:00:00Z",
+        );
+        let ns = "/namespaces/team";
+        let app_settings = format!("/api/v1{ns}/configmaps/app-settings");
+        let existing = BTreeMap::from([(
+            app_settings.clone(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "app-settings", "namespace": "team", "uid": "app"},
+                   "data": {"feature": "on"}}),
+        )]);
+        let server = tokio::spawn(cluster_with(handle, w.clone(), existing));
+        let action = reconcile(Arc::new(w), ctx.clone()).await.unwrap();
+        drop(ctx);
+        let (seen, statuses) = server.await.unwrap();
+        assert!(seen.contains(&format!("GET {app_settings}")), "{seen:?}");
+        assert!(
+            !seen
+                .iter()
+                .any(|r| r.starts_with("PATCH") && r.ends_with("/app-settings")),
+            "the application's ConfigMap was written: {seen:?}"
+        );
+        assert!(
+            !seen.iter().any(|r| r.contains("/deployments/")),
+            "a receiver was started for it: {seen:?}"
+        );
+        let ready = &statuses.last().unwrap()["status"]["conditions"][0];
+        assert_eq!(ready["reason"], "NotOwned", "{ready}");
+        let message = ready["message"].as_str().unwrap();
+        assert!(
+            message.contains("ConfigMap \"app-settings\" exists")
+                && message.contains("spec.sinks.configMap.name"),
+            "{message}"
+        );
+        assert_eq!(action, Action::requeue(CONFLICT_RETRY));
+    }
+
+    /// A Secret of the generated secret's name that someone planted before the Webhook:
+    /// never used (its author could sign deliveries), never applied.
+    #[tokio::test]
+    async fn a_planted_generated_secret_is_never_used() {
+        let (ctx, handle, _) = context();
+        let w = webhook(
+            "gh",
+            json!({"path": "/gh", "provider": "github", "receiver": {}}),
+            "2026-01-01T00:00:00Z",
+        );
+        let ns = "/namespaces/team";
+        let planted = format!("/api/v1{ns}/secrets/gh-signing-secret");
+        let existing = BTreeMap::from([(
+            planted.clone(),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "gh-signing-secret", "namespace": "team", "uid": "p"},
+                   "data": {"secret": "a25vd24="}}),
+        )]);
+        let server = tokio::spawn(cluster_with(handle, w.clone(), existing));
+        reconcile(Arc::new(w), ctx.clone()).await.unwrap();
+        drop(ctx);
+        let (seen, statuses) = server.await.unwrap();
+        assert!(
+            !seen
+                .iter()
+                .any(|r| r.starts_with("PATCH") && !r.ends_with("/status")),
+            "a child was applied with a planted secret: {seen:?}"
+        );
+        let ready = &statuses.last().unwrap()["status"]["conditions"][0];
+        assert_eq!(ready["reason"], "NotOwned", "{ready}");
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap()
+                .contains("Secret \"gh-signing-secret\""),
+            "{ready}"
         );
     }
 

@@ -17,6 +17,32 @@ pub enum Error {
     Yaml(String),
     #[error("metrics server: {0}")]
     Http(#[from] std::io::Error),
+    /// The object of a child's name exists and is not the owner's: left as it is (see
+    /// `apply`).
+    #[error("{0}")]
+    NotOwned(NotOwned),
+}
+
+/// An object of a child's name that the operator did not create for this owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotOwned {
+    pub kind: String,
+    pub name: String,
+    /// Its controller (`Kind/name`), if it has one.
+    pub controller: Option<String>,
+}
+
+impl std::fmt::Display for NotOwned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let NotOwned { kind, name, .. } = self;
+        match &self.controller {
+            Some(c) => write!(f, "{kind} {name:?} exists and is controlled by {c}"),
+            None => write!(
+                f,
+                "{kind} {name:?} exists and was not created by hookwarden for it"
+            ),
+        }
+    }
 }
 
 impl Error {
@@ -31,6 +57,7 @@ impl Error {
             Error::Serialize(_) => "serialize",
             Error::Yaml(_) => "yaml",
             Error::Http(_) => "http",
+            Error::NotOwned(_) => "not_owned",
         }
     }
 }

@@ -99,6 +99,24 @@ pub fn decide(pod: &Pod, receiver: &SidecarReceiver) -> Decision {
             ));
         }
     }
+    // The receiver's volumes hold the Webhook's signing secrets: no container of the pod's
+    // own may mount them (it would declare no volume of that name, counting on the one the
+    // injector adds).
+    for c in all_containers() {
+        let mounts = c.volume_mounts.iter().flatten();
+        let devices = c.volume_devices.iter().flatten().map(|d| &d.name);
+        if let Some(name) = mounts
+            .map(|m| &m.name)
+            .chain(devices)
+            .find(|n| receiver.volumes.iter().any(|r| &r.name == *n))
+        {
+            return Decision::Deny(format!(
+                "container {:?} mounts volume {name:?}, which only the injected receiver may \
+                 mount (it holds the Webhook's signing secret): remove that volumeMount",
+                c.name
+            ));
+        }
+    }
     let taken: Vec<i32> = receiver
         .container
         .ports
@@ -186,6 +204,7 @@ mod tests {
             image: "hookwarden-receiver:test".into(),
             image_pull_policy: "IfNotPresent".into(),
             image_pull_secrets: vec![],
+            guardrails: Default::default(),
         };
         sidecar_receiver(w, &spec, spec.sidecar.as_ref().unwrap(), &defaults).unwrap()
     }
@@ -306,6 +325,18 @@ mod tests {
             json!({"containers": [{"name": "app"}], "volumes": [{"name": "hw-shopify-config"}]}),
         );
         assert!(m.contains("volume named \"hw-shopify-config\""), "{m}");
+        // An application container that mounts the receiver's secret volume, declared by
+        // nobody but the injector: it would read the signing secret.
+        let m = deny(json!({"containers": [{"name": "app",
+            "volumeMounts": [{"name": "hw-shopify-secret-0", "mountPath": "/steal"}]}]}));
+        assert!(
+            m.contains("container \"app\" mounts volume \"hw-shopify-secret-0\""),
+            "{m}"
+        );
+        let m = deny(json!({"initContainers": [{"name": "early",
+            "volumeMounts": [{"name": "hw-shopify-config", "mountPath": "/c"}]}],
+            "containers": [{"name": "app"}]}));
+        assert!(m.contains("only the injected receiver may mount"), "{m}");
         // Other ports are fine.
         let ok = pod(
             json!({"containers": [{"name": "app", "ports": [{"containerPort": 8080}]}]}),

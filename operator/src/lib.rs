@@ -13,6 +13,7 @@ pub mod conflict;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod guardrails;
 pub mod inject;
 pub mod leader;
 pub mod metrics;

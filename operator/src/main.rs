@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use hookwarden_operator::admission::{self, InjectorConfig};
 use hookwarden_operator::children::ReceiverDefaults;
 use hookwarden_operator::controller::{self, Config};
+use hookwarden_operator::guardrails::Guardrails;
 use hookwarden_operator::leader::{self, LeaseConfig};
 use hookwarden_operator::metrics::{self, Health, Metrics};
 use hookwarden_process::telemetry::{self, LogFormat};
@@ -64,6 +65,28 @@ struct RunArgs {
         value_delimiter = ','
     )]
     receiver_image_pull_secrets: Vec<String>,
+    /// Receiver images that a Webhook's `spec.receiver.image` or a ReceiverPool's
+    /// `spec.image` may name besides `--receiver-image`, comma-separated; a pattern ending
+    /// in `*` allows every image with that prefix. Default: none.
+    #[arg(
+        long,
+        env = "HOOKWARDEN_ALLOWED_RECEIVER_IMAGES",
+        value_delimiter = ','
+    )]
+    allowed_receiver_images: Vec<String>,
+    /// Ingress annotations a Webhook's `spec.ingress.annotations` may set, comma-separated;
+    /// a pattern ending in `*` allows every key with that prefix. Default: none.
+    #[arg(
+        long,
+        env = "HOOKWARDEN_ALLOWED_INGRESS_ANNOTATIONS",
+        value_delimiter = ','
+    )]
+    allowed_ingress_annotations: Vec<String>,
+    /// Hosts a `forward` sink of a pooled Webhook may reach besides the Services of its own
+    /// namespace, comma-separated; `*.example.com` allows every name under example.com.
+    /// Default: none.
+    #[arg(long, env = "HOOKWARDEN_ALLOWED_FORWARD_HOSTS", value_delimiter = ',')]
+    allowed_forward_hosts: Vec<String>,
     /// Elect a leader among replicas through a Lease (disable only for a single local run).
     #[arg(long, env = "HOOKWARDEN_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -180,6 +203,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            guardrails: Guardrails {
+                images: listed(&args.allowed_receiver_images),
+                ingress_annotations: listed(&args.allowed_ingress_annotations),
+                forward_hosts: listed(&args.allowed_forward_hosts),
+            },
         },
         instance: Some(identity.clone()),
     };
@@ -275,4 +303,13 @@ async fn control(
 async fn shutdown_signal() {
     hookwarden_process::shutdown_signal().await;
     info!("shutdown requested");
+}
+
+/// A comma-separated list's entries, trimmed, without empty ones.
+fn listed(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
 }

@@ -410,6 +410,7 @@ mod tests {
             image: "receiver:test".into(),
             image_pull_policy: "IfNotPresent".into(),
             image_pull_secrets: vec![],
+            guardrails: Default::default(),
         }
     }
 

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -28,7 +29,7 @@ use crate::crd::Webhook;
 use crate::error::{Error, Result};
 use crate::names;
 use crate::pool_children::{self, Member};
-use crate::validate::validate;
+use crate::validate::{SecretSource, validate};
 
 /// How often a pool is reconciled even without a change.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -42,16 +43,62 @@ pub struct PoolContext {
     /// controller's store, fed by another watch, can be behind, and a pool rendered from
     /// it would miss the Webhook that triggered it).
     webhooks: Store<Webhook>,
+    /// The sink ConfigMaps the operator made (metadata): a pool serves a Webhook with a
+    /// ConfigMap sink only once that ConfigMap is the Webhook's own ([`sink_store`]).
+    sinks: Store<PartialObjectMeta<ConfigMap>>,
 }
 
 impl PoolContext {
-    pub fn new(client: Client, defaults: ReceiverDefaults, webhooks: Store<Webhook>) -> Self {
+    pub fn new(
+        client: Client,
+        defaults: ReceiverDefaults,
+        webhooks: Store<Webhook>,
+        sinks: Store<PartialObjectMeta<ConfigMap>>,
+    ) -> Self {
         PoolContext {
             client,
             defaults,
             webhooks,
+            sinks,
         }
     }
+}
+
+/// A store of the sink ConfigMaps `api` sees (those the operator labels as sinks; metadata
+/// only), and the stream that fills it, to be run as a trigger of the pool controller.
+pub fn sink_store(
+    api: Api<PartialObjectMeta<ConfigMap>>,
+) -> (
+    Store<PartialObjectMeta<ConfigMap>>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<ConfigMap>, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let sinks = watcher::Config::default().labels(&format!(
+        "{},{}=sink",
+        names::managed_selector(),
+        names::ROLE_LABEL
+    ));
+    let stream = reflector(writer, watcher(api, sinks))
+        .default_backoff()
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Whether `webhook` may be served for its sinks: it has no ConfigMap sink, or the one it
+/// names is its own (made for it by the operator; see `apply`). A Webhook that names a
+/// ConfigMap someone else controls is not served, so no pool pod is given the right to
+/// write that ConfigMap.
+fn owns_its_sink(
+    sinks: &Store<PartialObjectMeta<ConfigMap>>,
+    webhook: &Webhook,
+    sink: Option<&str>,
+) -> bool {
+    let (Some(sink), Some(ns)) = (sink, webhook.namespace()) else {
+        return true;
+    };
+    sinks
+        .get(&ObjectRef::new(sink).within(&ns))
+        .is_some_and(|cm| crate::children::controlled_by(&cm.metadata, webhook))
 }
 
 /// A store of the Webhooks `api` sees, and the stream that fills it (to be run as the pool
@@ -75,6 +122,9 @@ pub async fn run(
     ctx: Arc<PoolContext>,
     pools: Api<ReceiverPool>,
     webhooks: impl futures::Stream<Item = Result<Webhook, watcher::Error>> + Send + 'static,
+    sinks: impl futures::Stream<Item = Result<PartialObjectMeta<ConfigMap>, watcher::Error>>
+    + Send
+    + 'static,
     scoped: impl Fn() -> (Api<Deployment>, Api<ConfigMap>, Api<Role>),
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -87,6 +137,7 @@ pub async fn run(
     };
     let controller = Controller::new(pools, watcher::Config::default());
     let pool_store = controller.store();
+    let webhooks_seen = ctx.webhooks.clone();
     let (deployments, config_maps, roles) = scoped();
     controller
         .owns(deployments, owned("pool"))
@@ -108,6 +159,25 @@ pub async fn run(
                 }
             }
             pools
+        })
+        // A sink made (or deleted): the pools of the Webhook it belongs to.
+        .watches_stream(sinks, move |cm: PartialObjectMeta<ConfigMap>| {
+            let ns = cm.namespace();
+            let owner = cm.labels().get(names::WEBHOOK_LABEL).cloned();
+            let found = ns.clone().zip(owner).and_then(|(ns, name)| {
+                webhooks_seen.get(&ObjectRef::<Webhook>::new(&name).within(&ns))
+            });
+            found
+                .map(|w| {
+                    w.pools()
+                        .into_iter()
+                        .map(|p| {
+                            ObjectRef::<ReceiverPool>::new(p)
+                                .within(ns.as_deref().unwrap_or_default())
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
         })
         .with_config(
             controller::Config::default()
@@ -131,6 +201,25 @@ fn error_policy(pool: Arc<ReceiverPool>, error: &Error, _: Arc<PoolContext>) -> 
 
 #[instrument(level = "error", name = "reconcile_pool", skip_all, fields(pool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
 async fn reconcile(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Action> {
+    match reconcile_inner(pool.clone(), ctx.clone()).await {
+        // An object of a name the pool needs is someone else's: left as it is (see `apply`).
+        Err(Error::NotOwned(taken)) => {
+            let message = format!(
+                "{taken}; hookwarden never takes over an object it did not create: delete \
+                 that {}, or name the pool otherwise",
+                taken.kind
+            );
+            warn!(detail = %message, "pool cannot be reconciled");
+            let ready = condition(&pool, "False", "NotOwned", &message);
+            let served = pool.status.as_ref().and_then(|s| s.webhooks).unwrap_or(0);
+            write_status(&ctx, &pool, served, 0, None, ready).await?;
+            Ok(Action::requeue(Duration::from_secs(10)))
+        }
+        result => result,
+    }
+}
+
+async fn reconcile_inner(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Action> {
     let name = pool.name_any();
     let namespace = pool
         .namespace()
@@ -140,6 +229,16 @@ async fn reconcile(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Act
     }
     if let Err(problem) = names::check_pool_name("metadata.name", &name) {
         let ready = condition(&pool, "False", "InvalidName", &problem);
+        write_status(&ctx, &pool, 0, 0, None, ready).await?;
+        return Ok(Action::await_change());
+    }
+    if let Some(image) = pool.spec.pods.image.as_deref()
+        && let Err(problem) =
+            ctx.defaults
+                .guardrails
+                .image("spec.image", image, &ctx.defaults.image)
+    {
+        let ready = condition(&pool, "False", "NotAllowed", &problem);
         write_status(&ctx, &pool, 0, 0, None, ready).await?;
         return Ok(Action::await_change());
     }
@@ -159,6 +258,24 @@ async fn reconcile(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Act
         .filter(|w| w.metadata.deletion_timestamp.is_none())
         .filter_map(|w| {
             let spec = validate(&w.name_any(), &w.spec).ok()?;
+            let sink = spec.config_map.as_ref().map(|c| c.name.as_str());
+            if !owns_its_sink(&ctx.sinks, w, sink) {
+                return None;
+            }
+            // A generated signing secret is used once the Webhook controller has found it
+            // to be the Webhook's own (`status.secretName`): a Secret of that name planted
+            // before the Webhook existed is never read (its author could sign deliveries).
+            if let SecretSource::Generated { name } = &spec.secret {
+                let checked = w.status.as_ref().and_then(|s| s.secret_name.as_deref());
+                if checked != Some(name.as_str()) {
+                    return None;
+                }
+            }
+            // Outside the guardrails: not served (its status says why).
+            let guardrails = &ctx.defaults.guardrails;
+            guardrails
+                .webhook(&w.spec, &spec, &namespace, &ctx.defaults.image)
+                .ok()?;
             // A Webhook in conflict is not served: the older one keeps its path.
             find_conflict(w, &spec, all.iter().map(|o| o.as_ref()))
                 .is_none()
@@ -313,7 +430,8 @@ where
         + serde::Serialize
         + serde::de::DeserializeOwned
         + Clone
-        + std::fmt::Debug,
+        + std::fmt::Debug
+        + 'static,
 {
-    crate::apply::apply(&ctx.client, namespace, object).await
+    crate::apply::apply(&ctx.client, namespace, object, None).await
 }

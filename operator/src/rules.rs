@@ -218,6 +218,12 @@ pub fn all() -> Vec<Rule> {
             "!has(self.template) || !self.template.contains('{timestamp}') || has(self.timestampHeader)",
             "spec.genericHmac.template uses {timestamp}; set spec.genericHmac.timestampHeader",
         ),
+        rule(
+            "spec.genericHmac",
+            "!has(self.timestampHeader) || (has(self.template) && self.template.contains('{timestamp}'))",
+            "spec.genericHmac.timestampHeader is not signed: put {timestamp} in \
+             spec.genericHmac.template (e.g. {timestamp}.{body}), or remove timestampHeader",
+        ),
         // Sinks
         name_rule("spec.sinks.configMap.name", "spec.sinks.configMap.name"),
         rule(

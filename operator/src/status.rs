@@ -33,6 +33,13 @@ pub enum Reason {
     NoSidecarPods,
     /// `spec.pool` names a ReceiverPool that does not exist.
     PoolNotFound,
+    /// An object of a name the Webhook's receiver needs (its sink ConfigMap, its
+    /// ServiceAccount, its generated Secret, ...) exists and was not created for this
+    /// Webhook: it is left untouched, and nothing is applied until it is gone or renamed.
+    NotOwned,
+    /// The Webhook asks for what the platform team's guardrails do not allow (a receiver
+    /// image, an Ingress annotation, a host a pooled `forward` sink reaches).
+    NotAllowed,
     /// The reconciliation of this spec failed and is retried with back-off; whether the
     /// receiver serves it is not known. Only set when there is no verdict on the spec yet.
     ReconcileFailed,
@@ -48,6 +55,8 @@ impl Reason {
             Reason::SecretNotFound => "SecretNotFound",
             Reason::NoSidecarPods => "NoSidecarPods",
             Reason::PoolNotFound => "PoolNotFound",
+            Reason::NotOwned => "NotOwned",
+            Reason::NotAllowed => "NotAllowed",
             Reason::ReconcileFailed => "ReconcileFailed",
         }
     }

@@ -5,7 +5,7 @@
 //! before a rule existed: a failure becomes `Ready=False`, reason `InvalidSpec`, with a
 //! message that says what to fix.
 
-use hookwarden_api::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provider};
+use hookwarden_api::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provider, RateLimit};
 
 use crate::crd::{SidecarSettings, WebhookGateway, WebhookIngress, WebhookLimits, WebhookSpec};
 use crate::names;
@@ -301,7 +301,11 @@ pub fn validate(name: &str, spec: &WebhookSpec) -> Result<ValidSpec, String> {
         _ => {}
     }
 
-    let limits = resolve_limits(spec.limits.clone().unwrap_or_default());
+    let set = spec.limits.clone().unwrap_or_default();
+    if set.burst.is_some() && set.requests_per_second.is_none() {
+        problems.push("spec.limits.burst needs spec.limits.requestsPerSecond".into());
+    }
+    let limits = resolve_limits(set);
     if let Some(p) = limits.problem() {
         problems.push(format!("spec.{p}"));
     }
@@ -480,6 +484,12 @@ fn resolve_limits(set: WebhookLimits) -> Limits {
         request_timeout_seconds: set
             .request_timeout_seconds
             .unwrap_or(d.request_timeout_seconds),
+        rate_limit: set.requests_per_second.map(|rate| RateLimit {
+            requests_per_second: rate,
+            burst: set.burst.unwrap_or_else(|| rate.saturating_mul(2)),
+        }),
+        source_ranges: set.source_ranges.unwrap_or_default(),
+        trusted_proxies: set.trusted_proxies.unwrap_or_default(),
     }
 }
 
@@ -614,6 +624,61 @@ mod tests {
             err.contains("spec.genericHmac.template does not sign {body}"),
             "{err}"
         );
+        // A timestamp header that is checked but not signed: a captured delivery would
+        // replay with a fresh header. Refused, with the default template too.
+        for template in [Some("{body}"), Some("{header:X-Ts}.{body}"), None] {
+            if let Some(g) = s.generic_hmac.as_mut() {
+                g.timestamp_header = Some("X-Ts".into());
+                g.template = template.map(String::from);
+            }
+            let err = validate("w", &s).unwrap_err();
+            assert!(
+                err.contains("timestampHeader is not signed: put {timestamp} in template"),
+                "{template:?}: {err}"
+            );
+        }
+        if let Some(g) = s.generic_hmac.as_mut() {
+            g.template = Some("{timestamp}.{body}".into());
+        }
+        assert!(validate("w", &s).is_ok());
+    }
+
+    #[test]
+    fn rate_limits_and_source_ranges_reach_the_receivers_limits() {
+        let mut s = spec("github", "/gh");
+        s.limits = Some(WebhookLimits {
+            requests_per_second: Some(5),
+            source_ranges: Some(vec!["192.30.252.0/22".into(), "2001:db8::/32".into()]),
+            trusted_proxies: Some(vec!["10.244.0.0/16".into()]),
+            ..WebhookLimits::default()
+        });
+        let v = validate("gh", &s).unwrap();
+        assert_eq!(
+            v.limits.rate_limit,
+            Some(RateLimit {
+                requests_per_second: 5,
+                burst: 10
+            })
+        );
+        assert_eq!(v.limits.source_ranges, ["192.30.252.0/22", "2001:db8::/32"]);
+        assert_eq!(v.limits.trusted_proxies, ["10.244.0.0/16"]);
+        // A burst without a rate, and a range that is not one, are named.
+        s.limits = Some(WebhookLimits {
+            burst: Some(3),
+            source_ranges: Some(vec!["10.0.0/8".into()]),
+            ..WebhookLimits::default()
+        });
+        let err = validate("gh", &s).unwrap_err();
+        assert!(
+            err.contains("spec.limits.burst needs spec.limits.requestsPerSecond"),
+            "{err}"
+        );
+        assert!(err.contains("sourceRanges"), "{err}");
+        // Without them, no limit and any source, as before.
+        s.limits = None;
+        let v = validate("gh", &s).unwrap();
+        assert_eq!(v.limits.rate_limit, None);
+        assert!(v.limits.source_ranges.is_empty());
     }
 
     #[test]

@@ -128,7 +128,7 @@ async fn receiver(port: u16, metrics_port: u16, secret: &str) {
     let listener = tokio::net::TcpListener::bind(state.config.listen)
         .await
         .unwrap();
-    serve_on(listener, app(state), shutdown_signal()).await;
+    serve_on(listener, app(state), 1 << 16, shutdown_signal()).await;
     println!("recorded {}", recorded.load(Ordering::Relaxed));
 }
 

@@ -8,6 +8,10 @@
 //! per timeout period, and a request only counts itself in and out: two atomic additions,
 //! no clock. The watchdog notices an answer at its next look, so a connection is closed
 //! between the timeout and a quarter more after its last answer (or its opening).
+//!
+//! Two more things of a connection a delivery needs: how long its body may pause
+//! ([`BODY_STALL_TIMEOUT`], kept by the delivery as it reads the body), and the peer's
+//! address ([`PeerAddr`], put into each request's extensions by `server::serve_on`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +21,20 @@ use tokio::time::Instant;
 
 /// A client must send its request headers within this time, or the connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A delivery whose body sends nothing for this long (no frame, from its headers or the
+/// frame before) is answered 408 (outcome `body_stalled`) and its connection closed: a
+/// sender that stalls mid-body holds its place among the deliveries in flight and its
+/// bytes of the body budget for seconds, not for the whole `limits.requestTimeoutSeconds`.
+/// A sender's body arrives in one go, or frames close together; three seconds of silence
+/// is a connection lost or held on purpose.
+pub const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The address of the connection a request came on: the sender's, or the last proxy's.
+/// A request without it (one made in a test, not read from a connection) has an unknown
+/// source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// What a connection is doing, as its requests report it: the requests being handled (low
 /// 32 bits) and how many were answered (high 32 bits, wrapping), in one word.

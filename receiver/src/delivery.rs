@@ -34,6 +34,12 @@ pub enum RecordError {
     Refused(String),
     #[error("sink {0} is not available in this version of the receiver")]
     Unsupported(&'static str),
+    /// The sink ConfigMap is not controlled by the Webhook the delivery is for: never
+    /// written (see `sink::configmap`).
+    #[error(
+        "ConfigMap {config_map} is not controlled by this Webhook (uid {uid}): this receiver does not write it"
+    )]
+    NotOwned { config_map: String, uid: String },
 }
 
 impl RecordError {
@@ -42,6 +48,8 @@ impl RecordError {
             RecordError::Unavailable(_) => "sink_unavailable",
             RecordError::Refused(_) => "sink_refused",
             RecordError::Unsupported(_) => "sink_unsupported",
+            // For the alert on sink_refused: a sink refused for good.
+            RecordError::NotOwned { .. } => "sink_refused",
         }
     }
 }

@@ -40,6 +40,8 @@ enum Command {
         pod_name: Option<String>,
         #[command(flatten)]
         election: ElectionArgs,
+        #[command(flatten)]
+        budget: BudgetArgs,
     },
     /// Serve many Webhooks as the pool's configuration says, following its changes without
     /// a restart: in a cluster, the ConfigMap `--config-map` (key `pool.yaml`) and the
@@ -103,6 +105,26 @@ impl ElectionArgs {
     }
 }
 
+/// How many bytes of delivery bodies the pod holds in memory at once, over every Webhook
+/// it serves; a delivery past it is answered 503 with `Retry-After: 1`.
+#[derive(Args)]
+struct BudgetArgs {
+    /// The container's memory limit in bytes (the downward API's `resourceFieldRef:
+    /// limits.memory`); the budget is a quarter of it. Without it (or
+    /// --body-budget-bytes), 32 MiB.
+    #[arg(long, env = "HOOKWARDEN_MEMORY_LIMIT_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    memory_limit_bytes: Option<u64>,
+    /// The budget itself, in bytes (wins over --memory-limit-bytes).
+    #[arg(long, env = "HOOKWARDEN_BODY_BUDGET_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    body_budget_bytes: Option<u64>,
+}
+
+impl BudgetArgs {
+    fn bytes(&self) -> u64 {
+        hookwarden_receiver::server::budget_bytes(self.memory_limit_bytes, self.body_budget_bytes)
+    }
+}
+
 #[derive(Args)]
 struct PoolArgs {
     /// The pool's namespace (in a cluster).
@@ -136,6 +158,8 @@ struct PoolArgs {
     metrics_listen: std::net::SocketAddr,
     #[command(flatten)]
     election: ElectionArgs,
+    #[command(flatten)]
+    budget: BudgetArgs,
 }
 
 impl PoolArgs {
@@ -171,6 +195,7 @@ impl PoolArgs {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
             election,
+            body_budget: self.budget.bytes(),
             ..PoolOptions::new(source)
         })
     }
@@ -276,11 +301,12 @@ async fn main() -> anyhow::Result<()> {
             config,
             pod_name,
             election,
+            budget,
         } => {
             let _logs = telemetry::init(cli.log_format, "info");
             let config = ReceiverConfig::load(&config)?;
             let election = election.election(&config.webhook.namespace, pod_name)?;
-            hookwarden_receiver::server::serve(config, election).await?;
+            hookwarden_receiver::server::serve(config, election, budget.bytes()).await?;
         }
         Command::Pool(args) => {
             let _logs = telemetry::init(cli.log_format, "info");

@@ -18,7 +18,18 @@ use prometheus_client::registry::Registry;
 /// a pool starts serving the Webhook), so that each series exists before its first delivery:
 /// an alert's `increase()` then counts the first refusals after a restart too, and a
 /// dashboard shows 0 instead of nothing.
-pub const OUTCOMES: [&str; 17] = [
+///
+/// Refused before a byte of the body is read: `source_refused` (403: from outside
+/// `limits.sourceRanges`, or an unknown source), `too_large` (413, by Content-Length),
+/// `missing_header`, `malformed_header`, `stale_timestamp` (the scheme's headers), `no_secret`,
+/// `overloaded` (503: `limits.maxConcurrentDeliveries` in flight), `body_budget` (503,
+/// `Retry-After: 1`: the pod's budget of body bytes in flight, or the Webhook's half of it
+/// in a pool, is taken), `rate_limited` (429, `Retry-After`: past `limits.rateLimit`).
+/// While the body is read: `too_large` (past the limit without a Content-Length),
+/// `body_unreadable`, `body_stalled` (408: no body frame for
+/// `connection::BODY_STALL_TIMEOUT`; the connection is closed). `handoff_refused`: a
+/// handoff from a replica serving another configuration of the Webhook (409).
+pub const OUTCOMES: [&str; 22] = [
     "recorded",
     "duplicate",
     "ignored",
@@ -36,6 +47,11 @@ pub const OUTCOMES: [&str; 17] = [
     "too_large",
     "timed_out",
     "body_unreadable",
+    "handoff_refused",
+    "source_refused",
+    "rate_limited",
+    "body_budget",
+    "body_stalled",
 ];
 
 /// The Webhook a series is about.
@@ -75,8 +91,10 @@ pub struct Families {
     registry: Registry,
     deliveries: Family<DeliveryLabels, Counter>,
     latency: Latency,
-    /// Deliveries another replica handed to this one (see `handoff`), by outcome: not in
-    /// `deliveries`, where the replica that answered the sender counts them.
+    /// Deliveries another replica handed to this one (see `handoff`), by outcome. Those
+    /// recorded, duplicate or ignored are not in `deliveries`, where the replica that
+    /// answered the sender counts them; those refused are in both (a handoff refused for
+    /// its signature is signature probing, or a secret this replica lacks).
     handoffs_taken: Family<DeliveryLabels, Counter>,
     /// Deliveries this replica recorded itself because the writer it handed them to did not.
     handoffs_failed: Family<WebhookLabels, Counter>,
@@ -108,7 +126,7 @@ impl Families {
         let handoffs_failed = Family::<WebhookLabels, Counter>::default();
         registry.register(
             "handoffs_taken",
-            "Deliveries another replica handed to this one, the writer of the ConfigMap sinks, by outcome (counted in deliveries by the replica that answered the sender)",
+            "Deliveries another replica handed to this one, the writer of the ConfigMap sinks, by outcome (recorded ones counted in deliveries by the replica that answered the sender; refused ones in deliveries here too)",
             handoffs_taken.clone(),
         );
         registry.register(
@@ -151,8 +169,7 @@ impl Families {
             };
             self.deliveries.remove(&labels);
         }
-        // Handoffs count one outcome more: refused, from a replica configured otherwise.
-        for outcome in OUTCOMES.into_iter().chain(["handoff_refused"]) {
+        for outcome in OUTCOMES {
             self.handoffs_taken.remove(&DeliveryLabels {
                 webhook: webhook.webhook.clone(),
                 provider: webhook.provider.clone(),

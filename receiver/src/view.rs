@@ -512,13 +512,14 @@ fn apply_log(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Provider;
     use crate::payload::parse;
     use axum::http::HeaderMap;
 
-    fn opal(n: u8, ts: i64, events: &str) -> Delivery {
+    /// Opal delivery `n` (its key), sent at `ts`, of `events` (JSON objects, comma-joined).
+    pub(crate) fn opal(n: u8, ts: i64, events: &str) -> Delivery {
         let body = format!(r#"{{"event_ts":{ts},"organization_id":"o","events":[{events}]}}"#);
         let parsed = parse(Provider::Opal, &HeaderMap::new(), body.as_bytes()).unwrap();
         Delivery {
@@ -533,7 +534,7 @@ mod tests {
 
     const ADD: &str = r#"{"event_type":"USER_ADDED_TO_RESOURCE","resource_type":"CUSTOM","user_id":"user@example.com","resource_id":"r1","access_level":"admin"}"#;
     const REMOVE: &str = r#"{"event_type":"USER_REMOVED_FROM_RESOURCE","resource_type":"CUSTOM","user_id":"user@example.com","resource_id":"r1","access_level":"admin"}"#;
-    const JOIN: &str = r#"{"event_type":"USER_ADDED_TO_GROUP","group_type":"G","user_id":"user@example.com","group_id":"g1"}"#;
+    pub(crate) const JOIN: &str = r#"{"event_type":"USER_ADDED_TO_GROUP","group_type":"G","user_id":"user@example.com","group_id":"g1"}"#;
 
     fn access(data: &BTreeMap<String, String>) -> Vec<(String, i64)> {
         let s: OpalState = serde_json::from_str(&data["opal.json"]).unwrap();

@@ -104,6 +104,11 @@ struct Pool {
 impl Pool {
     /// Starts a pool whose configuration file does not exist yet.
     async fn start() -> Pool {
+        Pool::start_with(&[]).await
+    }
+
+    /// With more environment variables.
+    async fn start_with(env: &[(&str, String)]) -> Pool {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("secrets")).unwrap();
         let (port, metrics_port) = (free_port(), free_port());
@@ -116,6 +121,7 @@ impl Pool {
             .arg(dir.path().join("served.json"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .env_remove("KUBECONFIG")
             .stdout(Stdio::piped())
@@ -724,5 +730,40 @@ async fn one_webhook_flooded_or_slow_does_not_hold_up_another() {
         assert_eq!(h.await.unwrap(), 200);
     }
     assert_eq!(app.count("a"), 2);
+    pool.stop().await;
+}
+
+/// The pool's body budget (here from `HOOKWARDEN_BODY_BUDGET_BYTES`) is one for all its
+/// Webhooks, and a Webhook may hold half of it while the pool serves more than one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_of_a_pool_holds_half_the_body_budget_at_most() {
+    let (app, app_addr) = App::start().await;
+    let first = body(Provider::Membrane, 1);
+    // Room for the body in the pod, not in half of it.
+    let budget = first.len() * 3 / 2;
+    let pool = Pool::start_with(&[("HOOKWARDEN_BODY_BUDGET_BYTES", budget.to_string())]).await;
+    pool.secret("m", MEMBRANE);
+    pool.secret("o", OPAL);
+    let membrane = webhook("membrane", "/membrane", Provider::Membrane, "m", app_addr);
+    let opal = webhook("opal", "/opal", Provider::Opal, "o", app_addr);
+    pool.configure(std::slice::from_ref(&membrane));
+    pool.wait_served("one Webhook", |r| r.webhooks.len() == 1)
+        .await;
+    // Alone, the whole budget.
+    let (status, answer) = deliver(&pool, "/membrane", Provider::Membrane, MEMBRANE, &first).await;
+    assert_eq!(status, 200, "{answer}");
+    // With a neighbour, half of it: too little for the same size of body.
+    pool.configure(&[membrane, opal]);
+    pool.wait_served("two Webhooks", |r| r.webhooks.len() == 2)
+        .await;
+    let second = body(Provider::Membrane, 2);
+    assert_eq!(second.len(), first.len());
+    let (status, answer) = deliver(&pool, "/membrane", Provider::Membrane, MEMBRANE, &second).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("body bytes in flight"), "{answer}");
+    assert!(pool.metrics().await.contains(
+        r#"deliveries_total{webhook="team-a/membrane",provider="membrane",outcome="body_budget"} 1"#
+    ));
+    assert_eq!(app.count("membrane"), 1);
     pool.stop().await;
 }

@@ -54,6 +54,15 @@ fn read_all(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinH
 
 impl Receiver {
     async fn start(app_addr: std::net::SocketAddr) -> Receiver {
+        Receiver::start_with(app_addr, &[], &[]).await
+    }
+
+    /// With more arguments of `run`, and more environment variables.
+    async fn start_with(
+        app_addr: std::net::SocketAddr,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Receiver {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), SECRET).unwrap();
         let (port, metrics_port) = (free_port(), free_port());
@@ -72,6 +81,8 @@ sinks: {{forward: {{url: "http://{app_addr}/hooks"}}}}
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookwarden-receiver"))
             .args(["--log-format", "json", "run", "--config"])
             .arg(dir.path().join("config.yaml"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -320,4 +331,43 @@ async fn a_flood_of_forged_deliveries_costs_a_few_log_lines() {
         "{} lines for {FORGED} refusals",
         lines.len()
     );
+}
+
+/// The body budget comes from the container's memory limit (a quarter of it), or from
+/// `--body-budget-bytes`, which wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_budget_is_a_quarter_of_the_memory_limit_unless_set() {
+    let app = axum::Router::new().route("/hooks", post(|| async { StatusCode::OK }));
+    let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app_listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(app_listener, app).into_future());
+    let body = membrane_body(1);
+    let deliver = |url: String| {
+        let body = body.clone();
+        async move {
+            let scheme = Scheme::new(Provider::Membrane);
+            let headers = sign(&scheme, SECRET.as_bytes(), body.as_bytes(), 0, "", &[]);
+            send(&url, &headers, body.into_bytes()).await.unwrap()
+        }
+    };
+    // A memory limit whose quarter is one byte short of the body.
+    let limit = (
+        "HOOKWARDEN_MEMORY_LIMIT_BYTES",
+        (4 * (body.len() - 1)).to_string(),
+    );
+    let short = Receiver::start_with(app_addr, &[], std::slice::from_ref(&limit)).await;
+    let answer = deliver(short.url.clone()).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        answer.body.contains("body bytes in flight"),
+        "{}",
+        answer.body
+    );
+    short.stop().await;
+    // The budget given wins over the memory limit.
+    let exact = body.len().to_string();
+    let enough = Receiver::start_with(app_addr, &["--body-budget-bytes", &exact], &[limit]).await;
+    let answer = deliver(enough.url.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    enough.stop().await;
 }

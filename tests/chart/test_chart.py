@@ -50,6 +50,11 @@ EVERY_OPTION = {
         "imagePullSecrets": ["regcred"],
     },
     "imagePullSecrets": ["regcred"],
+    "guardrails": {
+        "receiverImages": ["registry.example.com/hw/*", "ghcr.io/acme/receiver:1.0"],
+        "ingressAnnotations": ["cert-manager.io/cluster-issuer"],
+        "forwardHosts": ["*.internal.example.com"],
+    },
     "watchNamespaces": ["team-a", "team-b"],
     "logLevel": "debug",
     "logFormat": "text",
@@ -156,6 +161,9 @@ class Schema(unittest.TestCase):
                          "ratio")
         self.rejects({"prometheusRule": {"alerts": {"sinkNearlyFull": {"for": "5 min"}}}}, "for")
         self.rejects({"grafanaDashboard": {"namespace": "Monitoring"}}, "namespace")
+        # A comma would smuggle a second pattern into the operator's list.
+        self.rejects({"guardrails": {"receiverImages": ["a,b"]}}, "receiverImages")
+        self.rejects({"guardrails": {"forwardHosts": ["https://x.example.com"]}}, "forwardHosts")
 
     def test_defaults_and_every_option_pass(self) -> None:
         chart = helm.Chart.load(CHART)
@@ -406,6 +414,19 @@ class EveryOption(unittest.TestCase):
         self.assertEqual(e["HOOKWARDEN_RECEIVER_IMAGE_PULL_SECRETS"], "regcred")
         self.assertEqual(e["HOOKWARDEN_LOG_LEVEL"], "debug")
         self.assertEqual(e["HOOKWARDEN_LOG_FORMAT"], "text")
+        self.assertEqual(e["HOOKWARDEN_ALLOWED_RECEIVER_IMAGES"],
+                         "registry.example.com/hw/*,ghcr.io/acme/receiver:1.0")
+        self.assertEqual(e["HOOKWARDEN_ALLOWED_INGRESS_ANNOTATIONS"],
+                         "cert-manager.io/cluster-issuer")
+        self.assertEqual(e["HOOKWARDEN_ALLOWED_FORWARD_HOSTS"], "*.internal.example.com")
+
+    def test_guardrails_by_default_allow_only_the_charts_image_and_a_short_list(self) -> None:
+        e = env(one(render(), "Deployment"))
+        self.assertNotIn("HOOKWARDEN_ALLOWED_RECEIVER_IMAGES", e)
+        self.assertNotIn("HOOKWARDEN_ALLOWED_FORWARD_HOSTS", e)
+        allowed = e["HOOKWARDEN_ALLOWED_INGRESS_ANNOTATIONS"].split(",")
+        self.assertIn("cert-manager.io/cluster-issuer", allowed)
+        self.assertFalse([a for a in allowed if "nginx" in a or "snippet" in a], allowed)
 
     def test_labels_and_annotations_reach_every_object(self) -> None:
         for o in self.objects:

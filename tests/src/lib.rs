@@ -509,6 +509,35 @@ pub async fn receiver_pods(ns: &TestNamespace, webhook: &str) -> Vec<(String, i3
     v
 }
 
+/// (name, uid, restarts) of the pods of the namespace's `default` pool.
+pub async fn pool_pods(ns: &TestNamespace) -> Vec<(String, String, i32)> {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    let mut v: Vec<_> = pods
+        .list(&kube::api::ListParams::default().labels("hookwarden.io/pool=default"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let restarts = p
+                .status
+                .and_then(|s| s.container_statuses)
+                .map(|c| c.iter().map(|c| c.restart_count).sum())
+                .unwrap_or(0);
+            (p.metadata.name.unwrap(), p.metadata.uid.unwrap(), restarts)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The base URL of the `default` pool's Service (its ClusterIP).
+pub async fn pool_url(ns: &TestNamespace) -> String {
+    let svc: Service = ns.api().get("default-pool").await.unwrap();
+    format!("http://{}", svc.spec.unwrap().cluster_ip.unwrap())
+}
+
 /// The `state` view of the sink ConfigMap, parsed.
 pub async fn config_map_json(ns: &TestNamespace, name: &str, key: &str) -> serde_json::Value {
     let cm: k8s_openapi::api::core::v1::ConfigMap = ns.api().get(name).await.unwrap();

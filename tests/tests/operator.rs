@@ -553,6 +553,10 @@ async fn invalid_webhooks_are_refused_at_apply_with_what_to_fix() {
         ("9name", "{path: /m, provider: github}".into(), "metadata.name must start with a letter"),
         ("addname", "{path: /m, provider: membrane, additionalSecretRefs: [{name: 'a_b', key: k}]}".into(), "spec.additionalSecretRefs[].name must be a valid name"),
         ("addkey", "{path: /m, provider: membrane, additionalSecretRefs: [{name: a, key: ''}]}".into(), "spec.additionalSecretRefs[].key must be a valid, non-empty Secret key"),
+        // Checked against the replay window but not signed: a captured delivery would
+        // replay with a fresh header.
+        ("tsunsigned", format!("{{path: /g, provider: generic-hmac, {hmac}, timestampHeader: X-Ts}}}}"), "spec.genericHmac.timestampHeader is not signed"),
+        ("tsunsigned2", format!("{{path: /g, provider: generic-hmac, {hmac}, timestampHeader: X-Ts, template: '{{header:X-Id}}.{{body}}'}}}}"), "spec.genericHmac.timestampHeader is not signed"),
         ("tsheader", format!("{{path: /g, provider: generic-hmac, {hmac}, timestampHeader: 'X:Ts'}}}}"), "spec.genericHmac.timestampHeader must be a header name"),
         ("cmname", "{path: /m, provider: github, sinks: {configMap: {name: 'My-Log'}}}".into(), "spec.sinks.configMap.name must be a valid name"),
         ("scdeploy", "{path: /m, provider: github, sidecar: {deployment: 'App'}, sinks: {events: false, forward: {url: 'http://127.0.0.1:8080/'}}}".into(), "spec.sidecar.deployment must be a valid name"),

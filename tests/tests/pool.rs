@@ -9,7 +9,7 @@ use hookwarden_api::pool::ReceiverPool;
 use hookwarden_operator::crd::Webhook;
 use hookwarden_tests::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::ListParams;
 
 const OPAL: &str = r#"{"event_ts":1643355931,"organization_id":"o","events":[{"event_type":"USER_ADDED_TO_GROUP","group_type":"G","user_id":"u@example.com","group_id":"g1"}]}"#;
@@ -24,34 +24,6 @@ fn pooled_at(name: &str, path: &str, provider: &str, extra: &str) -> String {
         "apiVersion: hookwarden.io/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\n\
          spec: {{path: {path}, provider: {provider}, pool: default{extra}}}\n"
     )
-}
-
-/// (name, uid, restarts) of the pool's pods.
-async fn pool_pods(ns: &TestNamespace) -> Vec<(String, String, i32)> {
-    let pods: kube::Api<Pod> = ns.api();
-    let mut v: Vec<_> = pods
-        .list(&ListParams::default().labels("hookwarden.io/pool=default"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| {
-            let restarts = p
-                .status
-                .and_then(|s| s.container_statuses)
-                .map(|c| c.iter().map(|c| c.restart_count).sum())
-                .unwrap_or(0);
-            (p.metadata.name.unwrap(), p.metadata.uid.unwrap(), restarts)
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-async fn pool_url(ns: &TestNamespace) -> String {
-    let svc: Service = ns.api().get("default-pool").await.unwrap();
-    format!("http://{}", svc.spec.unwrap().cluster_ip.unwrap())
 }
 
 /// Sends until the answer starts with `expected` (a change reaches the pods in a moment).

@@ -14,7 +14,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder};
 use tokio::sync::{oneshot, watch};
 
-use super::holder::{Identity, Term, ready_pods};
+use super::holder::{Identity, Term, ready_pods, slice_selector};
 
 /// How long the Lease is held without renewal before another replica may take it.
 pub const LEASE_SECONDS: u64 = 15;
@@ -122,8 +122,9 @@ pub async fn follow_lease(
     }
 }
 
-/// Follows the EndpointSlices of Service `service`: `pods` holds its ready pods and their
-/// addresses, the only places a delivery is handed to.
+/// Follows the EndpointSlices of Service `service` that the EndpointSlice controller
+/// manages: `pods` holds its ready pods and their addresses, the only places a delivery is
+/// handed to (see `holder`).
 pub async fn follow_pods(
     client: kube::Client,
     namespace: String,
@@ -131,8 +132,7 @@ pub async fn follow_pods(
     pods: watch::Sender<BTreeMap<String, IpAddr>>,
 ) {
     let api: Api<EndpointSlice> = Api::namespaced(client, &namespace);
-    let config =
-        watcher::Config::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let config = watcher::Config::default().labels(&slice_selector(&service));
     let (store, writer) = reflector::store();
     let mut events = std::pin::pin!(
         reflector(writer, watcher(api, config))
@@ -143,7 +143,7 @@ pub async fn follow_pods(
         match event {
             Ok(_) => {
                 let slices = store.state();
-                let _ = pods.send(ready_pods(slices.iter().map(|s| s.as_ref())));
+                let _ = pods.send(ready_pods(&service, slices.iter().map(|s| s.as_ref())));
             }
             Err(error) => tracing::debug!(%service, %error, "watching the Service's endpoints"),
         }

@@ -6,8 +6,15 @@
 //! among the ready endpoints of their own Service (never an address the Lease names: anyone
 //! who may patch Leases in the namespace could name one); the token, a random value of this
 //! process that a handoff carries, so that a sender cannot make a request look like one.
+//!
+//! Nor is every EndpointSlice that names the Service believed: anyone who may create
+//! EndpointSlices in the namespace can label one with the Service's name. Only slices the
+//! EndpointSlice controller manages count ([`MANAGED_BY`]), only endpoints that are Pods,
+//! and a pod found with more than one address is no pod to hand to: a forged slice that
+//! names the holder with another address makes the holder unknown (the replica then records
+//! deliveries itself), never sends them elsewhere.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -84,25 +91,70 @@ impl Term {
     }
 }
 
-/// The ready pods behind a Service, by name, with their addresses: from its EndpointSlices.
-/// An endpoint whose readiness is unknown counts as ready, as the API documents.
+/// The label of the Service an EndpointSlice is for.
+pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// The label that says who manages an EndpointSlice, and the value that says Kubernetes'
+/// EndpointSlice controller does: the only slices believed.
+pub const MANAGED_BY: (&str, &str) = (
+    "endpointslice.kubernetes.io/managed-by",
+    "endpointslice-controller.k8s.io",
+);
+
+/// The label selector of the EndpointSlices [`ready_pods`] believes for `service`.
+pub fn slice_selector(service: &str) -> String {
+    format!("{SERVICE_NAME}={service},{}={}", MANAGED_BY.0, MANAGED_BY.1)
+}
+
+/// The ready pods behind Service `service`, by name, with their addresses: from its
+/// EndpointSlices that the EndpointSlice controller manages, whatever else `slices` holds.
+/// An endpoint whose readiness is unknown counts as ready, as the API documents. A pod
+/// that these slices name with more than one address of a family (counting every
+/// endpoint, ready or not) is left out: one of them is not the pod's.
 pub fn ready_pods<'a>(
+    service: &str,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
 ) -> BTreeMap<String, IpAddr> {
-    slices
+    let mut addresses: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
+    let mut ready: BTreeSet<&str> = BTreeSet::new();
+    let believed = slices.into_iter().filter(|s| {
+        let label = |key| s.metadata.labels.as_ref().and_then(|l| l.get(key));
+        label(SERVICE_NAME).map(String::as_str) == Some(service)
+            && label(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+            && (s.address_type == "IPv4" || s.address_type == "IPv6")
+    });
+    for endpoint in believed.flat_map(|s| &s.endpoints) {
+        let Some(pod) = endpoint
+            .target_ref
+            .as_ref()
+            .filter(|r| r.kind.as_deref() == Some("Pod"))
+            .and_then(|r| r.name.as_deref())
+        else {
+            continue;
+        };
+        let found = addresses.entry(pod).or_default();
+        for address in &endpoint.addresses {
+            match address.parse() {
+                Ok(ip) => found.insert(ip),
+                // Not an address: of no use, and not the pod's one address either.
+                Err(_) => found.insert(IpAddr::from([0, 0, 0, 0])),
+            };
+        }
+        let c = endpoint.conditions.as_ref();
+        if c.and_then(|c| c.ready) != Some(false) && c.and_then(|c| c.terminating) != Some(true) {
+            ready.insert(pod);
+        }
+    }
+    addresses
         .into_iter()
-        .filter(|s| s.address_type == "IPv4" || s.address_type == "IPv6")
-        .flat_map(|s| &s.endpoints)
-        .filter(|e| {
-            let c = e.conditions.as_ref();
-            c.and_then(|c| c.ready) != Some(false) && c.and_then(|c| c.terminating) != Some(true)
-        })
-        .filter_map(|e| {
-            let pod = e
-                .target_ref
-                .as_ref()
-                .filter(|r| r.kind.as_deref() == Some("Pod"))?;
-            Some((pod.name.clone()?, e.addresses.first()?.parse().ok()?))
+        .filter(|(pod, _)| ready.contains(pod))
+        .filter_map(|(pod, found)| {
+            // One address per family (a dual-stack Service has a slice per family); the
+            // IPv4 one where there are both.
+            let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = found.into_iter().partition(IpAddr::is_ipv4);
+            match (v4.as_slice(), v6.as_slice()) {
+                ([one], []) | ([one], [_]) | ([], [one]) => Some((pod.to_string(), *one)),
+                _ => None,
+            }
         })
         .collect()
 }
@@ -112,7 +164,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ObjectReference;
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 
     fn spec(holder: &str, renewed: &str, seconds: i32) -> LeaseSpec {
         LeaseSpec {
@@ -194,15 +246,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_ready_pods_of_the_service_are_found() {
-        let slice = |kind: &str, endpoints| EndpointSlice {
+    fn slice(kind: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                labels: Some(BTreeMap::from([
+                    (SERVICE_NAME.to_string(), "pool".to_string()),
+                    (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+                ])),
+                ..ObjectMeta::default()
+            },
             address_type: kind.into(),
             endpoints,
             ..EndpointSlice::default()
-        };
+        }
+    }
+
+    fn found(slices: &[EndpointSlice]) -> Vec<(String, IpAddr)> {
+        ready_pods("pool", slices).into_iter().collect()
+    }
+
+    #[test]
+    fn only_ready_pods_of_the_service_are_found() {
         let mut not_a_pod = endpoint("node", "10.0.0.9", Some(true), None);
         not_a_pod.target_ref.as_mut().unwrap().kind = Some("Node".into());
+        let mut no_target = endpoint("x", "10.0.0.8", Some(true), None);
+        no_target.target_ref = None;
         let slices = [
             slice(
                 "IPv4",
@@ -212,19 +280,119 @@ mod tests {
                     endpoint("starting", "10.0.0.3", Some(false), None),
                     endpoint("stopping", "10.0.0.4", Some(true), Some(true)),
                     not_a_pod,
+                    no_target,
                 ],
             ),
             slice("IPv6", vec![endpoint("c", "fd00::3", Some(true), None)]),
             slice("FQDN", vec![endpoint("d", "example.com", Some(true), None)]),
         ];
-        let found = ready_pods(&slices);
         assert_eq!(
-            found.into_iter().collect::<Vec<_>>(),
+            found(&slices),
             [
                 ("a".to_string(), "10.0.0.1".parse().unwrap()),
                 ("b".to_string(), "10.0.0.2".parse().unwrap()),
                 ("c".to_string(), "fd00::3".parse().unwrap()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_slice_not_managed_by_the_endpointslice_controller_is_not_believed() {
+        let real = slice(
+            "IPv4",
+            vec![endpoint("writer", "10.0.0.1", Some(true), None)],
+        );
+        let forged_only = |edit: &dyn Fn(&mut BTreeMap<String, String>)| {
+            let mut forged = slice(
+                "IPv4",
+                vec![endpoint("other", "10.6.6.6", Some(true), None)],
+            );
+            edit(forged.metadata.labels.as_mut().unwrap());
+            found(&[real.clone(), forged])
+        };
+        let writer = ("writer".to_string(), "10.0.0.1".parse().unwrap());
+        for forged in [
+            forged_only(&|l| {
+                l.remove(MANAGED_BY.0);
+            }),
+            forged_only(&|l| {
+                l.insert(MANAGED_BY.0.into(), "someone-else".into());
+            }),
+            forged_only(&|l| {
+                l.insert(SERVICE_NAME.into(), "another-service".into());
+            }),
+        ] {
+            assert_eq!(forged, std::slice::from_ref(&writer));
+        }
+        let mut unlabelled = real.clone();
+        unlabelled.metadata.labels = None;
+        assert!(found(&[unlabelled]).is_empty());
+        assert_eq!(
+            slice_selector("pool"),
+            "kubernetes.io/service-name=pool,endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io"
+        );
+    }
+
+    #[test]
+    fn a_pod_named_with_two_addresses_is_no_pod_to_hand_to() {
+        let real = slice(
+            "IPv4",
+            vec![
+                endpoint("writer", "10.0.0.1", Some(true), None),
+                endpoint("other", "10.0.0.2", Some(true), None),
+            ],
+        );
+        // A forged slice with every label right, naming the writer elsewhere: the writer
+        // is unknown, the other pod untouched; whether the forged endpoint claims to be
+        // ready or not.
+        for ready in [Some(true), Some(false)] {
+            let forged = slice("IPv4", vec![endpoint("writer", "10.6.6.6", ready, None)]);
+            assert_eq!(
+                found(&[real.clone(), forged]),
+                [("other".to_string(), "10.0.0.2".parse().unwrap())],
+                "{ready:?}"
+            );
+        }
+        // Two addresses in one endpoint, or one that is not an address: as much unknown.
+        let mut two = endpoint("writer", "10.0.0.1", Some(true), None);
+        two.addresses.push("10.6.6.6".into());
+        assert!(found(&[slice("IPv4", vec![two])]).is_empty());
+        let mut odd = endpoint("writer", "10.0.0.1", Some(true), None);
+        odd.addresses.push("not-an-address".into());
+        assert!(found(&[slice("IPv4", vec![odd])]).is_empty());
+        // The same endpoint in two slices (the controller moving it): the same address,
+        // still known.
+        let again = slice(
+            "IPv4",
+            vec![endpoint("writer", "10.0.0.1", Some(true), None)],
+        );
+        assert_eq!(
+            found(&[real.clone(), again]),
+            [
+                ("other".to_string(), "10.0.0.2".parse().unwrap()),
+                ("writer".to_string(), "10.0.0.1".parse().unwrap()),
+            ]
+        );
+        // Dual stack: a slice per family, one address each; the IPv4 one is used. A
+        // second IPv6 address for the writer makes it unknown again.
+        let v6 = slice(
+            "IPv6",
+            vec![endpoint("writer", "fd00::1", Some(true), None)],
+        );
+        assert_eq!(
+            found(&[real.clone(), v6.clone()]),
+            [
+                ("other".to_string(), "10.0.0.2".parse().unwrap()),
+                ("writer".to_string(), "10.0.0.1".parse().unwrap()),
+            ]
+        );
+        let forged6 = slice(
+            "IPv6",
+            vec![endpoint("writer", "fd00::666", Some(true), None)],
+        );
+        assert_eq!(
+            found(&[real, v6, forged6]),
+            [("other".to_string(), "10.0.0.2".parse().unwrap())]
         );
     }
 }

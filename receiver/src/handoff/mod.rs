@@ -12,7 +12,9 @@
 //!
 //! Where the holder is comes from the ready endpoints of the Deployment's own Service,
 //! never from the Lease, so that whoever may patch Leases in the namespace cannot send
-//! deliveries (and the headers that sign them) elsewhere. A handoff says which
+//! deliveries (and the headers that sign them) elsewhere; and only from the EndpointSlices
+//! Kubernetes' EndpointSlice controller manages, a pod named with two addresses being
+//! unknown, so that whoever may create EndpointSlices cannot either (see `holder`). A handoff says which
 //! configuration of the Webhook the replica serves; a holder that serves another (a
 //! rollout under way) refuses it, so that every delivery is recorded as the replica that
 //! answers it is configured to.
@@ -22,15 +24,19 @@
 //! recorded or duplicate, or two replicas both believe they hold it for a moment, a
 //! replica records the delivery itself, and no delivery is acknowledged unrecorded.
 //!
+//! The holder counts each handoff in `handoffs_taken_total`; one it refuses (a signature
+//! it does not verify, another configuration) it also counts in `deliveries_total` and
+//! logs as any refusal, so that probing through this path shows where it happens.
+//!
 //! - `holder`: the identity a replica writes into the Lease, the term it holds, and the
-//!   ready pods of a Service (pure);
+//!   ready pods of a Service, from the EndpointSlices believed (pure);
 //! - `election`: the tasks that stand for the Lease and follow it and the Service.
 
 mod election;
 mod holder;
 
 pub use election::{GRACE_SECONDS, LEASE_SECONDS};
-pub use holder::{Identity, Term, ready_pods};
+pub use holder::{Identity, MANAGED_BY, SERVICE_NAME, Term, ready_pods, slice_selector};
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -19,7 +19,10 @@ use crate::error::{Error, Result};
 use crate::handoff::{Election, Handoff};
 use crate::metrics::{Families, Metrics, Scrape};
 use crate::secrets::SecretState;
-use crate::server::{AppState, Readiness, Receiver, Table, metrics_app, serve_on};
+use crate::server::{
+    AppState, BodyBudget, DEFAULT_BODY_BUDGET, Readiness, Receiver, Table, connection_limit,
+    metrics_app, serve_on,
+};
 use crate::sink::Sinks;
 
 /// Where a pool's configuration and secrets come from.
@@ -61,6 +64,9 @@ pub struct PoolOptions {
     /// The election of the replica that writes the ConfigMap sinks (`Source::Cluster`;
     /// see `handoff`).
     pub election: Option<Election>,
+    /// The pod's budget of body bytes in flight, shared by every Webhook served (see
+    /// `server::budget_bytes`).
+    pub body_budget: u64,
 }
 
 impl PoolOptions {
@@ -74,6 +80,7 @@ impl PoolOptions {
             secrets_refresh: Duration::from_secs(5),
             sinks: None,
             election: None,
+            body_budget: DEFAULT_BODY_BUDGET,
         }
     }
 }
@@ -97,6 +104,8 @@ struct Pool {
     served: BTreeMap<String, Entry>,
     /// Where deliveries to Webhooks with a ConfigMap sink are handed (see `handoff`).
     handoff: Option<Arc<Handoff>>,
+    /// The body budget every Webhook's state shares.
+    budget: Arc<BodyBudget>,
     namespace: String,
     refused: Option<String>,
     listening: (SocketAddr, SocketAddr),
@@ -186,10 +195,11 @@ pub async fn run(
         }
     });
     let listener = bind(options.listen).await?;
-    tracing::info!(addr = %options.listen, "receiver pool listening; waiting for its configuration");
+    tracing::info!(addr = %options.listen, body_budget = options.body_budget, "receiver pool listening; waiting for its configuration");
     // Stopping, the pod leaves the writer election before it drains (see `handoff`).
     let shutdown = Handoff::leaving_after(shutdown, handoff.clone());
-    let mut serving = tokio::spawn(serve_on(listener, receiver.clone(), shutdown));
+    let connections = connection_limit(options.body_budget);
+    let mut serving = tokio::spawn(serve_on(listener, receiver.clone(), connections, shutdown));
 
     let mut pool = Pool {
         receiver,
@@ -199,6 +209,7 @@ pub async fn run(
         client,
         served: BTreeMap::new(),
         handoff,
+        budget: Arc::new(BodyBudget::new(options.body_budget)),
         namespace: String::new(),
         refused: None,
         listening: (options.listen, options.metrics_listen),
@@ -334,6 +345,7 @@ impl Pool {
         let secrets = self.secrets.store_for(webhook);
         let mut state = AppState::with(receiver, sinks, secrets, Arc::new(metrics));
         state.handoff = self.handoff.clone();
+        state.budget = self.budget.clone();
         state
     }
 

@@ -1,18 +1,34 @@
 //! One delivery, from the request to its outcome.
+//!
+//! Refused before a byte of the body is read ([`admit`]), in this order: a handoff from a
+//! replica configured otherwise; a source outside `limits.sourceRanges` (not asked of a
+//! handoff: the replica that handed it asked); a Content-Length over `limits.maxBodyBytes`;
+//! no signing secret; the scheme's signature and timestamp headers missing, malformed or
+//! out of the replay window (`Scheme::precheck`); no place among the deliveries in flight;
+//! no room in the body budget (`budget`); past the rate limit (`rate`; not asked of a
+//! handoff either: the replica that handed it counted it). Then the body is read, each
+//! frame within `connection::BODY_STALL_TIMEOUT` of the last, verified in full, parsed and
+//! recorded, all within `limits.requestTimeoutSeconds`.
+
+use std::sync::Arc;
+use std::task::Poll;
 
 use axum::body::{Bytes, HttpBody};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Request, Response, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
+use tokio::sync::SemaphorePermit;
 
+use super::budget::Reservation;
 use super::outcome::{Outcome, log};
 use super::state::AppState;
+use crate::connection::{BODY_STALL_TIMEOUT, PeerAddr};
 use crate::delivery::{Delivery, Recorded};
 use crate::handoff::{self, HANDOFF_HEADER, Handed, Handoff, Peer};
 use crate::payload;
 use crate::replay::Key;
-use crate::secrets::SecretState;
+use crate::secrets::{Secret, SecretState};
 use crate::signature::{Rejection, Verified};
 use crate::trace::{RANDOM_BYTES, TRACEPARENT, TraceContext};
 
@@ -29,50 +45,148 @@ where
         .handoff
         .as_ref()
         .is_some_and(|h| h.is_handoff(&parts.headers));
-    // From a replica that serves another configuration of the Webhook (a rollout under
-    // way): it records the delivery itself, as it is configured to.
-    let refused = handed && !handoff::same_config(&parts.headers, &state.fingerprint);
-    let outcome = match state.in_flight.try_acquire() {
-        _ if refused => Outcome::HandoffRefused,
-        // Load shedding: a sender told to retry shortly beats one left waiting.
-        Err(_) => Outcome::Overloaded,
-        Ok(_place) => {
-            let limits = &state.config.limits;
+    let declared = declared_length(&parts.headers, &body);
+    let outcome = match admit(state, &parts, declared, handed) {
+        Err(outcome) => outcome,
+        Ok(admitted) => {
             let work = async {
-                match read_body(body, limits.max_body_bytes as usize).await {
-                    Ok(bytes) => handle(state, &parts, bytes, started, handed).await,
+                match read_body(body, admitted.bytes.bytes()).await {
+                    Ok(bytes) => {
+                        handle(state, &parts, bytes, &admitted.secrets, started, handed).await
+                    }
                     Err(outcome) => outcome,
                 }
             };
-            tokio::time::timeout_at(started + limits.request_timeout(), work)
+            let deadline = started + state.config.limits.request_timeout();
+            let outcome = tokio::time::timeout_at(deadline, work)
                 .await
-                .unwrap_or(Outcome::TimedOut)
+                .unwrap_or(Outcome::TimedOut);
+            // Its place and its bytes are given back as it is answered.
+            drop(admitted);
+            outcome
         }
     };
-    if handed {
-        tracing::debug!(webhook = %state.config.webhook.name, outcome = outcome.label(), "handoff answered");
-        state.metrics.handoff_taken(outcome.label());
-    } else {
-        log(&state.config.webhook.name, &state.refusals, &outcome);
-        state
-            .metrics
-            .observe(outcome.label(), started.elapsed().as_secs_f64());
-    }
+    count(state, handed, &outcome, started);
     outcome.answer()
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (early, when Content-Length says
-/// so; otherwise as soon as the limit is passed). A body that arrives in one piece, as most
-/// deliveries do, is returned as it is, without a copy.
-async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Outcome>
+/// What a delivery holds from its admission until it is answered.
+struct Admitted<'a> {
+    /// The signing secrets as they were when it was admitted.
+    secrets: Arc<[Secret]>,
+    /// Its bytes of the body budget: as many as its body may have.
+    bytes: Reservation<'a>,
+    _place: SemaphorePermit<'a>,
+}
+
+/// Whether the delivery may be read, from what came before its body: see the module's
+/// documentation for what is asked, in which order.
+fn admit<'a>(
+    state: &'a AppState,
+    parts: &Parts,
+    declared: Option<u64>,
+    handed: bool,
+) -> Result<Admitted<'a>, Outcome> {
+    let headers = &parts.headers;
+    if handed {
+        // From a replica that serves another configuration of the Webhook (a rollout
+        // under way): it records the delivery itself, as it is configured to.
+        if !handoff::same_config(headers, &state.fingerprint) {
+            return Err(Outcome::HandoffRefused);
+        }
+    } else {
+        let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+        if !state.sources.admit(peer, headers) {
+            return Err(Outcome::SourceRefused);
+        }
+    }
+    let max = u64::from(state.config.limits.max_body_bytes);
+    if declared.is_some_and(|n| n > max) {
+        return Err(Outcome::TooLarge);
+    }
+    let secrets = match state.secrets.current() {
+        SecretState::Loaded(s) => s,
+        SecretState::Unavailable(_) => return Err(Outcome::NoSecret),
+    };
+    match state.scheme.precheck(headers, (state.clock)()) {
+        Ok(()) => {}
+        Err(Rejection::NoSecret) => return Err(Outcome::NoSecret),
+        Err(r) => return Err(Outcome::Rejected(r)),
+    }
+    // Load shedding: a sender told to retry shortly beats one left waiting.
+    let place = state
+        .in_flight
+        .try_acquire()
+        .map_err(|_| Outcome::Overloaded)?;
+    let bytes = state
+        .budget
+        .try_reserve(&state.body_share, declared.unwrap_or(max))
+        .ok_or(Outcome::BodyBudget)?;
+    // Last: a token is spent only on a delivery that is read.
+    if !handed && let Some(bucket) = &state.rate {
+        bucket
+            .take()
+            .map_err(|retry_after| Outcome::RateLimited { retry_after })?;
+    }
+    Ok(Admitted {
+        secrets,
+        bytes,
+        _place: place,
+    })
+}
+
+/// The body's length as the request declares it: its Content-Length, or what the body
+/// itself knows of its length (a body made in memory).
+fn declared_length(headers: &HeaderMap, body: &impl HttpBody) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .or_else(|| body.size_hint().exact())
+}
+
+/// Counts and logs `outcome`. A delivery handed here by another replica is counted as a
+/// handoff; and, when it was refused, as a delivery too, logged like any refusal (so that
+/// signature probing, or a secret missing here, shows where it happens). Recorded,
+/// duplicate or ignored, it is the replica that answered the sender that counts it.
+fn count(state: &AppState, handed: bool, outcome: &Outcome, started: tokio::time::Instant) {
+    let webhook = &state.config.webhook.name;
+    if handed {
+        tracing::debug!(%webhook, outcome = outcome.label(), "handoff answered");
+        state.metrics.handoff_taken(outcome.label());
+        if !outcome.is_refusal() {
+            return;
+        }
+    }
+    log(webhook, &state.refusals, outcome);
+    state
+        .metrics
+        .observe(outcome.label(), started.elapsed().as_secs_f64());
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (as soon as the limit is passed),
+/// and a body that sends no frame for [`BODY_STALL_TIMEOUT`]. A body that arrives in one
+/// piece, as most deliveries do, is returned as it is, without a copy.
+async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, Outcome>
 where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<axum::BoxError>,
 {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut body = std::pin::pin!(Limited::new(body, limit));
     let mut first: Option<Bytes> = None;
     let mut joined: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        // A frame there already costs no timer.
+        let mut next = body.frame();
+        let frame = match futures::poll!(&mut next) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => tokio::time::timeout(BODY_STALL_TIMEOUT, next)
+                .await
+                .map_err(|_| Outcome::BodyStalled)?,
+        };
+        let Some(frame) = frame else {
+            break;
+        };
         let frame = frame.map_err(|e| match e.is::<LengthLimitError>() {
             true => Outcome::TooLarge,
             false => Outcome::BodyUnreadable,
@@ -104,18 +218,15 @@ async fn handle(
     state: &AppState,
     request: &Parts,
     body: Bytes,
+    secrets: &[Secret],
     arrived: tokio::time::Instant,
     handed: bool,
 ) -> Outcome {
     let headers = &request.headers;
     // As it came, for a handoff: the writer verifies what the sender signed.
     let raw = body.clone();
-    let secrets = match state.secrets.current() {
-        SecretState::Loaded(s) => s,
-        SecretState::Unavailable(_) => return Outcome::NoSecret,
-    };
     let now = (state.clock)();
-    let mut verified = match state.scheme.verify(headers, &body, &secrets, now) {
+    let mut verified = match state.scheme.verify(headers, &body, secrets, now) {
         Ok(v) => v,
         Err(Rejection::NoSecret) => return Outcome::NoSecret,
         Err(r) => return Outcome::Rejected(r),

@@ -32,6 +32,16 @@ pub(super) enum Outcome {
     BodyUnreadable,
     /// A handoff from a replica that serves another configuration of the Webhook.
     HandoffRefused,
+    /// From a source outside the Webhook's `limits.sourceRanges`, or an unknown one.
+    SourceRefused,
+    /// Past the Webhook's `limits.rateLimit`; the next token is this many seconds away.
+    RateLimited {
+        retry_after: u64,
+    },
+    /// No room in the pod's budget of body bytes in flight, or in the Webhook's part of it.
+    BodyBudget,
+    /// The body stopped arriving for `connection::BODY_STALL_TIMEOUT`.
+    BodyStalled,
 }
 
 impl Outcome {
@@ -49,7 +59,19 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::BodyUnreadable => "body_unreadable",
             Outcome::HandoffRefused => "handoff_refused",
+            Outcome::SourceRefused => "source_refused",
+            Outcome::RateLimited { .. } => "rate_limited",
+            Outcome::BodyBudget => "body_budget",
+            Outcome::BodyStalled => "body_stalled",
         }
+    }
+
+    /// Whether the delivery was refused: neither recorded nor acknowledged.
+    pub(super) fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::Recorded { .. } | Outcome::Duplicate | Outcome::Ignored
+        )
     }
 }
 
@@ -129,6 +151,28 @@ impl Outcome {
                 StatusCode::CONFLICT,
                 "handoff refused: this replica serves another configuration of the Webhook",
             ),
+            Outcome::SourceRefused => error(StatusCode::FORBIDDEN, "source not accepted"),
+            Outcome::RateLimited { retry_after } => {
+                let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate limited; retry");
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                resp
+            }
+            Outcome::BodyBudget => retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded: too many body bytes in flight; retry",
+                ),
+                "1",
+            ),
+            // The rest of the body may still come: the connection cannot carry another
+            // request.
+            Outcome::BodyStalled => {
+                let mut resp = error(StatusCode::REQUEST_TIMEOUT, "request body stalled");
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                resp
+            }
         }
     }
 }
@@ -165,7 +209,11 @@ pub(super) fn log(webhook: &str, refusals: &Refusals, outcome: &Outcome) {
         | Outcome::TooLarge
         | Outcome::TimedOut
         | Outcome::BodyUnreadable
-        | Outcome::HandoffRefused => {
+        | Outcome::HandoffRefused
+        | Outcome::SourceRefused
+        | Outcome::RateLimited { .. }
+        | Outcome::BodyBudget
+        | Outcome::BodyStalled => {
             tracing::warn!(%webhook, outcome = outcome.label(), "delivery refused")
         }
     }
@@ -224,10 +272,19 @@ mod tests {
             Outcome::NotRecorded(RecordError::Unavailable("x".into())),
             Outcome::NotRecorded(RecordError::Refused("x".into())),
             Outcome::NotRecorded(RecordError::Unsupported("x")),
+            Outcome::NotRecorded(RecordError::NotOwned {
+                config_map: "x".into(),
+                uid: "u".into(),
+            }),
             Outcome::Overloaded,
             Outcome::TooLarge,
             Outcome::TimedOut,
             Outcome::BodyUnreadable,
+            Outcome::HandoffRefused,
+            Outcome::SourceRefused,
+            Outcome::RateLimited { retry_after: 1 },
+            Outcome::BodyBudget,
+            Outcome::BodyStalled,
         ];
         let labels: std::collections::BTreeSet<&str> =
             outcomes.iter().map(Outcome::label).collect();

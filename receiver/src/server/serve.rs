@@ -14,13 +14,14 @@ use http_body_util::{Either, Full};
 
 use arc_swap::ArcSwap;
 
+use super::budget::BodyBudget;
 use super::deliver::deliver;
 use super::refusals::WINDOW;
 use super::state::AppState;
 use super::table::Table;
 use crate::config::ReceiverConfig;
-pub use crate::connection::HEADER_READ_TIMEOUT;
-use crate::connection::{self, Activity};
+use crate::connection::{self, Activity, PeerAddr};
+pub use crate::connection::{BODY_STALL_TIMEOUT, HEADER_READ_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::handoff::{Election, Handoff};
 use crate::metrics::Scrape;
@@ -54,6 +55,7 @@ struct Shared {
 impl Receiver {
     /// A receiver serving `table`.
     pub fn new(table: Table) -> Receiver {
+        table.share_budgets();
         let table = ArcSwap::from_pointee(table);
         Receiver(Arc::new_cyclic(|shared: &std::sync::Weak<Shared>| {
             let shared = shared.clone();
@@ -74,8 +76,10 @@ impl Receiver {
     }
 
     /// Serves `table` from now on. Deliveries in flight finish with the state they started
-    /// with; the listeners are not touched.
+    /// with; the listeners are not touched. The Webhooks of the table share their body
+    /// budget among them from now on (see `budget`).
     pub fn swap(&self, table: Table) {
+        table.share_budgets();
         self.0.table.store(Arc::new(table));
     }
 
@@ -162,13 +166,32 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// The most a connection buffers of what it reads: request headers above all (hyper's
+/// default, about 400 KiB, would let a few hundred clients that send large headers and
+/// stall hold a pod's memory). Webhook senders' headers are a few KiB.
+pub const MAX_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Connections a receiver keeps open at once for a budget of `body_budget` bytes of bodies
+/// in flight: as many as hold that much again in header buffers ([`MAX_BUFFER_BYTES`]
+/// each), so that bodies and headers together stay within half of the memory limit the
+/// budget is derived from. At least 64.
+pub fn connection_limit(body_budget: u64) -> usize {
+    let n = body_budget / MAX_BUFFER_BYTES as u64;
+    usize::try_from(n).unwrap_or(usize::MAX).clamp(64, 1 << 16)
+}
+
 /// How long in-flight deliveries may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish. With `election`,
 /// a receiver with a ConfigMap sink hands its deliveries to the replica that writes it
-/// (see `handoff`).
-pub async fn serve(config: ReceiverConfig, election: Option<Election>) -> Result<()> {
+/// (see `handoff`). Deliveries hold at most `body_budget` bytes of bodies at once (see
+/// `budget`).
+pub async fn serve(
+    config: ReceiverConfig,
+    election: Option<Election>,
+    body_budget: u64,
+) -> Result<()> {
     let needs_api = config.sinks.events || config.sinks.config_map.is_some();
     let client = if needs_api {
         Some(
@@ -188,6 +211,7 @@ pub async fn serve(config: ReceiverConfig, election: Option<Election>) -> Result
     };
     let mut state = AppState::new(config, sinks);
     state.handoff = handoff;
+    state.budget = Arc::new(BodyBudget::new(body_budget));
     if let SecretState::Unavailable(reason) = state.secrets.current() {
         tracing::warn!(%reason, "signing secrets unavailable at start; not ready");
     }
@@ -204,10 +228,16 @@ pub async fn serve(config: ReceiverConfig, election: Option<Election>) -> Result
 
     let addr = state.config.listen;
     let listener = bind(addr).await?;
-    tracing::info!(%addr, path = %state.config.path, provider = %state.config.provider, "receiver listening");
+    tracing::info!(%addr, path = %state.config.path, provider = %state.config.provider, body_budget, "receiver listening");
     // Stopping, the pod leaves the writer election before it drains (see `handoff`).
     let shutdown = Handoff::leaving_after(shutdown_signal(), state.handoff.clone());
-    serve_on(listener, app(state), shutdown).await;
+    serve_on(
+        listener,
+        app(state),
+        connection_limit(body_budget),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 
@@ -219,10 +249,14 @@ async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
 
 /// Serves `receiver` on `listener` until `shutdown` completes; then stops accepting and waits
 /// up to [`SHUTDOWN_GRACE`] for requests in flight. Clients that do not send their headers
-/// within [`HEADER_READ_TIMEOUT`] are disconnected.
+/// within [`HEADER_READ_TIMEOUT`] are disconnected. Each request carries its connection's
+/// peer address ([`PeerAddr`]) in its extensions. At most `max_connections` are open at
+/// once (see [`connection_limit`]): past that, a new connection is closed at once, so that
+/// no number of clients holds more than that many header buffers.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     receiver: Receiver,
+    max_connections: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     use hyper_util::rt::TokioIo;
@@ -244,11 +278,14 @@ pub async fn serve_on(
     // connection instead of one per request.
     let mut http = hyper::server::conn::http1::Builder::new();
     http.header_read_timeout(None);
+    // What a connection may hold of request headers (and read ahead of its body).
+    http.max_buf_size(MAX_BUFFER_BYTES);
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(conn) => conn,
                     Err(error) => {
                         // Out of file descriptors and the like: back off, keep serving.
@@ -257,12 +294,19 @@ pub async fn serve_on(
                         continue;
                     }
                 };
+                let Ok(place) = open.clone().try_acquire_owned() else {
+                    // Full: closed unanswered (the sender retries), before a byte is read.
+                    drop(stream);
+                    tracing::debug!(max_connections, "connection refused: too many open");
+                    continue;
+                };
                 let activity = Activity::new();
                 let service = {
                     let receiver = receiver.clone();
                     let activity = activity.clone();
-                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                         let busy = activity.request();
+                        request.extensions_mut().insert(PeerAddr(peer));
                         let answer = receiver.clone().answer(request);
                         async move {
                             let response = answer.await;
@@ -280,6 +324,7 @@ pub async fn serve_on(
                 // The watchdog is a task of its own, so that the connection's task polls
                 // only the connection, however often it wakes.
                 tokio::spawn(async move {
+                    let _place = place;
                     let closer = conn.abort_handle();
                     tokio::select! {
                         _ = conn => {}

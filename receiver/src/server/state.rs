@@ -5,8 +5,11 @@ use std::sync::Arc;
 use axum::http::HeaderValue;
 use tokio::sync::Semaphore;
 
+use super::budget::{BodyBudget, DEFAULT_BODY_BUDGET, Share};
 use super::outcome::log_window;
+use super::rate::Bucket;
 use super::refusals::Refusals;
+use super::sources::Sources;
 
 use crate::clock::{Clock, system_clock};
 use crate::config::ReceiverConfig;
@@ -37,6 +40,15 @@ pub struct AppState {
     /// Places for deliveries in flight, `limits.maxConcurrentDeliveries` of them, taken
     /// without waiting (`try_acquire`): past that, a delivery is shed with 503.
     pub in_flight: Arc<Semaphore>,
+    /// The pod's budget of body bytes in flight (see `budget`), shared by every Webhook
+    /// the pod serves: [`DEFAULT_BODY_BUDGET`] of this Webhook's own unless given one.
+    pub budget: Arc<BodyBudget>,
+    /// What this Webhook holds of the budget now.
+    pub(super) body_share: Arc<Share>,
+    /// `limits.rateLimit`'s token bucket, if the Webhook has one.
+    pub(super) rate: Option<Arc<Bucket>>,
+    /// `limits.sourceRanges` and `limits.trustedProxies`, parsed.
+    pub(super) sources: Arc<Sources>,
     /// Which deliveries that were not recorded are logged one by one.
     pub(super) refusals: Arc<Refusals>,
     /// The election of the replica that writes ConfigMap sinks (see `handoff`); `None`
@@ -68,6 +80,8 @@ impl AppState {
         let scheme = crate::signature::Scheme::of(&config);
         let fingerprint = crate::handoff::fingerprint(&config);
         let max_in_flight = config.limits.max_concurrent_deliveries as usize;
+        let rate = config.limits.rate_limit.as_ref().and_then(Bucket::new);
+        let sources = Sources::of(&config.limits);
         AppState {
             secrets,
             config: Arc::new(config),
@@ -77,6 +91,10 @@ impl AppState {
             metrics,
             clock: system_clock(),
             in_flight: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
+            budget: Arc::new(BodyBudget::new(DEFAULT_BODY_BUDGET)),
+            body_share: Arc::default(),
+            rate: rate.map(Arc::new),
+            sources: Arc::new(sources),
             refusals: Arc::default(),
             handoff: None,
             fingerprint,
@@ -84,11 +102,21 @@ impl AppState {
     }
 
     /// Takes over what `before` (the same Webhook, configured differently) remembers: the
-    /// deliveries it recorded, so that a replay of one stays a duplicate, and its current
-    /// window of refusals.
+    /// deliveries it recorded, so that a replay of one stays a duplicate, its current
+    /// window of refusals, what its deliveries in flight hold of the body budget, and its
+    /// token bucket where the rate limit did not change.
     pub fn carry_over(&mut self, before: &AppState) {
         self.replay = before.replay.clone();
         self.refusals = before.refusals.clone();
+        self.body_share = before.body_share.clone();
+        if self.config.limits.rate_limit == before.config.limits.rate_limit {
+            self.rate = before.rate.clone();
+        }
+    }
+
+    /// Bytes of the body budget this Webhook's deliveries hold now.
+    pub fn body_bytes_held(&self) -> u64 {
+        self.body_share.held()
     }
 
     /// Deliveries to this Webhook in flight now.

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::budget::BodyBudget;
 use super::state::AppState;
 use crate::secrets::SecretState;
 
@@ -95,6 +96,24 @@ impl Table {
         self.len() == 0
     }
 
+    /// Tells each body budget the Webhooks of this table share how many share it (see
+    /// `budget`): done as the table is served.
+    pub fn share_budgets(&self) {
+        let mut budgets: Vec<(&Arc<BodyBudget>, usize)> = Vec::new();
+        for state in self.states() {
+            match budgets
+                .iter_mut()
+                .find(|(b, _)| Arc::ptr_eq(b, &state.budget))
+            {
+                Some((_, n)) => *n += 1,
+                None => budgets.push((&state.budget, 1)),
+            }
+        }
+        for (budget, webhooks) in budgets {
+            budget.share_among(webhooks);
+        }
+    }
+
     /// Why `/readyz` does not answer 200, if it does.
     pub fn not_ready(&self) -> Option<&'static str> {
         match self.readiness {
@@ -150,6 +169,26 @@ mod tests {
             assert!(table.get("/nope").is_none());
             assert_eq!(table.states().count(), n);
         }
+    }
+
+    #[test]
+    fn webhooks_of_one_budget_learn_how_many_share_it() {
+        let shared = Arc::new(BodyBudget::new(100));
+        let with = |name: &str, budget: &Arc<BodyBudget>| {
+            let mut s = (*state(name, &format!("/{name}"))).clone();
+            s.budget = budget.clone();
+            Arc::new(s)
+        };
+        let own = Arc::new(BodyBudget::new(100));
+        let table = Table::new(
+            [with("a", &shared), with("b", &shared), with("c", &own)],
+            Readiness::Applied,
+        );
+        assert_eq!((shared.per_webhook(), own.per_webhook()), (100, 100));
+        table.share_budgets();
+        assert_eq!((shared.per_webhook(), own.per_webhook()), (50, 100));
+        Table::new([with("a", &shared)], Readiness::Applied).share_budgets();
+        assert_eq!(shared.per_webhook(), 100);
     }
 
     #[test]

@@ -182,13 +182,7 @@ impl Scheme {
             return Err(Rejection::NoSecret);
         }
         let check = self.parse(headers)?;
-        if let Some(ts) = check.timestamp
-            && (now - ts).abs() > self.tolerance_secs
-        {
-            return Err(Rejection::StaleTimestamp {
-                tolerance_secs: self.tolerance_secs,
-            });
-        }
+        self.in_window(&check, now)?;
         if let Some(verified) = check.verify(secrets, body) {
             return Ok(verified);
         }
@@ -206,6 +200,25 @@ impl Scheme {
             },
             Ok(_) | Err(node_json::Problem::NotJson) => Err(Rejection::BadSignature),
             Err(node_json::Problem::DuplicateKey) => Err(Rejection::DuplicateKey),
+        }
+    }
+
+    /// What can be checked before the body is read: the scheme's signature and timestamp
+    /// headers are there, once, and well formed, and the timestamp is within the replay
+    /// window. Refuses as [`Scheme::verify`] would, with the same rejection; passing it
+    /// says nothing of the signature itself.
+    pub fn precheck(&self, headers: &HeaderMap, now: i64) -> Result<(), Rejection> {
+        let check = self.parse(headers)?;
+        self.in_window(&check, now)
+    }
+
+    /// Whether the signed timestamp, where the scheme has one, is within the replay window.
+    fn in_window(&self, check: &Check<'_>, now: i64) -> Result<(), Rejection> {
+        match check.timestamp {
+            Some(ts) if (now - ts).abs() > self.tolerance_secs => Err(Rejection::StaleTimestamp {
+                tolerance_secs: self.tolerance_secs,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -930,14 +943,21 @@ mod tests {
             template: template.map(String::from),
             accept_json_stringify: false,
         };
-        for ok in [
-            None,
-            Some("{body}"),
-            Some("v1:{timestamp}:{header:X-Id}:{body}"),
+        for (ok, ts) in [
+            (None, None),
+            (Some("{body}"), None),
+            (Some("v1:{timestamp}:{header:X-Id}:{body}"), Some("X-Ts")),
         ] {
-            assert_eq!(layout(ok, Some("X-Ts")).problem(), None, "{ok:?}");
+            assert_eq!(layout(ok, ts).problem(), None, "{ok:?}");
         }
         for (template, ts, says) in [
+            // A timestamp checked but not signed stops no replay (api `layout`).
+            (None, Some("X-Ts"), "timestampHeader is not signed"),
+            (
+                Some("{body}"),
+                Some("X-Ts"),
+                "timestampHeader is not signed",
+            ),
             (Some("{timestamp}"), Some("X-Ts"), "does not sign {body}"),
             (
                 Some("{header:X-Id}.{timestamp}"),
@@ -1033,6 +1053,142 @@ mod tests {
                 "{ts:?}"
             );
         }
+    }
+
+    /// Headers `provider` signs a delivery with at `ts`, for the body `{}`.
+    fn signed_headers(scheme: &Scheme, ts: i64) -> HeaderMap {
+        let extra = [("X-Acme-Id".to_string(), "abc".to_string())];
+        let mut signed = sign(scheme, b"k", b"{}", ts, "msg_1", &extra);
+        signed.extend(extra);
+        headers(&signed)
+    }
+
+    fn every_scheme() -> Vec<Scheme> {
+        Provider::ALL
+            .into_iter()
+            .filter(|p| *p != Provider::GenericHmac)
+            .map(Scheme::new)
+            .chain([
+                generic(None, false),
+                generic(Some("{timestamp}.{body}"), true),
+            ])
+            .collect()
+    }
+
+    #[test]
+    fn precheck_passes_what_a_sender_signs_whatever_the_body() {
+        for scheme in every_scheme() {
+            let h = signed_headers(&scheme, 1_000);
+            assert_eq!(scheme.precheck(&h, 1_000), Ok(()), "{:?}", scheme.provider);
+            // Within the window on either side, and for schemes without a timestamp, any
+            // time.
+            assert_eq!(scheme.precheck(&h, 1_300), Ok(()), "{:?}", scheme.provider);
+            assert_eq!(scheme.precheck(&h, 700), Ok(()), "{:?}", scheme.provider);
+        }
+    }
+
+    #[test]
+    fn precheck_refuses_a_stale_timestamp_where_the_scheme_signs_one() {
+        let stale = |scheme: &Scheme, now| scheme.precheck(&signed_headers(scheme, 1_000), now);
+        for scheme in every_scheme() {
+            let timed = matches!(
+                scheme.provider,
+                Provider::Opal | Provider::Slack | Provider::Stripe | Provider::StandardWebhooks
+            ) || scheme
+                .generic
+                .as_ref()
+                .is_some_and(|g| g.timestamp_header.is_some());
+            for now in [1_301, 699, 1_000_000] {
+                let expected = match timed {
+                    true => Err(Rejection::StaleTimestamp {
+                        tolerance_secs: DEFAULT_TOLERANCE_SECS,
+                    }),
+                    false => Ok(()),
+                };
+                assert_eq!(
+                    stale(&scheme, now),
+                    expected,
+                    "{:?} at {now}",
+                    scheme.provider
+                );
+            }
+        }
+        let narrow = Scheme {
+            tolerance_secs: 30,
+            ..Scheme::new(Provider::Stripe)
+        };
+        assert!(stale(&narrow, 1_031).is_err());
+        assert_eq!(stale(&narrow, 1_030), Ok(()));
+    }
+
+    #[test]
+    fn precheck_refuses_missing_and_malformed_headers_as_verify_does() {
+        let secrets = [Secret::new(b"k")];
+        for scheme in every_scheme() {
+            let none = HeaderMap::new();
+            let refused = scheme.precheck(&none, 1_000);
+            assert!(
+                matches!(refused, Err(Rejection::MissingHeader(_))),
+                "{:?}: {refused:?}",
+                scheme.provider
+            );
+            assert_eq!(
+                refused,
+                scheme.verify(&none, b"{}", &secrets, 1_000).map(|_| ())
+            );
+            // Each header sent, twice: what precheck refuses, verify refuses alike; what it
+            // lets through, verify does not refuse for its headers.
+            let good = signed_headers(&scheme, 1_000);
+            let mut refused_some = false;
+            for name in good.keys() {
+                let mut twice = good.clone();
+                twice.append(name, good[name].clone());
+                let full = scheme.verify(&twice, b"{}", &secrets, 1_000).map(|_| ());
+                match scheme.precheck(&twice, 1_000) {
+                    Err(r) => {
+                        refused_some = true;
+                        assert_eq!(full, Err(r), "{:?}: {name}", scheme.provider)
+                    }
+                    Ok(()) => assert!(
+                        !matches!(
+                            full,
+                            Err(Rejection::MissingHeader(_)
+                                | Rejection::MalformedHeader { .. }
+                                | Rejection::StaleTimestamp { .. })
+                        ),
+                        "{:?}: {name}: {full:?}",
+                        scheme.provider
+                    ),
+                }
+            }
+            assert!(refused_some, "{:?}", scheme.provider);
+        }
+        let github = Scheme::new(Provider::Github);
+        for bad in ["sha1=00", "sha256=zz", "sha256=", "0x00"] {
+            let h = headers(&[("X-Hub-Signature-256".into(), bad.into())]);
+            assert!(
+                matches!(
+                    github.precheck(&h, 0),
+                    Err(Rejection::MalformedHeader { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let opal = Scheme::new(Provider::Opal);
+        let h = headers(&[
+            ("X-Opal-Signature".into(), "ab".repeat(32)),
+            ("X-Opal-Request-Timestamp".into(), "1e9".into()),
+        ]);
+        assert!(matches!(
+            opal.precheck(&h, 0),
+            Err(Rejection::MalformedHeader { .. })
+        ));
+        let stripe = Scheme::new(Provider::Stripe);
+        let h = headers(&[("Stripe-Signature".into(), "v1=00".into())]);
+        assert!(matches!(
+            stripe.precheck(&h, 0),
+            Err(Rejection::MalformedHeader { .. })
+        ));
     }
 
     #[test]

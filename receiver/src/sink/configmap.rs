@@ -11,11 +11,22 @@
 //! The writer keeps the ConfigMap as its last write returned it, so a batch costs one
 //! write, not a read and a write; when another replica wrote meanwhile, the write is
 //! refused (409) and the batch is applied again at once to a fresh read.
+//!
+//! A receiver writes only its own sinks: a ConfigMap is written only when the Webhook the
+//! receiver records for is its controller (an owner reference with `controller: true` and
+//! that Webhook's uid: [`controlled_by`]), as the operator makes it. Any other ConfigMap
+//! of that name (someone else's, made before the Webhook) is never written: the
+//! delivery is not recorded (`RecordError::NotOwned`, metric label `sink_refused`, 503).
+//! Since each write is made at the resourceVersion the check saw, an owner changed
+//! meanwhile makes the write fail (409), and the ConfigMap is read and checked again. A
+//! ConfigMap that does not exist yet is waited for (the operator creates it), never
+//! created here.
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -49,13 +60,21 @@ pub struct ConfigMapSink {
 }
 
 impl ConfigMapSink {
-    /// Starts the writer task; must be called inside a Tokio runtime.
-    pub fn new(client: kube::Client, namespace: &str, name: &str, mode: ConfigMapMode) -> Self {
+    /// Starts the writer task of ConfigMap `name` in `namespace`, which it writes only
+    /// while the Webhook of uid `owner` controls it; must be called inside a Tokio runtime.
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        mode: ConfigMapMode,
+        owner: &str,
+    ) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writer = Writer {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             mode,
+            owner: owner.into(),
             last: std::sync::Mutex::new(None),
         };
         tokio::spawn(writer.run(queue));
@@ -97,6 +116,8 @@ struct Writer {
     api: Api<ConfigMap>,
     name: String,
     mode: ConfigMapMode,
+    /// The uid of the Webhook that must control the ConfigMap.
+    owner: String,
     /// The ConfigMap as last read or written, at its resourceVersion; taken by an attempt,
     /// put back by a successful one.
     last: std::sync::Mutex<Option<ConfigMap>>,
@@ -183,6 +204,13 @@ impl Writer {
                     .await
                     .map_err(|e| self.failure(e))?,
             };
+            if !controlled_by(&cm.metadata, &self.owner) {
+                // Not cached: a fresh read judges the next batch.
+                return Err(Failure::Final(RecordError::NotOwned {
+                    config_map: self.name.clone(),
+                    uid: self.owner.clone(),
+                }));
+            }
             let mut data = cm.data.take().unwrap_or_default();
             let now = crate::clock::system_clock()();
             let results: Vec<_> = view::apply_all(self.mode, &mut data, deliveries, now)
@@ -247,5 +275,237 @@ impl Writer {
             ),
             _ => Failure::Transient(e.to_string()),
         }
+    }
+}
+
+/// Whether the object of `meta` is controlled by the object of uid `owner`: an owner
+/// reference with `controller: true` and that uid. An empty `owner` controls nothing.
+pub fn controlled_by(meta: &ObjectMeta, owner: &str) -> bool {
+    !owner.is_empty()
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.controller == Some(true) && r.uid == owner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Bytes;
+    use axum::http::{Method, Request, Response};
+    use http_body_util::{BodyExt, Full};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use std::sync::{Arc, Mutex};
+
+    const UID: &str = "uid-of-the-webhook";
+
+    fn owner(uid: &str, controller: Option<bool>) -> OwnerReference {
+        OwnerReference {
+            api_version: "hookwarden.io/v1alpha1".into(),
+            kind: "Webhook".into(),
+            name: "opal".into(),
+            uid: uid.into(),
+            controller,
+            ..OwnerReference::default()
+        }
+    }
+
+    fn meta(owners: Option<Vec<OwnerReference>>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("opal-state".into()),
+            namespace: Some("team-a".into()),
+            resource_version: Some("1".into()),
+            owner_references: owners,
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn only_the_webhook_that_controls_a_config_map_may_write_it() {
+        assert!(controlled_by(
+            &meta(Some(vec![owner(UID, Some(true))])),
+            UID
+        ));
+        assert!(controlled_by(
+            &meta(Some(vec![
+                owner("someone-else", Some(false)),
+                owner(UID, Some(true))
+            ])),
+            UID
+        ));
+        for (owners, why) in [
+            (None, "no owner references"),
+            (Some(vec![]), "an empty list"),
+            (Some(vec![owner(UID, None)]), "owned, not controlled"),
+            (Some(vec![owner(UID, Some(false))]), "owned, not controlled"),
+            (
+                Some(vec![owner("another-webhook", Some(true))]),
+                "another controller",
+            ),
+        ] {
+            assert!(!controlled_by(&meta(owners), UID), "{why}");
+        }
+        // A receiver that knows no uid writes nothing, whatever the ConfigMap says.
+        assert!(!controlled_by(&meta(Some(vec![owner("", Some(true))])), ""));
+    }
+
+    /// The API server, for one ConfigMap: GET reads it, PUT replaces it at its
+    /// resourceVersion (409 otherwise), and counts the writes.
+    #[derive(Default)]
+    struct FakeApi {
+        stored: Mutex<ConfigMap>,
+        writes: Mutex<usize>,
+    }
+
+    impl FakeApi {
+        fn with(owners: Option<Vec<OwnerReference>>) -> Arc<FakeApi> {
+            Arc::new(FakeApi {
+                stored: Mutex::new(ConfigMap {
+                    metadata: meta(owners),
+                    ..ConfigMap::default()
+                }),
+                writes: Mutex::new(0),
+            })
+        }
+
+        fn writes(&self) -> usize {
+            *self.writes.lock().unwrap()
+        }
+
+        fn client(self: &Arc<Self>) -> kube::Client {
+            let api = self.clone();
+            let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+                let api = api.clone();
+                async move {
+                    let (status, body) = api.answer(request).await;
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(body)))
+                            .unwrap(),
+                    )
+                }
+            });
+            kube::Client::new(service, "team-a")
+        }
+
+        async fn answer(&self, request: Request<kube::client::Body>) -> (u16, String) {
+            let method = request.method().clone();
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let mut stored = self.stored.lock().unwrap();
+            match method {
+                Method::GET => (200, serde_json::to_string(&*stored).unwrap()),
+                Method::PUT => {
+                    let new: ConfigMap = serde_json::from_slice(&body).unwrap();
+                    if new.metadata.resource_version != stored.metadata.resource_version {
+                        return (409, status(409, "Conflict"));
+                    }
+                    *self.writes.lock().unwrap() += 1;
+                    *stored = new;
+                    next_version(&mut stored.metadata);
+                    (200, serde_json::to_string(&*stored).unwrap())
+                }
+                _ => (405, status(405, "MethodNotAllowed")),
+            }
+        }
+
+        /// Someone else changes the ConfigMap's owners.
+        fn set_owners(&self, owners: Option<Vec<OwnerReference>>) {
+            let mut stored = self.stored.lock().unwrap();
+            stored.metadata.owner_references = owners;
+            next_version(&mut stored.metadata);
+        }
+
+        fn data(&self) -> std::collections::BTreeMap<String, String> {
+            self.stored.lock().unwrap().data.clone().unwrap_or_default()
+        }
+    }
+
+    /// A write: the resourceVersion after `meta`'s.
+    fn next_version(meta: &mut ObjectMeta) {
+        let version: u64 = meta.resource_version.as_deref().unwrap().parse().unwrap();
+        meta.resource_version = Some((version + 1).to_string());
+    }
+
+    fn status(code: u16, reason: &str) -> String {
+        serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": reason, "reason": reason, "code": code,
+        })
+        .to_string()
+    }
+
+    fn delivery(n: u8) -> Delivery {
+        crate::view::tests::opal(n, n.into(), crate::view::tests::JOIN)
+    }
+
+    fn sink(api: &Arc<FakeApi>) -> ConfigMapSink {
+        ConfigMapSink::new(
+            api.client(),
+            "team-a",
+            "opal-state",
+            ConfigMapMode::Log,
+            UID,
+        )
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn a_config_map_the_webhook_controls_is_written() {
+        let api = FakeApi::with(Some(vec![owner(UID, Some(true))]));
+        let sink = sink(&api);
+        assert_eq!(sink.record(&delivery(1), soon()).await, Ok(Recorded::Now));
+        assert_eq!(api.writes(), 1);
+        assert!(!api.data().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_config_map_the_webhook_does_not_control_is_never_written() {
+        for owners in [
+            None,
+            Some(vec![owner(UID, Some(false))]),
+            Some(vec![owner("another-webhook", Some(true))]),
+        ] {
+            let api = FakeApi::with(owners.clone());
+            let sink = sink(&api);
+            let refused = sink.record(&delivery(1), soon()).await;
+            assert_eq!(
+                refused,
+                Err(RecordError::NotOwned {
+                    config_map: "opal-state".into(),
+                    uid: UID.into()
+                }),
+                "{owners:?}"
+            );
+            assert_eq!(refused.unwrap_err().metric_label(), "sink_refused");
+            assert_eq!(api.writes(), 0, "{owners:?}");
+            assert!(api.data().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_config_map_taken_over_after_a_write_is_not_written_again() {
+        let api = FakeApi::with(Some(vec![owner(UID, Some(true))]));
+        let sink = sink(&api);
+        assert_eq!(sink.record(&delivery(1), soon()).await, Ok(Recorded::Now));
+        // Another controller now: the write at the version the sink kept is refused (409),
+        // the ConfigMap read again, and seen not to be this Webhook's.
+        api.set_owners(Some(vec![owner("another-webhook", Some(true))]));
+        let before = api.data();
+        assert!(matches!(
+            sink.record(&delivery(2), soon()).await,
+            Err(RecordError::NotOwned { .. })
+        ));
+        assert_eq!(api.writes(), 1);
+        assert_eq!(api.data(), before);
+        // Given back: written again.
+        api.set_owners(Some(vec![owner(UID, Some(true))]));
+        assert_eq!(sink.record(&delivery(3), soon()).await, Ok(Recorded::Now));
+        assert_eq!(api.writes(), 2);
     }
 }

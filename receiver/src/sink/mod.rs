@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::config::ReceiverConfig;
 use crate::delivery::{Delivery, RecordError, Recorded, Sink};
 
-pub use configmap::ConfigMapSink;
+pub use configmap::{ConfigMapSink, controlled_by};
 pub use events::{EventsSink, REPORTING_CONTROLLER, event_name, event_object};
 pub use forward::{DELIVERY_HEADER, EVENT_TYPES_HEADER, ForwardSink, WEBHOOK_HEADER};
 
@@ -48,6 +48,7 @@ impl Sinks {
                     &config.webhook.namespace,
                     &cm.name,
                     cm.mode,
+                    &config.webhook.uid,
                 ))),
                 None => sinks.push(Arc::new(Unsupported("configMap (no Kubernetes client)"))),
             }
