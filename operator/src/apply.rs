@@ -105,18 +105,25 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let name = name_of(object.meta())?;
     let uid = owner_uid(object.meta())?;
-    let stored = seen
-        .and_then(|s| s.get(&ObjectRef::new(name).within(namespace)))
-        .filter(|m| claim(Some(&m.metadata), uid) == Claim::Update);
-    let verdict = match stored {
-        Some(_) => Claim::Update,
-        None => {
-            let existing = api.get_metadata_opt(name).await?;
-            claim(existing.as_ref().map(|m| &m.metadata), uid)
-        }
-    };
+    let stored = seen.and_then(|s| s.get(&ObjectRef::new(name).within(namespace)));
+    let stored = stored.as_ref().map(|m| &m.metadata);
+    let verdict = look(stored, uid, api.get_metadata_opt(name)).await?;
     let params = params(verdict, K::kind(&()).as_ref(), name)?;
     Ok(api.patch(name, &params, &Patch::Apply(object)).await?)
+}
+
+/// The claim on the object of a child's name: `Update` when the store holds the owner's
+/// own object (`stored`), else from what `get` finds on the API server.
+async fn look<K>(
+    stored: Option<&ObjectMeta>,
+    uid: &str,
+    get: impl std::future::Future<Output = kube::Result<Option<PartialObjectMeta<K>>>>,
+) -> Result<Claim> {
+    if stored.is_some_and(|m| claim(Some(m), uid) == Claim::Update) {
+        return Ok(Claim::Update);
+    }
+    let existing = get.await?;
+    Ok(claim(existing.as_ref().map(|m| &m.metadata), uid))
 }
 
 /// [`apply`] for a kind known only at run time (the Gateway API's HTTPRoute), through
@@ -131,16 +138,9 @@ pub async fn apply_dynamic(
     let name = name_of(&object.metadata)?;
     let uid = owner_uid(&object.metadata)?;
     let key = ObjectRef::new_with(name, resource.clone()).within(namespace);
-    let stored = seen
-        .get(&key)
-        .filter(|m| claim(Some(&m.metadata), uid) == Claim::Update);
-    let verdict = match stored {
-        Some(_) => Claim::Update,
-        None => {
-            let existing = api.get_metadata_opt(name).await?;
-            claim(existing.as_ref().map(|m| &m.metadata), uid)
-        }
-    };
+    let stored = seen.get(&key);
+    let stored = stored.as_ref().map(|m| &m.metadata);
+    let verdict = look(stored, uid, api.get_metadata_opt(name)).await?;
     let params = params(verdict, &resource.kind, name)?;
     Ok(api.patch(name, &params, &Patch::Apply(object)).await?)
 }

@@ -312,11 +312,14 @@ async fn run_scope(
         .owns_stream(seen::owned(&client, scope, &managed, writers.deployments))
         .owns_stream(seen::owned(&client, scope, &managed, writers.services))
         // Not on every write a receiver makes to a sink's data: see `triggers`.
-        .owns_stream(triggers::config_maps(
-            scoped::<ConfigMap>(&client, scope),
-            managed.clone(),
-            writers.config_maps,
-        ))
+        .watches_stream(
+            triggers::config_maps(
+                scoped::<ConfigMap>(&client, scope),
+                managed.clone(),
+                writers.config_maps,
+            ),
+            |cm: ConfigMap| triggers::webhook_of(&cm),
+        )
         .owns_stream(seen::owned(
             &client,
             scope,

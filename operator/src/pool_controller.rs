@@ -435,3 +435,58 @@ where
 {
     crate::apply::apply(&ctx.client, namespace, object, None).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::WebhookSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use kube::core::PartialObjectMetaExt;
+
+    fn webhook(name: &str, uid: &str) -> Webhook {
+        let mut w = Webhook::new(name, WebhookSpec::default());
+        w.metadata.namespace = Some("ns".into());
+        w.metadata.uid = Some(uid.into());
+        w
+    }
+
+    /// A pool serves a Webhook with a ConfigMap sink only once the operator made that
+    /// ConfigMap for it: not while it is missing, never when another Webhook (or nobody)
+    /// controls it.
+    #[test]
+    fn a_webhook_is_served_only_with_a_sink_of_its_own() {
+        let (store, mut writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+        let sink = |name: &str, controller: Option<&str>| {
+            ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                owner_references: controller.map(|uid| {
+                    vec![OwnerReference {
+                        kind: "Webhook".into(),
+                        uid: uid.into(),
+                        controller: Some(true),
+                        ..OwnerReference::default()
+                    }]
+                }),
+                ..ObjectMeta::default()
+            }
+            .into_response_partial::<ConfigMap>()
+        };
+        for cm in [
+            sink("victim-orgs", Some("u-victim")),
+            sink("app-settings", None),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(cm));
+        }
+        let victim = webhook("victim", "u-victim");
+        let attacker = webhook("attacker", "u-attacker");
+        assert!(owns_its_sink(&store, &victim, Some("victim-orgs")));
+        assert!(!owns_its_sink(&store, &attacker, Some("victim-orgs")));
+        assert!(!owns_its_sink(&store, &attacker, Some("app-settings")));
+        assert!(!owns_its_sink(&store, &victim, Some("not-made-yet")));
+        assert!(
+            owns_its_sink(&store, &attacker, None),
+            "no sink, nothing to own"
+        );
+    }
+}

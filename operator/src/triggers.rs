@@ -8,12 +8,13 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject};
 use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
-use kube::runtime::reflector::reflector;
 use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::debug;
 
+use crate::crd::Webhook;
 use crate::names;
 use crate::route;
 use crate::status;
@@ -112,6 +113,23 @@ pub fn config_maps(
         })
 }
 
+/// The Webhook a managed ConfigMap belongs to: its controller, or, once that owner
+/// reference is gone (taken away by hand), the Webhook its label names, so that the
+/// Webhook hears of it (and reports the sink as no longer its own).
+pub fn webhook_of(cm: &ConfigMap) -> Option<ObjectRef<Webhook>> {
+    let namespace = cm.namespace()?;
+    let controller = cm
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true));
+    let name = match controller {
+        Some(o) if o.kind == "Webhook" => Some(o.name.clone()),
+        Some(_) => None,
+        None => cm.labels().get(names::WEBHOOK_LABEL).cloned(),
+    }?;
+    Some(ObjectRef::new(&name).within(&namespace))
+}
+
 /// `event` with each ConfigMap reduced to its metadata.
 fn metadata_only(
     event: &watcher::Event<ConfigMap>,
@@ -188,6 +206,26 @@ mod tests {
             .get_or_insert_default()
             .insert("extra".into(), "1".into());
         assert_ne!(config_map_state(&relabelled), state(100), "labels changed");
+    }
+
+    #[test]
+    fn a_config_map_belongs_to_its_controller_or_else_to_the_webhook_it_names() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let mut cm = config_map("sink", &[]);
+        cm.metadata.namespace = Some("ns".into());
+        // (labelled for Webhook "w" by `config_map`)
+        assert_eq!(webhook_of(&cm), Some(ObjectRef::new("w").within("ns")));
+        let owner = |kind: &str, name: &str| OwnerReference {
+            kind: kind.into(),
+            name: name.into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        };
+        cm.metadata.owner_references = Some(vec![owner("Webhook", "w")]);
+        assert_eq!(webhook_of(&cm), Some(ObjectRef::new("w").within("ns")));
+        // A pool's ConfigMap concerns no Webhook.
+        cm.metadata.owner_references = Some(vec![owner("ReceiverPool", "default")]);
+        assert_eq!(webhook_of(&cm), None);
     }
 
     #[test]

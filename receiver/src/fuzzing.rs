@@ -25,7 +25,8 @@ fn header_layout() -> Vec<HeaderName> {
 }
 
 /// Every scheme's header parsing and verification on arbitrary headers and bodies: never a
-/// panic, and never an acceptance, since the input cannot know the secret.
+/// panic, never an acceptance, since the input cannot know the secret, and the check made
+/// before the body is read refusing only what verification refuses, for the same reason.
 ///
 /// Layout: the first byte picks the provider (its high bit the generic encoding, the next
 /// whether the generic layout accepts the JSON.stringify form); the rest is
@@ -62,7 +63,17 @@ pub fn signature(data: &[u8]) {
     // Nothing in the input can produce an HMAC under this key; the GitLab token is compared
     // in constant time, so the fuzzer gets no byte-by-byte feedback towards it.
     let secret = Secret::new(b"fuzz-secret-5c0f1e2d3a4b59687766554433221100");
+    // The check made before the body is read refuses only what the whole check refuses,
+    // for the same reason: a delivery refused early would have been refused anyway.
+    let early = scheme.precheck(&headers, 1_700_000_000);
     let verdict = scheme.verify(&headers, &body, &[secret], 1_700_000_000);
+    if let Err(early) = early {
+        assert_eq!(
+            verdict.as_ref().err(),
+            Some(&early),
+            "{provider}: refused before the body for another reason than after it"
+        );
+    }
     assert!(
         verdict.is_err(),
         "{provider} accepted a delivery it could not have verified"

@@ -538,6 +538,27 @@ pub async fn pool_url(ns: &TestNamespace) -> String {
     format!("http://{}", svc.spec.unwrap().cluster_ip.unwrap())
 }
 
+/// The names of the objects of kind `K` in the namespace, sorted.
+pub async fn names<K>(ns: &TestNamespace) -> Vec<String>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let mut names: Vec<String> = ns
+        .api::<K>()
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.meta().name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The `state` view of the sink ConfigMap, parsed.
 pub async fn config_map_json(ns: &TestNamespace, name: &str, key: &str) -> serde_json::Value {
     let cm: k8s_openapi::api::core::v1::ConfigMap = ns.api().get(name).await.unwrap();

@@ -73,16 +73,7 @@ async fn a_namespaces_webhooks_share_one_pool_that_follows_their_changes_without
     let pool: ReceiverPool = ns.api().get("default").await.unwrap();
     let status = pool.status.unwrap();
     assert_eq!(status.webhooks, Some(3));
-    let deployments: kube::Api<Deployment> = ns.api();
-    let names: Vec<String> = deployments
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|d| d.metadata.name.unwrap())
-        .collect();
-    assert_eq!(names, ["default-pool"]);
+    assert_eq!(names::<Deployment>(&ns).await, ["default-pool"]);
     let pods = pool_pods(&ns).await;
     assert_eq!(pods.len(), 2, "{pods:?}");
 
@@ -480,7 +471,27 @@ async fn one_webhook_flooded_and_stuck_does_not_hold_up_another_of_the_pool() {
             }
         })
     };
-    let target = format!("http://{}:{port}/hooks", node_ip(&ns).await);
+    // Reached as a Service of the namespace (a pooled forward may reach no other host, by
+    // the chart's default guardrails): one without a selector, whose EndpointSlice names
+    // this host's listener.
+    let node = node_ip(&ns).await;
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "holder", "namespace": ns.name},
+        "spec": {"ports": [{"port": 80, "targetPort": port}]}
+    }))
+    .unwrap();
+    ns.apply(&service).await;
+    let slice: k8s_openapi::api::discovery::v1::EndpointSlice =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "holder-1", "namespace": ns.name,
+                         "labels": {"kubernetes.io/service-name": "holder"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [node]}],
+            "ports": [{"port": port, "protocol": "TCP"}]
+        }))
+        .unwrap();
+    ns.apply(&slice).await;
+    let target = format!("http://holder.{}.svc/hooks", ns.name);
     ns.apply_webhook(&pooled(
         "noisy",
         "membrane",
