@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test lint unit chart e2e demo crds manifests bench bench-sinks bench-scale fuzz cluster-up cluster-down cluster-status images install clean
+.PHONY: all build test lint docs unit chart e2e demo crds manifests bench bench-sinks bench-scale fuzz cluster-up cluster-down cluster-status images install clean
 
 all: build
 
@@ -15,10 +15,19 @@ build:
 ## per release and 6 for the rest; cached afterwards). See tests/cluster/README.md.
 test: lint unit chart e2e
 
-lint:
+## Formatting, the module graph, the documentation (built, its links, pages and code map
+## checked: tests/docs/check.py, with its own tests) and clippy.
+lint: docs
 	$(CARGO) fmt --all -- --check
 	tests/module_graph.py
+	python3 -m unittest discover -s tests/docs -p 'test_*.py'
+	tests/docs/check.py --html target/book
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The documentation (docs/, book.toml) built with mdBook into target/book; mdBook is
+## installed from crates.io on first use, at the version pinned in tests/docs/mdbook.sh.
+docs:
+	tests/docs/mdbook.sh build
 
 unit:
 	$(CARGO) test --workspace --exclude hookwarden-tests

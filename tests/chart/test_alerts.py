@@ -38,8 +38,11 @@ ALERT_TESTS = Path(__file__).resolve().parent / "alerts"
 INSTALL = REPO / "tests" / "prometheus" / "install.sh"
 # The file name the unit-test files' rule_files name.
 RULES_FILE = "hookwarden-rules.yaml"
+# The documentation page with the "## Metrics" and "## Alerts" sections.
+MONITORING_DOC = REPO / "docs" / "guides" / "monitoring.md"
 
-# Every metric hookwarden exports (README "Metrics"), histograms by their series' names.
+# Every metric hookwarden exports (docs/guides/monitoring.md, "Metrics"), histograms by their
+# series' names.
 METRICS = {
     "hookwarden_operator_reconciliations_total",
     "hookwarden_operator_reconcile_duration_seconds",
@@ -286,12 +289,12 @@ class Rules(Promtool):
             'namespace="hw"}) > 0.85')
 
     def test_every_description_says_where_to_read_on(self) -> None:
-        readme = (REPO / "README.md").read_text()
-        alerts_section = readme.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+        doc = MONITORING_DOC.read_text()
+        alerts_section = doc.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
         for name, rule in rules({"prometheusRule": {"enabled": True}}).items():
             self.assertIn("README: Troubleshooting", rule["annotations"]["description"], name)
             self.assertEqual(set(rule["annotations"]), {"summary", "description"}, name)
-            self.assertIn(f"`{name}`", alerts_section, f"README's Alerts section lacks {name}")
+            self.assertIn(f"`{name}`", alerts_section, f"the docs' Alerts section lacks {name}")
 
     def test_the_rules_query_only_hookwarden_metrics(self) -> None:
         for name, rule in rules({"prometheusRule": {"enabled": True}}).items():
@@ -428,9 +431,9 @@ class Dashboard(Promtool):
         self.assertLessEqual(bare, METRICS, "a query names a metric hookwarden does not export")
         self.assertEqual(METRICS - bare, set(), "metrics the dashboard does not show")
 
-    def test_readme_lists_every_metric(self) -> None:
-        readme = (REPO / "README.md").read_text()
-        section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    def test_docs_list_every_metric(self) -> None:
+        doc = MONITORING_DOC.read_text()
+        section = doc.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
         for metric in sorted(METRICS):
             self.assertIn(f"`{metric}", section, metric)
 
