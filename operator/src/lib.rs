@@ -1,35 +1,28 @@
 //! hookwarden's operator: runs and maintains a receiver for each `Webhook`.
 //!
-//! Pure modules (`crd`, `validate`, `conflict`, `children`, `pool_children`, `served`,
-//! `placement`, `status`, `names`, `secret`, `route`, `inject`, `certs`) decide;
-//! `controller`, `seen`, `pool_controller`, `admission` and `leader` talk to the API
-//! server; `metrics` serves health and Prometheus endpoints.
+//! Its tree, one folder per controller and the shared pieces apart:
+//! - `run`: every controller of a scope started from one place;
+//! - `webhook/`: the Webhook controller (`controller`, its watches `triggers` and `seen`)
+//!   and its pure decisions (`validate`, `conflict`, `guardrails`, `secret`, `children`,
+//!   `route`, `served`, `placement`, `status`);
+//! - `pool/`: the ReceiverPool controller and the pool's children;
+//! - `admission/`: the pod admission webhook that injects sidecar receivers (`inject`
+//!   decides, `certs` keeps its TLS material);
+//! - `migrate`: the one-off cleanup of the previous release's sidecar containers;
+//! - `runtime/`: what they share (`apply` over what the operator made, `names`, `leader`,
+//!   `metrics`, `scope`);
+//! - `crd` (the types, from `hookwarden-api`) and `schema/` (the CRD's CEL rules and the
+//!   generated API reference); `error`, the crate's one error type.
 
 pub mod admission;
-pub mod apply;
-pub mod certs;
-pub mod children;
-pub mod conflict;
-pub mod controller;
 pub mod crd;
 pub mod error;
-pub mod guardrails;
-pub mod inject;
-pub mod leader;
-pub mod metrics;
-pub mod names;
-pub mod placement;
-pub mod pool_children;
-pub mod pool_controller;
-pub mod reference;
-pub mod route;
-pub mod rules;
-pub mod secret;
-pub mod seen;
-pub mod served;
-pub mod status;
-pub mod triggers;
-pub mod validate;
+pub mod migrate;
+pub mod pool;
+pub mod run;
+pub mod runtime;
+pub mod schema;
+pub mod webhook;
 
 pub use error::{Error, Result};
 
@@ -43,7 +36,7 @@ pub fn crd() -> Result<CustomResourceDefinition> {
     let schema = value
         .pointer_mut("/spec/versions/0/schema/openAPIV3Schema")
         .ok_or_else(|| Error::Yaml("the CRD has no schema".into()))?;
-    rules::apply(schema, &rules::all()).map_err(Error::Yaml)?;
+    schema::rules::apply(schema, &schema::rules::all()).map_err(Error::Yaml)?;
     Ok(serde_json::from_value(value)?)
 }
 
@@ -75,5 +68,5 @@ pub fn crd_reference() -> Result<String> {
         .pointer("/spec/versions/0/schema/openAPIV3Schema")
         .cloned()
         .unwrap_or_default();
-    Ok(reference::markdown(&schema))
+    Ok(schema::reference::markdown(&schema))
 }

@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use hookwarden_operator::admission::{self, InjectorConfig};
-use hookwarden_operator::children::ReceiverDefaults;
-use hookwarden_operator::controller::{self, Config};
-use hookwarden_operator::guardrails::Guardrails;
-use hookwarden_operator::leader::{self, LeaseConfig};
-use hookwarden_operator::metrics::{self, Health, Metrics};
+use hookwarden_operator::run;
+use hookwarden_operator::runtime::leader::{self, LeaseConfig};
+use hookwarden_operator::runtime::metrics::{self, Health, Metrics};
+use hookwarden_operator::webhook::children::ReceiverDefaults;
+use hookwarden_operator::webhook::controller::Config;
+use hookwarden_operator::webhook::guardrails::Guardrails;
 use hookwarden_process::telemetry::{self, LogFormat};
 use tracing::{error, info};
 
@@ -266,7 +267,7 @@ async fn control(
         info!("leader election disabled");
         // The only replica reconciles: it leads, and the metric says so (alerts read it).
         metrics.leader.set(1);
-        controller::run(client, config, metrics, shutdown_signal()).await;
+        run::run(client, config, metrics, shutdown_signal()).await;
         return Ok(());
     }
 
@@ -280,7 +281,7 @@ async fn control(
     let term = leader::lead(
         channel,
         &leading,
-        |stop| controller::run(client, config, metrics, stop),
+        |stop| run::run(client, config, metrics, stop),
         shutdown_signal(),
     )
     .await;

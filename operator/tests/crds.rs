@@ -91,7 +91,7 @@ fn crd_is_what_users_expect() {
     }
     // Every CEL rule is in the schema once, with its message, and every string or list a
     // rule reads is bounded (the API server's cost estimate needs it).
-    let rules = hookwarden_operator::rules::all();
+    let rules = hookwarden_operator::schema::rules::all();
     assert_eq!(yaml.matches("- message:").count(), rules.len(), "{yaml}");
     let json = serde_json::to_value(&crd).unwrap();
     let mut unbounded = Vec::new();

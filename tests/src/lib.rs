@@ -588,7 +588,7 @@ pub fn http_routes(ns: &TestNamespace) -> Api<kube::api::DynamicObject> {
     Api::namespaced_with(
         ns.client.clone(),
         &ns.name,
-        &hookwarden_operator::route::http_route_resource(),
+        &hookwarden_operator::webhook::route::http_route_resource(),
     )
 }
 

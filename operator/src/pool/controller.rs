@@ -1,5 +1,5 @@
 //! The ReceiverPool controller: members (from the Webhook controller's store) -> build the
-//! pool's children (`pool_children`, pure) -> apply -> prune reports of gone pods -> write
+//! pool's children (`pool::children`, pure) -> apply -> prune reports of gone pods -> write
 //! status. A Webhook joining, changing or leaving the pool re-renders its configuration
 //! once, here, rather than once per Webhook.
 
@@ -23,13 +23,14 @@ use tracing::{debug, info, instrument, warn};
 
 use hookwarden_api::pool::{ReceiverPool, ReceiverPoolStatus};
 
-use crate::children::ReceiverDefaults;
-use crate::conflict::find_conflict;
+use super::children::{self, Member};
 use crate::crd::Webhook;
 use crate::error::{Error, Result};
-use crate::names;
-use crate::pool_children::{self, Member};
-use crate::validate::{SecretSource, validate};
+use crate::runtime::names;
+use crate::runtime::scoped;
+use crate::webhook::children::ReceiverDefaults;
+use crate::webhook::conflict::find_conflict;
+use crate::webhook::validate::{SecretSource, validate};
 
 /// How often a pool is reconciled even without a change.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -98,7 +99,7 @@ fn owns_its_sink(
     };
     sinks
         .get(&ObjectRef::new(sink).within(&ns))
-        .is_some_and(|cm| crate::children::controlled_by(&cm.metadata, webhook))
+        .is_some_and(|cm| crate::webhook::children::controlled_by(&cm.metadata, webhook))
 }
 
 /// A store of the Webhooks `api` sees, and the stream that fills it (to be run as the pool
@@ -114,6 +115,36 @@ pub fn webhook_store(
         .default_backoff()
         .touched_objects();
     (reader, stream)
+}
+
+/// Runs the pool controller of one scope (a namespace, or all) until `shutdown`: its own
+/// stores of the scope's Webhooks and sinks, fed by the watches that trigger it.
+pub async fn run_scope(
+    client: Client,
+    defaults: ReceiverDefaults,
+    ns: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (members, changes) = webhook_store(scoped(&client, ns.as_deref()));
+    let (sinks, sink_changes) = sink_store(scoped(&client, ns.as_deref()));
+    let ctx = Arc::new(PoolContext::new(client.clone(), defaults, members, sinks));
+    let scope = (client.clone(), ns.clone());
+    run(
+        ctx,
+        scoped(&client, ns.as_deref()),
+        changes,
+        sink_changes,
+        move || {
+            let (client, ns) = &scope;
+            (
+                scoped(client, ns.as_deref()),
+                scoped(client, ns.as_deref()),
+                scoped(client, ns.as_deref()),
+            )
+        },
+        shutdown,
+    )
+    .await
 }
 
 /// Runs the pool controller of one scope (a namespace, or all) until `shutdown`.
@@ -282,7 +313,7 @@ async fn reconcile_inner(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Resu
                 .then_some(Member { webhook: w, spec })
         })
         .collect();
-    let children = pool_children::build(&pool, &members, &ctx.defaults)?;
+    let children = children::build(&pool, &members, &ctx.defaults)?;
 
     // Rights first: a pod that reads the new configuration may read what it names.
     apply(&ctx, &namespace, &children.service_account).await?;
@@ -293,7 +324,7 @@ async fn reconcile_inner(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Resu
     apply(&ctx, &namespace, &children.service).await?;
     apply(&ctx, &namespace, &children.disruption_budget).await?;
     let deployment = apply(&ctx, &namespace, &children.deployment).await?;
-    if let Some(lease) = crate::children::writer_lease(&children.deployment, &deployment) {
+    if let Some(lease) = crate::webhook::children::writer_lease(&children.deployment, &deployment) {
         apply(&ctx, &namespace, &lease).await?;
     }
     prune_reports(&ctx, &namespace, &name).await?;
@@ -323,7 +354,7 @@ async fn reconcile_inner(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Resu
             &format!("{r} Ready pods serve {n} Webhooks"),
         ),
     };
-    let url = pool_children::url(&name, &namespace);
+    let url = children::url(&name, &namespace);
     let webhooks = i32::try_from(children.webhooks).unwrap_or(i32::MAX);
     write_status(&ctx, &pool, webhooks, ready_replicas, Some(url), ready).await?;
     Ok(Action::requeue(RESYNC))
@@ -383,7 +414,7 @@ fn condition(pool: &ReceiverPool, status: &str, reason: &str, message: &str) -> 
         reason: reason.into(),
         message: message.into(),
         observed_generation: pool.metadata.generation,
-        last_transition_time: crate::status::transition_time(previous, status, now),
+        last_transition_time: crate::webhook::status::transition_time(previous, status, now),
     }
 }
 
@@ -433,7 +464,7 @@ where
         + std::fmt::Debug
         + 'static,
 {
-    crate::apply::apply(&ctx.client, namespace, object, None).await
+    crate::runtime::apply::apply(&ctx.client, namespace, object, None).await
 }
 
 #[cfg(test)]

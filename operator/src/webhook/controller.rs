@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -25,21 +24,21 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, instrument, warn};
 
-use crate::children::{self, ReceiverDefaults, ReceiverPlan};
-use crate::conflict::find_conflict;
 use crate::crd::Webhook;
 use crate::error::{Error, NotOwned, Result};
-use crate::metrics::{Metrics, ReadyLabels};
-use crate::names;
-use crate::placement;
-use crate::pool_controller::{self, PoolContext};
-use crate::route::{self, RouteState};
-use crate::secret;
-use crate::seen::{self, Seen};
-use crate::served::{self, Reports, Wanted};
-use crate::status::{self, Readiness, Reason, SinkUsage};
-use crate::triggers;
-use crate::validate::{SecretSource, ValidSpec, validate};
+use crate::runtime::metrics::{Metrics, ReadyLabels};
+use crate::runtime::names;
+use crate::runtime::scoped;
+use crate::webhook::children::{self, ReceiverDefaults, ReceiverPlan};
+use crate::webhook::conflict::find_conflict;
+use crate::webhook::placement;
+use crate::webhook::route::{self, RouteState};
+use crate::webhook::secret;
+use crate::webhook::seen::{self, Seen};
+use crate::webhook::served::{self, Reports, Wanted};
+use crate::webhook::status::{self, Readiness, Reason, SinkUsage};
+use crate::webhook::triggers;
+use crate::webhook::validate::{SecretSource, ValidSpec, validate};
 use hookwarden_api::pool::{DEFAULT_POOL, ReceiverPool, ReceiverPoolSpec};
 
 /// How often a healthy Webhook is reconciled even without a change.
@@ -168,46 +167,9 @@ fn pool_news(
         .collect()
 }
 
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Runs the controller until `shutdown` completes: one over all namespaces, or one per
-/// watched namespace (each with its own watches, so that the operator needs rights in those
-/// namespaces only).
-pub async fn run(
-    client: Client,
-    config: Config,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let shutdown = shutdown.shared();
-    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.namespaces.iter().cloned().map(Some).collect()
-    };
-    let runs = scopes.into_iter().map(|ns| {
-        run_scope(
-            client.clone(),
-            config.clone(),
-            metrics.clone(),
-            ns,
-            shutdown.clone(),
-        )
-    });
-    futures::future::join_all(runs).await;
-    info!("controller stopped");
-}
-
-async fn run_scope(
+/// Runs the Webhook controller of one scope (a namespace, or all) until `shutdown`
+/// completes (started by `run`, beside the other controllers of the scope).
+pub async fn run_scope(
     client: Client,
     config: Config,
     metrics: Arc<Metrics>,
@@ -220,36 +182,9 @@ async fn run_scope(
     let store = controller.store();
     metrics.webhooks.watch(store.clone());
     let shutdown = shutdown.shared();
-    let cleanup = sidecar_cleanup(client.clone(), ns.clone(), shutdown.clone());
     let reporter = Reporter {
         controller: names::FIELD_MANAGER.into(),
         instance: config.instance.clone(),
-    };
-    let pools = {
-        let (members, changes) = pool_controller::webhook_store(webhooks.clone());
-        let (sinks, sink_changes) = pool_controller::sink_store(scoped(&client, ns.as_deref()));
-        let ctx = Arc::new(PoolContext::new(
-            client.clone(),
-            config.receiver.clone(),
-            members,
-            sinks,
-        ));
-        let scope = (client.clone(), ns.clone());
-        pool_controller::run(
-            ctx,
-            scoped(&client, ns.as_deref()),
-            changes,
-            sink_changes,
-            move || {
-                let (client, ns) = &scope;
-                (
-                    scoped(client, ns.as_deref()),
-                    scoped(client, ns.as_deref()),
-                    scoped(client, ns.as_deref()),
-                )
-            },
-            shutdown.clone(),
-        )
     };
     let (pools_seen, pools_writer) = reflector::store();
     let (pods_seen, pods_writer) = reflector::store();
@@ -381,43 +316,7 @@ async fn run_scope(
                 Err(error) => debug!(%error, "reconcile loop"),
             }
         });
-    futures::future::join3(webhooks_done, cleanup, pools).await;
-}
-
-/// A second controller, over application Deployments that the previous release added a
-/// receiver container to (label `hookwarden.io/sidecar`): it takes every such container
-/// out, once, since receivers are now injected into pods at admission and a Deployment is
-/// never written. Its listing at start finds them all.
-async fn sidecar_cleanup(
-    client: Client,
-    ns: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let deployments: Api<Deployment> = scoped(&client, ns.as_deref());
-    let labelled = watcher::Config::default().labels(names::SIDECAR_LABEL);
-    Controller::new(deployments, labelled)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            clean_deployment,
-            |_, error: &Error, _| {
-                warn!(%error, "sidecar cleanup failed; retrying");
-                Action::requeue(SECRET_RETRY)
-            },
-            Arc::new(client),
-        )
-        .for_each(|_| async {})
-        .await;
-}
-
-async fn clean_deployment(deployment: Arc<Deployment>, client: Arc<Client>) -> Result<Action> {
-    let namespace = deployment
-        .namespace()
-        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let name = deployment.name_any();
-    for webhook in names::sidecar_managers(&deployment) {
-        remove_sidecar_of(&client, &webhook, &namespace, &name).await?;
-    }
-    Ok(Action::await_change())
+    webhooks_done.await;
 }
 
 fn neighbours(store: &Store<Webhook>, changed: &Webhook) -> Vec<ObjectRef<Webhook>> {
@@ -895,7 +794,7 @@ async fn reconcile_route(
         }
         return Ok((RouteState::NoRoute, None));
     };
-    let applied = match crate::apply::apply_dynamic(
+    let applied = match crate::runtime::apply::apply_dynamic(
         &api,
         &resource,
         namespace,
@@ -1060,35 +959,6 @@ async fn pool_readiness(
     Ok(served::pool_readiness(pool, &wanted, &pods, &reports))
 }
 
-/// Takes what the Webhook named `webhook` added out of `deployment` (nothing when the
-/// Deployment is gone): applying an empty configuration under its field manager removes
-/// the fields only that manager owned.
-async fn remove_sidecar_of(
-    client: &Client,
-    webhook: &str,
-    namespace: &str,
-    deployment: &str,
-) -> Result<()> {
-    let apps: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    if apps.get_opt(deployment).await?.is_none() {
-        return Ok(());
-    }
-    info!(
-        webhook,
-        namespace, deployment, "removing the receiver sidecar"
-    );
-    let params = PatchParams::apply(&names::sidecar_field_manager(webhook)).force();
-    let removal = children::sidecar_removal(namespace, deployment);
-    match apps
-        .patch(deployment, &params, &Patch::Apply(&removal))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Deletes the receiver's own Deployment, ServiceAccount, Role and RoleBinding (when it now
 /// runs as a sidecar), where this Webhook controls them.
 async fn remove_own_receiver(ctx: &Context, webhook: &Webhook, namespace: &str) -> Result<()> {
@@ -1198,7 +1068,7 @@ async fn check_secret(
             return Err(Error::NotOwned(NotOwned {
                 kind: "Secret".into(),
                 name: name.to_string(),
-                controller: crate::apply::controller_of(&found.metadata),
+                controller: crate::runtime::apply::controller_of(&found.metadata),
             }));
         }
         (SecretSource::Referenced { .. }, Some(found))
@@ -1273,7 +1143,7 @@ where
         + Debug
         + 'static,
 {
-    crate::apply::apply(&ctx.client, namespace, object, seen).await
+    crate::runtime::apply::apply(&ctx.client, namespace, object, seen).await
 }
 
 /// Deletes sink ConfigMaps this Webhook owns but no longer names.

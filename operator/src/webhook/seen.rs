@@ -92,7 +92,8 @@ pub fn has_route(
     namespace: &str,
     name: &str,
 ) -> bool {
-    let key = ObjectRef::new_with(name, crate::route::http_route_resource()).within(namespace);
+    let key =
+        ObjectRef::new_with(name, crate::webhook::route::http_route_resource()).within(namespace);
     store.get(&key).is_some()
 }
 

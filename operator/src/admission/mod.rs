@@ -4,6 +4,9 @@
 //! pods to it, which the operator writes itself so that the CA bundle in it is never a
 //! chart-rendered field that drifts. Decisions are `inject`'s.
 
+pub mod certs;
+pub mod inject;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,13 +35,13 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use tracing::{info, warn};
 
-use crate::certs::{self, Material};
-use crate::children::{self, ReceiverDefaults};
 use crate::crd::Webhook;
 use crate::error::{Error, Result};
-use crate::inject::{self, Decision};
-use crate::metrics::Metrics;
-use crate::names;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::names;
+use crate::webhook::children::{self, ReceiverDefaults};
+use certs::Material;
+use inject::Decision;
 
 /// How often each replica looks at the TLS Secret (rotation, another replica's rotation)
 /// and re-applies the webhook configuration.

@@ -161,7 +161,7 @@ pub fn sidecar_pods(webhook: &str, pods: &[Pod], current: &str) -> (Readiness, S
         p.metadata
             .annotations
             .as_ref()
-            .and_then(|a| a.get(crate::names::RECEIVER_HASH_ANNOTATION))
+            .and_then(|a| a.get(crate::runtime::names::RECEIVER_HASH_ANNOTATION))
             .cloned()
     };
     let is_ready = |p: &Pod| {
@@ -191,7 +191,7 @@ pub fn sidecar_pods(webhook: &str, pods: &[Pod], current: &str) -> (Readiness, S
         outdated,
         outdated_count: (outdated_count > 0).then(|| count(outdated_count)),
     };
-    let label = format!("{}={webhook}", crate::names::INJECT_LABEL);
+    let label = format!("{}={webhook}", crate::runtime::names::INJECT_LABEL);
     let readiness = if ready > 0 {
         let mut message = format!("the receiver serves in {ready} ready pod(s) labelled {label}");
         if outdated_count > 0 {
@@ -603,7 +603,7 @@ mod tests {
             if let Some(h) = hash {
                 p.metadata.annotations = Some(
                     [(
-                        crate::names::RECEIVER_HASH_ANNOTATION.to_string(),
+                        crate::runtime::names::RECEIVER_HASH_ANNOTATION.to_string(),
                         h.to_string(),
                     )]
                     .into(),

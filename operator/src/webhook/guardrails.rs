@@ -9,7 +9,7 @@
 //! allows every name under `example.com`.
 
 use crate::crd::WebhookSpec;
-use crate::validate::ValidSpec;
+use crate::webhook::validate::ValidSpec;
 
 /// The guardrails in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, NotOwned, Result};
-use crate::names;
+use crate::runtime::names;
 
 /// What may be done with the object of a child's name.
 #[derive(Clone, Debug, PartialEq, Eq)]

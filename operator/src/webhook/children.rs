@@ -32,8 +32,8 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::{ReceiverSettings, Webhook, WebhookIngress};
 use crate::error::{Error, Result};
-use crate::names;
-use crate::validate::{ValidSidecar, ValidSpec};
+use crate::runtime::names;
+use crate::webhook::validate::{ValidSidecar, ValidSpec};
 
 /// Where the receiver finds its config file.
 pub use hookwarden_api::names::CONFIG_DIR;
@@ -53,7 +53,7 @@ pub struct ReceiverDefaults {
     /// must exist in the Webhook's namespace.
     pub image_pull_secrets: Vec<String>,
     /// What the platform team allows Webhook and pool authors (see `guardrails`).
-    pub guardrails: crate::guardrails::Guardrails,
+    pub guardrails: crate::webhook::guardrails::Guardrails,
 }
 
 /// Everything applied for one Webhook (the generated Secret is handled apart: it is created
@@ -258,7 +258,7 @@ pub fn build(webhook: &Webhook, spec: &ValidSpec, defaults: &ReceiverDefaults) -
         .map(|i| ingress(&o, spec, i, &receiver_name));
 
     let http_route = spec.gateway.as_ref().map(|g| {
-        crate::route::http_route(
+        crate::webhook::route::http_route(
             meta(&o, names::receiver(&o.name), "receiver"),
             spec,
             g,
@@ -914,7 +914,7 @@ fn hash(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::crd::{ConfigMapSink, ReceiverSettings, SecretKeyRef, Sinks, WebhookSpec};
-    use crate::validate::validate;
+    use crate::webhook::validate::validate;
     use hookwarden_api::config::ConfigMapMode;
 
     fn defaults() -> ReceiverDefaults {

@@ -5,10 +5,10 @@
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
-use crate::children::SidecarReceiver;
 use crate::crd::Webhook;
-use crate::names;
-use crate::validate::{ValidSpec, validate};
+use crate::runtime::names;
+use crate::webhook::children::SidecarReceiver;
+use crate::webhook::validate::{ValidSpec, validate};
 
 /// What to answer for one pod.
 #[derive(Debug, PartialEq)]
@@ -183,7 +183,7 @@ pub fn decide(pod: &Pod, receiver: &SidecarReceiver) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::children::{ReceiverDefaults, sidecar_receiver};
+    use crate::webhook::children::{ReceiverDefaults, sidecar_receiver};
     use kube::api::ObjectMeta;
 
     fn webhook(extra: Value) -> Webhook {

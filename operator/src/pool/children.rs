@@ -25,14 +25,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::children::{
+use crate::crd::Webhook;
+use crate::error::{Error, Result};
+use crate::runtime::names;
+use crate::webhook::children::{
     ContainerLayout, ReceiverDefaults, image_pull_secrets, pod_security_context,
     receiver_container, surge_first,
 };
-use crate::crd::Webhook;
-use crate::error::{Error, Result};
-use crate::names;
-use crate::validate::ValidSpec;
+use crate::webhook::validate::ValidSpec;
 
 /// A Webhook the pool serves, validated.
 pub struct Member<'a> {
@@ -280,7 +280,7 @@ fn rules(pool: &str, config: &PoolConfig) -> Vec<PolicyRule> {
     }
     // Granted whether or not a Webhook has a ConfigMap sink now: the pods take part in the
     // election from their start, and one that gains a sink needs no restart.
-    rules.extend(crate::children::writer_election_rules(
+    rules.extend(crate::webhook::children::writer_election_rules(
         &names::pool_receiver(pool),
     ));
     if !secrets.is_empty() {
@@ -332,7 +332,11 @@ fn deployment(
         "--log-format".into(),
         "json".into(),
     ];
-    let args = [args, crate::children::writer_election_args(&name).to_vec()].concat();
+    let args = [
+        args,
+        crate::webhook::children::writer_election_args(&name).to_vec(),
+    ]
+    .concat();
     let layout = ContainerLayout {
         port: DEFAULT_PORT,
         metrics_port: DEFAULT_METRICS_PORT,
@@ -402,7 +406,7 @@ pub fn url(pool: &str, namespace: &str) -> String {
 mod tests {
     use super::*;
     use crate::crd::{ConfigMapSink, SecretKeyRef as Ref, Sinks, WebhookSpec};
-    use crate::validate::validate;
+    use crate::webhook::validate::validate;
     use hookwarden_api::pool::ReceiverPoolSpec;
 
     fn defaults() -> ReceiverDefaults {

@@ -12,7 +12,7 @@
 
 use serde_json::{Value, json};
 
-use crate::validate::{MEMBRANE_EVENT_TYPES, OPAL_EVENT_TYPES};
+use crate::webhook::validate::{MEMBRANE_EVENT_TYPES, OPAL_EVENT_TYPES};
 
 /// One rule: where in the schema (a dotted path from the root; `[]` steps into a list's
 /// items), the CEL expression, and the message. `on_create` rules see `oldSelf` as an

@@ -15,9 +15,9 @@ use kube::{Client, ResourceExt};
 use tracing::debug;
 
 use crate::crd::Webhook;
-use crate::names;
-use crate::route;
-use crate::status;
+use crate::runtime::names;
+use crate::webhook::route;
+use crate::webhook::status;
 
 /// The HTTPRoutes the operator applied, for their status (a Gateway's controller writes it).
 ///

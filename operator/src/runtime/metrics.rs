@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::crd::Webhook;
-use crate::status::SinkUsage;
+use crate::webhook::status::SinkUsage;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -104,8 +104,10 @@ impl Collector for WebhookGauges {
             let stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
             let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
             for webhook in stores.iter().flat_map(Store::state) {
-                let (is_ready, reason) =
-                    crate::status::readiness(webhook.status.as_ref(), webhook.metadata.generation);
+                let (is_ready, reason) = crate::webhook::status::readiness(
+                    webhook.status.as_ref(),
+                    webhook.metadata.generation,
+                );
                 let key = format!(
                     "{}/{}",
                     webhook.metadata.namespace.as_deref().unwrap_or_default(),

@@ -8,7 +8,7 @@
 use hookwarden_api::config::{ConfigMapMode, ConfigMapSinkConfig, Limits, Provider, RateLimit};
 
 use crate::crd::{SidecarSettings, WebhookGateway, WebhookIngress, WebhookLimits, WebhookSpec};
-use crate::names;
+use crate::runtime::names;
 
 /// Event types Opal sends (Opal's access-change webhook documentation).
 pub const OPAL_EVENT_TYPES: [&str; 6] = [
@@ -549,7 +549,7 @@ fn check_secret_key(key: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::crd::{ConfigMapSink, ForwardSink, SecretKeyRef, Sinks};
-    use crate::validate::ValidSidecar;
+    use crate::webhook::validate::ValidSidecar;
 
     fn spec(provider: &str, path: &str) -> WebhookSpec {
         WebhookSpec {

@@ -7,7 +7,7 @@
 use hookwarden_api::config::Provider;
 
 use crate::crd::Webhook;
-use crate::validate::{ValidSpec, validate};
+use crate::webhook::validate::{ValidSpec, validate};
 
 /// Why a Webhook cannot run: an older Webhook holds the same claim.
 #[derive(Clone, Debug, PartialEq, Eq)]

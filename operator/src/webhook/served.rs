@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use hookwarden_api::pool_config::ServedReport;
 
 use crate::crd::Webhook;
-use crate::status::{Readiness, Reason};
+use crate::webhook::status::{Readiness, Reason};
 
 /// The Webhook being looked for, as it is now.
 pub struct Wanted<'a> {

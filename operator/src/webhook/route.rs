@@ -10,7 +10,7 @@ use kube::api::{ApiResource, DynamicObject, ObjectMeta};
 use serde_json::{Value, json};
 
 use crate::crd::{WebhookGateway, WebhookStatus};
-use crate::validate::ValidSpec;
+use crate::webhook::validate::ValidSpec;
 
 /// The Webhook condition that tells whether a Gateway controller took the route.
 pub const ROUTE_ACCEPTED: &str = "RouteAccepted";
@@ -137,7 +137,7 @@ pub fn condition(
         ),
         RouteState::Applied(route) => accepted(route),
     };
-    let last_transition_time = crate::status::transition_time(previous, status, now);
+    let last_transition_time = crate::webhook::status::transition_time(previous, status, now);
     Some(Condition {
         type_: ROUTE_ACCEPTED.into(),
         status: status.into(),
@@ -248,7 +248,7 @@ pub fn with_route(
     generation: Option<i64>,
     now: Time,
 ) -> WebhookStatus {
-    let previous = crate::status::take_condition(&mut status, ROUTE_ACCEPTED);
+    let previous = crate::webhook::status::take_condition(&mut status, ROUTE_ACCEPTED);
     status
         .conditions
         .extend(condition(previous.as_ref(), state, generation, now));
@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn the_route_sends_the_path_on_the_host_to_the_service() {
-        let spec = crate::validate::validate(
+        let spec = crate::webhook::validate::validate(
             "opal",
             &crate::crd::WebhookSpec {
                 gateway: Some(set(Some("https"))),
