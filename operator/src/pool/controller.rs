@@ -4,8 +4,9 @@
 //! once, here, rather than once per Webhook.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,6 +27,7 @@ use hookwarden_api::pool::{ReceiverPool, ReceiverPoolStatus};
 use super::children::{self, Member};
 use crate::crd::Webhook;
 use crate::error::{Error, Result};
+use crate::runtime::backoff;
 use crate::runtime::names;
 use crate::runtime::scoped;
 use crate::webhook::children::ReceiverDefaults;
@@ -47,6 +49,8 @@ pub struct PoolContext {
     /// The sink ConfigMaps the operator made (metadata): a pool serves a Webhook with a
     /// ConfigMap sink only once that ConfigMap is the Webhook's own ([`sink_store`]).
     sinks: Store<PartialObjectMeta<ConfigMap>>,
+    /// Consecutive failures per pool, for back-off.
+    failures: Mutex<HashMap<ObjectRef<ReceiverPool>, u32>>,
 }
 
 impl PoolContext {
@@ -61,6 +65,7 @@ impl PoolContext {
             defaults,
             webhooks,
             sinks,
+            failures: Mutex::default(),
         }
     }
 }
@@ -225,14 +230,32 @@ pub async fn run(
         .await;
 }
 
-fn error_policy(pool: Arc<ReceiverPool>, error: &Error, _: Arc<PoolContext>) -> Action {
-    warn!(%error, pool = %pool.name_any(), namespace = ?pool.namespace(), "pool reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+/// Retries with the Webhook controller's back-off (`runtime::backoff`), counted per pool
+/// from the first failure of a streak.
+fn error_policy(pool: Arc<ReceiverPool>, error: &Error, ctx: Arc<PoolContext>) -> Action {
+    let key = ObjectRef::from_obj(pool.as_ref());
+    let attempt = match ctx.failures.lock() {
+        Ok(mut failures) => {
+            let n = failures.entry(key).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = backoff::delay(attempt);
+    warn!(%error, pool = %pool.name_any(), namespace = ?pool.namespace(), attempt, retry_in_s = delay.as_secs(), "pool reconcile failed");
+    Action::requeue(delay)
 }
 
 #[instrument(level = "error", name = "reconcile_pool", skip_all, fields(pool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
 async fn reconcile(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Action> {
-    match reconcile_inner(pool.clone(), ctx.clone()).await {
+    let result = reconcile_inner(pool.clone(), ctx.clone()).await;
+    if result.is_ok()
+        && let Ok(mut failures) = ctx.failures.lock()
+    {
+        failures.remove(&ObjectRef::from_obj(pool.as_ref()));
+    }
+    match result {
         // An object of a name the pool needs is someone else's: left as it is (see `apply`).
         Err(Error::NotOwned(taken)) => {
             let message = format!(

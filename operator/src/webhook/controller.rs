@@ -26,6 +26,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::crd::Webhook;
 use crate::error::{Error, NotOwned, Result};
+use crate::runtime::backoff;
 use crate::runtime::metrics::{Metrics, ReadyLabels};
 use crate::runtime::names;
 use crate::runtime::scoped;
@@ -498,8 +499,7 @@ fn error_policy(webhook: Arc<Webhook>, error: &Error, ctx: Arc<Context>) -> Acti
         }
         Err(_) => 1,
     };
-    let delay = Duration::from_secs(5u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)))
-        .min(Duration::from_secs(300));
+    let delay = backoff::delay(attempt);
     warn!(
         %error,
         webhook = %webhook.name_any(),
