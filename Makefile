@@ -15,11 +15,13 @@ build:
 ## per release and 6 for the rest; cached afterwards). See tests/cluster/README.md.
 test: lint unit chart e2e
 
-## Formatting, the module graph, the documentation (built, its links, pages and code map
+## Formatting, the module graph, every shell script through shellcheck (Debian's package,
+## installed on first use), the documentation (built, its links, pages and code map
 ## checked: tests/docs/check.py, with its own tests) and clippy.
 lint: docs
 	$(CARGO) fmt --all -- --check
 	tests/module_graph.py
+	tests/lint/shellcheck.sh
 	python3 -m unittest discover -s tests/docs -p 'test_*.py'
 	tests/docs/check.py --html target/book
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

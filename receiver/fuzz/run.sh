@@ -15,5 +15,5 @@ for target in $(cargo fuzz list); do
     grep -E '^(Done|INFO: seed corpus|==|SUMMARY)|panicked' || true
   test "${PIPESTATUS[0]}" = 0
   cargo fuzz cmin -O "$target" "corpus/$target" >/dev/null 2>&1
-  echo "fuzz: $target corpus: $(ls "corpus/$target" | wc -l) inputs"
+  echo "fuzz: $target corpus: $(find "corpus/$target" -type f | wc -l) inputs"
 done

@@ -199,7 +199,7 @@ build_one() {
     exit 1
   fi
   stamp >"$out/.built"
-  log "[$n/$m] built $c in $((SECONDS - t0))s: $(cd "$out" && ls | tr '\n' ' ')"
+  log "[$n/$m] built $c in $((SECONDS - t0))s: $(find "$out" -mindepth 1 -maxdepth 1 ! -name '.*' -printf '%f ')"
 }
 
 main() {

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Container images without a daemon or a remote registry (sourced by cluster.sh and images.sh).
 #
 # crane (go-containerregistry, built by build.sh) assembles each image from layer tarballs
@@ -20,8 +21,8 @@ oci_start() {
   # (without the callers' lock descriptors: a registry left behind must not hold their locks)
   "$CRANE" registry serve --address 127.0.0.1:0 --disk "$OCI_WORK/blobs" >"$OCI_WORK/registry.log" 2>&1 8>&- 9>&- &
   OCI_REG_PID=$!
-  local i port
-  for i in $(seq 50); do
+  local port
+  for _ in $(seq 50); do
     port=$(sed -n 's/.*serving on port \([0-9]*\).*/\1/p' "$OCI_WORK/registry.log")
     [ -n "$port" ] && break
     kill -0 "$OCI_REG_PID" 2>/dev/null || break

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # (every variable here is for the scripts that source it)
 # The versions the test cluster is built from, all from the Go module proxy (sourced by
 # build.sh and cluster.sh). Changing one rebuilds that component on next use.
 #
