@@ -4,9 +4,8 @@
 //! once, here, rather than once per Webhook.
 
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -50,7 +49,7 @@ pub struct PoolContext {
     /// ConfigMap sink only once that ConfigMap is the Webhook's own ([`sink_store`]).
     sinks: Store<PartialObjectMeta<ConfigMap>>,
     /// Consecutive failures per pool, for back-off.
-    failures: Mutex<HashMap<ObjectRef<ReceiverPool>, u32>>,
+    failures: backoff::Streaks<ReceiverPool>,
 }
 
 impl PoolContext {
@@ -65,7 +64,7 @@ impl PoolContext {
             defaults,
             webhooks,
             sinks,
-            failures: Mutex::default(),
+            failures: backoff::Streaks::default(),
         }
     }
 }
@@ -233,15 +232,7 @@ pub async fn run(
 /// Retries with the Webhook controller's back-off (`runtime::backoff`), counted per pool
 /// from the first failure of a streak.
 fn error_policy(pool: Arc<ReceiverPool>, error: &Error, ctx: Arc<PoolContext>) -> Action {
-    let key = ObjectRef::from_obj(pool.as_ref());
-    let attempt = match ctx.failures.lock() {
-        Ok(mut failures) => {
-            let n = failures.entry(key).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        }
-        Err(_) => 1,
-    };
+    let attempt = ctx.failures.fail(ObjectRef::from_obj(pool.as_ref()));
     let delay = backoff::delay(attempt);
     warn!(%error, pool = %pool.name_any(), namespace = ?pool.namespace(), attempt, retry_in_s = delay.as_secs(), "pool reconcile failed");
     Action::requeue(delay)
@@ -250,10 +241,8 @@ fn error_policy(pool: Arc<ReceiverPool>, error: &Error, ctx: Arc<PoolContext>) -
 #[instrument(level = "error", name = "reconcile_pool", skip_all, fields(pool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default()))]
 async fn reconcile(pool: Arc<ReceiverPool>, ctx: Arc<PoolContext>) -> Result<Action> {
     let result = reconcile_inner(pool.clone(), ctx.clone()).await;
-    if result.is_ok()
-        && let Ok(mut failures) = ctx.failures.lock()
-    {
-        failures.remove(&ObjectRef::from_obj(pool.as_ref()));
+    if result.is_ok() {
+        ctx.failures.end(&ObjectRef::from_obj(pool.as_ref()));
     }
     match result {
         // An object of a name the pool needs is someone else's: left as it is (see `apply`).

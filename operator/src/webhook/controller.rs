@@ -2,10 +2,10 @@
 //! children -> apply -> write status. Decisions live in pure modules (`validate`,
 //! `conflict`, `children`, `status`); this module does the I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
@@ -94,8 +94,8 @@ pub struct Context {
     pub pools: PoolView,
     /// The children the operator manages, as the controller's watches see them.
     pub seen: Seen,
-    /// Consecutive failures per Webhook, for backoff.
-    failures: Mutex<HashMap<ObjectRef<Webhook>, u32>>,
+    /// Consecutive failures per Webhook, for back-off.
+    failures: backoff::Streaks<Webhook>,
 }
 
 impl PoolView {
@@ -203,7 +203,7 @@ pub async fn run_scope(
             reports: reports_seen,
         },
         seen: children_seen,
-        failures: Mutex::new(HashMap::new()),
+        failures: backoff::Streaks::default(),
     });
     let reports = reflector(
         reports_writer,
@@ -360,9 +360,7 @@ async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.record(label, started.elapsed());
     match &result {
         Ok(_) => {
-            if let Ok(mut failures) = ctx.failures.lock() {
-                failures.remove(&ObjectRef::from_obj(webhook.as_ref()));
-            }
+            ctx.failures.end(&ObjectRef::from_obj(webhook.as_ref()));
         }
         Err(error) => report_failure(&webhook, &ctx, error).await,
     }
@@ -423,12 +421,7 @@ async fn report_failure(webhook: &Webhook, ctx: &Context, error: &Error) {
     let message = truncate(&format!("reconciling failed, {then}: {error}"), 1000);
     // The first failure of a streak marks the Webhook (error_policy counts on from there,
     // for both kinds of error; a success clears it).
-    let first = ctx.failures.lock().map_or(true, |mut failures| {
-        let key = ObjectRef::from_obj(webhook);
-        let first = !failures.contains_key(&key);
-        failures.entry(key).or_insert(0);
-        first
-    });
+    let first = ctx.failures.begin(ObjectRef::from_obj(webhook));
     if status::failure_to_report(webhook.status.as_ref(), webhook.metadata.generation) {
         let readiness = Readiness::new(Reason::ReconcileFailed, message);
         let previous = webhook.status.clone().unwrap_or_default();
@@ -490,15 +483,7 @@ fn error_policy(webhook: Arc<Webhook>, error: &Error, ctx: Arc<Context>) -> Acti
         );
         return Action::await_change();
     }
-    let key = ObjectRef::from_obj(webhook.as_ref());
-    let attempt = match ctx.failures.lock() {
-        Ok(mut failures) => {
-            let n = failures.entry(key).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        }
-        Err(_) => 1,
-    };
+    let attempt = ctx.failures.fail(ObjectRef::from_obj(webhook.as_ref()));
     let delay = backoff::delay(attempt);
     warn!(
         %error,
@@ -1338,7 +1323,7 @@ mod tests {
                 reports: reflector::store().0,
             },
             seen,
-            failures: Mutex::new(HashMap::new()),
+            failures: backoff::Streaks::default(),
         };
         (Arc::new(ctx), handle, writer)
     }
